@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Install the OpenMMLab stack and dfl_mm into a virtual environment. Idempotent.
+#
+#   bash tools/install.sh [--tests]
+#
+# Environment:
+#   VENV              virtual environment to create/use (default: .venv in the repo root)
+#   PYTHON            interpreter that creates it (default: python3.11, then python3)
+#   MMCV_WHEEL_CACHE  folder with prebuilt mmcv wheels (pip --find-links); the wheel is used only
+#                     when `import mmcv._ext` works with the installed torch, otherwise mmcv is
+#                     built from source
+#   FORCE_CUDA        1/0: build mmcv's CUDA ops (default: 1 when torch sees CUDA and nvcc exists)
+#   MAX_JOBS          parallel compile jobs for the mmcv build (default: all cores)
+#   TORCH_SPEC        pip spec for torch+torchvision when none works yet
+#                     (default: "torch==2.14.1 torchvision==0.29.1")
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) WITH_TESTS=1 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "install.sh: unknown argument '$arg' (expected --tests)" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[install] %s\n' "$*"; }
+start=$SECONDS
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+  log "creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install -q --disable-pip-version-check)
+
+# torch + torchvision: keep a working pair, otherwise install the pinned one.
+if "$PY" -c "import torch, torchvision; torchvision.ops.nms" 2>/dev/null; then
+  log "torch $("$PY" -c 'import torch; print(torch.__version__)') already works"
+else
+  log "installing ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
+fi
+
+# setuptools 80.x: torch 2.14 needs >= 77; mmengine imports pkg_resources (removed in 81)
+# at run time to resolve mmdet::/mmseg:: configs, and the mmcv build needs it too.
+"${PIP[@]}" "setuptools>=77,<81" wheel ninja
+"${PIP[@]}" -r "$ROOT/requirements/runtime.txt" mmengine==0.10.7
+
+mmcv_ok() { "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; }
+
+if mmcv_ok; then
+  log "mmcv 2.1.0 with compiled ops already works"
+else
+  if [ -n "${MMCV_WHEEL_CACHE:-}" ] && [ -d "$MMCV_WHEEL_CACHE" ]; then
+    log "trying the mmcv wheel cache at $MMCV_WHEEL_CACHE"
+    "${PIP[@]}" --no-index --find-links "$MMCV_WHEEL_CACHE" --no-deps --force-reinstall \
+      mmcv==2.1.0 || true
+    mmcv_ok || { log "cached mmcv does not fit this torch: building from source";
+                 "$PY" -m pip uninstall -q -y mmcv || true; }
+  fi
+  if ! mmcv_ok; then
+    build_dir="$(mktemp -d)"
+    log "building mmcv 2.1.0 with ops from source in $build_dir (about 35 min on 2 cores)"
+    "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+      -d "$build_dir" mmcv==2.1.0
+    tar -xzf "$build_dir"/mmcv-2.1.0.tar.gz -C "$build_dir"
+    src="$build_dir/mmcv-2.1.0"
+    # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes -std=c++17 (mmcv issue 3341).
+    cxx_std="$("$PY" -c "import torch; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); print('c++20' if v >= (2, 10) else 'c++17')")"
+    sed -i "s/-std=c++17/-std=$cxx_std/g" "$src/setup.py"
+    if [ -z "${FORCE_CUDA:-}" ]; then
+      FORCE_CUDA=0
+      if command -v nvcc >/dev/null && "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+        FORCE_CUDA=1
+      fi
+    fi
+    log "C++ standard $cxx_std, FORCE_CUDA=$FORCE_CUDA, MAX_JOBS=${MAX_JOBS:-$(nproc)}"
+    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$PY" -m pip install -q --no-build-isolation --no-deps .)
+    # mmcv's own pure-Python requirements
+    "${PIP[@]}" addict packaging Pillow pyyaml yapf
+    rm -rf "$build_dir"
+    mmcv_ok || { echo "[install] ERROR: mmcv built but 'import mmcv._ext' fails" >&2; exit 1; }
+  fi
+fi
+
+"${PIP[@]}" addict packaging Pillow pyyaml yapf mmdet==3.3.0 mmsegmentation==1.2.2
+"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+if [ "$WITH_TESTS" = 1 ]; then
+  "${PIP[@]}" -r "$ROOT/requirements/tests.txt"
+fi
+log "done in $((SECONDS - start)) s; environment: $VENV"

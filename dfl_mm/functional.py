@@ -129,35 +129,40 @@ class _Inputs:
         (self.logits, self.target, self.row_weight, self.elem_weight,
          self.class_weight) = tensors
 
-    def _positives_and_weight(self, index, classes):
-        """Where the target is 1 (b, C, s) and the combined element weight."""
-        weight = None
+    def _positives_and_weight(self, index, classes, weight=None):
+        """Where the target is 1 (b, C, s) and the product of all weights."""
+        factors = [weight, self.class_weight]
         if self.target.is_floating_point():
             is_pos = self.target[index] > 0.5
         else:
             labels = self.target[index]
             is_pos = labels == classes
             if self.ignore_index is not None:
-                weight = (labels != self.ignore_index).to(self.dtype)
-        for extra in (self.row_weight, self.elem_weight, self.class_weight):
-            if extra is not None:
-                extra = extra if extra is self.class_weight else extra[index]
-                extra = extra.to(self.dtype)
-                weight = extra if weight is None else weight * extra
+                factors.append(labels != self.ignore_index)
+        for per_chunk in (self.row_weight, self.elem_weight):
+            if per_chunk is not None:
+                factors.append(per_chunk[index])
         if self.alpha is not None:
-            focus = torch.where(is_pos, self.alpha, 1.0 - self.alpha).to(self.dtype)
-            weight = focus if weight is None else weight * focus
+            factors.append(torch.where(is_pos, self.alpha, 1.0 - self.alpha))
+        weight = None
+        for factor in factors:
+            if factor is not None:
+                factor = factor.to(self.dtype)
+                weight = factor if weight is None else weight * factor
         return is_pos, weight
 
-    def chunk(self, index, gamma, with_grad):
+    def chunk(self, index, gamma, with_grad, weight=None):
         """Weighted loss of one chunk, with ``with_grad`` also its gradients.
+
+        ``weight`` (b, C, s) multiplies each element's loss before the chain
+        rule: backward passes the incoming per-element gradient here.
 
         Returns:
             loss (b, C, s), or (loss, d loss / d logits, d loss / d gamma).
         """
         z = self.logits[index].to(self.dtype)
         classes = torch.arange(z.shape[1], device=z.device).view(1, -1, 1)
-        is_pos, weight = self._positives_and_weight(index, classes)
+        is_pos, weight = self._positives_and_weight(index, classes, weight)
         if not self.use_sigmoid:
             return _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight)
         if self.target.is_floating_point():
@@ -268,9 +273,8 @@ class _DualFocalFunction(torch.autograd.Function):
             g = g.view(1, -1, 1) if g.dim() else g
             scale = grad_out.to(inputs.dtype)
             for index in _chunks(logits.shape):
-                _, gz, gg = inputs.chunk(index, g, True)
-                if not ctx.reduce_sum:
-                    gz, gg = gz * scale[index], gg * scale[index]
+                _, gz, gg = inputs.chunk(
+                    index, g, True, None if ctx.reduce_sum else scale[index])
                 if need_logits:
                     grad_logits[index] = gz
                 if need_gamma:

@@ -1,0 +1,305 @@
+"""``DualFocalLoss``: the registered module for mmdet and mmseg configs."""
+import math
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from .functional import GAMMA_MAX, REDUCTIONS, dual_focal_loss
+
+__all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
+
+LEARNABLE_MODES = (False, 'scalar', 'per_class')
+# Strength of the pull of a learnable gamma toward its initial value, from the
+# sweep in tools/analysis/sweep_gamma_reg.py (see README, "Learnable gamma").
+DEFAULT_GAMMA_REG = 0.01
+
+
+def load_class_weight(class_weight) -> Optional[list]:
+    """Class weights from a list or a file (.npy, or .pkl/.json/.yaml), as in mmseg."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if class_weight.endswith('.npy'):
+            class_weight = np.load(class_weight)
+        else:
+            from mmengine.fileio import load
+            class_weight = load(class_weight)
+    try:
+        values = [float(w) for w in np.asarray(class_weight).reshape(-1)]
+    except (TypeError, ValueError):
+        raise TypeError('class_weight must be a list of numbers or a path to '
+                        f'a .npy/.pkl/.json file, got {class_weight!r}') from None
+    if not values or any(not math.isfinite(w) or w < 0 for w in values):
+        raise ValueError(f'class_weight must be non-negative finite numbers, got {values}')
+    return values
+
+
+@MODELS.register_module()
+class DualFocalLoss(nn.Module):
+    """Dual Focal Loss with an optionally learnable focusing exponent.
+
+    .. math:: \\ell_{nc} = -\\ln\\bigl(1 - |y_{nc} - p_{nc}|^{\\gamma}\\bigr)
+
+    One module serves both OpenMMLab call conventions, told apart by the rank
+    of the prediction:
+
+    * mmdet dense heads: ``loss(cls_score (N, C), labels (N,), label_weights,
+      avg_factor=..., reduction_override=...)``; labels in [0, C] with
+      C = background (sigmoid); 'none' gives the (N, C) element map; 'mean'
+      divides by ``avg_factor`` (or by N * C), like mmdet's FocalLoss.
+    * mmseg decode heads: ``loss(seg_logits (B, C, H, W), seg_label (B, H, W),
+      weight=None, ignore_index=255)``; 'none' gives the per-pixel (B, H, W)
+      loss (summed over classes); 'mean' averages over pixels, or over the
+      non-ignored ones with ``avg_non_ignore``. A binary head (C = 1, sigmoid)
+      takes labels 0/1 with 1 = foreground.
+
+    Args:
+        use_sigmoid (bool): sigmoid per class (mmdet, multi-label) or softmax
+            over classes (mmseg). Default: True.
+        gamma (float): the (initial) focusing exponent, in (0, 20]. Default: 2.
+        learnable_gamma (False | 'scalar' | 'per_class'): learn gamma by
+            backpropagation, one value or one per class (needs
+            ``num_classes``). Default: False (gamma is a fixed buffer).
+        num_classes (int, optional): channels of the prediction; required for
+            a per-class gamma, and checks ``class_weight`` early.
+        gamma_min (float): lower bound of a learnable gamma. Default: 0.5.
+        gamma_max (float): upper bound of a learnable gamma. Default: 10.
+        gamma_reg (float): strength of the pull
+            ``gamma_reg * mean((gamma - gamma_init) ** 2)`` added to the loss
+            of a learnable gamma. Default: ``DEFAULT_GAMMA_REG``.
+        alpha (float, optional): sigmoid mode only: weight of positive targets
+            (negatives get ``1 - alpha``). Default: None (equal importance).
+        class_weight (list | str, optional): per-class weights, or a path to a
+            .npy/.pkl file holding them.
+        reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
+        loss_weight (float): factor of the returned loss. Default: 1.
+        avg_non_ignore (bool): mmseg: average over non-ignored pixels only.
+        ignore_index (int | None): label to leave out. Default: 255.
+        loss_name (str): key of the loss in mmseg's loss dict; must start with
+            ``loss_``. Default: 'loss_dfl'.
+
+    Example:
+        >>> loss = DualFocalLoss(learnable_gamma='scalar')
+        >>> cls_score = torch.randn(100, 80, requires_grad=True)
+        >>> labels = torch.randint(0, 81, (100,))
+        >>> loss(cls_score, labels, avg_factor=10.0).backward()
+        >>> float(loss.gamma)  # gamma's gradient is in loss.gamma_logit.grad
+        2.0
+    """
+
+    def __init__(self,
+                 use_sigmoid: bool = True,
+                 gamma: float = 2.0,
+                 learnable_gamma: Union[bool, str] = False,
+                 num_classes: Optional[int] = None,
+                 gamma_min: float = 0.5,
+                 gamma_max: float = 10.0,
+                 gamma_reg: float = DEFAULT_GAMMA_REG,
+                 alpha: Optional[float] = None,
+                 class_weight: Optional[Union[Sequence[float], str]] = None,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 avg_non_ignore: bool = False,
+                 ignore_index: Optional[int] = 255,
+                 loss_name: str = 'loss_dfl'):
+        super().__init__()
+        if not isinstance(use_sigmoid, bool):
+            raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
+        _check_number('gamma', gamma, 0, GAMMA_MAX)
+        if learnable_gamma is True:
+            learnable_gamma = 'scalar'
+        if learnable_gamma not in LEARNABLE_MODES:
+            raise ValueError(f"learnable_gamma must be one of {LEARNABLE_MODES}, "
+                             f'got {learnable_gamma!r}')
+        if num_classes is not None and (isinstance(num_classes, bool) or
+                                        not isinstance(num_classes, int) or
+                                        num_classes < 1):
+            raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
+        if alpha is not None:
+            if not use_sigmoid:
+                raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
+                                 'use class_weight in softmax mode')
+            _check_number('alpha', alpha, 0, 1, low_open=False)
+        if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
+            raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
+                             f'only backpropagates such keys), got {loss_name!r}')
+        _check_number('loss_weight', loss_weight, -math.inf, math.inf)
+
+        self.use_sigmoid = use_sigmoid
+        self.learnable_gamma = learnable_gamma
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.reduction = reduction
+        self.loss_weight = loss_weight
+        self.avg_non_ignore = avg_non_ignore
+        self.ignore_index = ignore_index
+        self._loss_name = loss_name
+
+        weights = load_class_weight(class_weight)
+        if weights is not None and num_classes is not None and len(weights) != num_classes:
+            raise ValueError(f'class_weight has {len(weights)} values, expected '
+                             f'num_classes={num_classes}')
+        self.register_buffer(
+            'class_weight', None if weights is None else torch.tensor(weights),
+            persistent=False)
+
+        if learnable_gamma:
+            _check_number('gamma_min', gamma_min, 0, GAMMA_MAX)
+            _check_number('gamma_max', gamma_max, 0, GAMMA_MAX)
+            if gamma_min >= gamma_max:
+                raise ValueError(f'gamma_min must be < gamma_max, got gamma_min='
+                                 f'{gamma_min}, gamma_max={gamma_max}')
+            if not gamma_min < gamma < gamma_max:
+                raise ValueError(f'a learnable gamma must start strictly inside '
+                                 f'(gamma_min, gamma_max) = ({gamma_min}, {gamma_max}), '
+                                 f'got gamma={gamma}')
+            _check_number('gamma_reg', gamma_reg, 0, math.inf, low_open=False)
+            if learnable_gamma == 'per_class' and num_classes is None:
+                raise ValueError("learnable_gamma='per_class' needs num_classes "
+                                 '(the number of output channels)')
+            shape = (num_classes, ) if learnable_gamma == 'per_class' else ()
+            self.gamma_min, self.gamma_max = float(gamma_min), float(gamma_max)
+            self.gamma_reg = float(gamma_reg)
+            fraction = (gamma - gamma_min) / (gamma_max - gamma_min)
+            # gamma = gamma_min + (gamma_max - gamma_min) * sigmoid(gamma_logit):
+            # smooth, bounded, never stuck at a clamp.
+            self.gamma_logit = nn.Parameter(
+                torch.full(shape, math.log(fraction / (1 - fraction))))
+            self.register_buffer('gamma_init', torch.full(shape, float(gamma)))
+        else:
+            self.register_buffer('fixed_gamma', torch.tensor(float(gamma)))
+        self.last_gamma_pull: Optional[Tensor] = None
+
+    @property
+    def loss_name(self) -> str:
+        """Key of this loss in mmseg's loss dict."""
+        return self._loss_name
+
+    @property
+    def gamma(self) -> Tensor:
+        """The current exponent: a 0-d tensor, or (C,) for a per-class gamma."""
+        if not self.learnable_gamma:
+            return self.fixed_gamma
+        span = self.gamma_max - self.gamma_min
+        return self.gamma_min + span * torch.sigmoid(self.gamma_logit)
+
+    def gamma_pull(self, gamma: Optional[Tensor] = None) -> Tensor:
+        """``gamma_reg * mean((gamma - gamma_init) ** 2)``, 0 for a fixed gamma."""
+        if not self.learnable_gamma:
+            return self.fixed_gamma.new_zeros(())
+        gamma = self.gamma if gamma is None else gamma
+        return self.gamma_reg * (gamma - self.gamma_init).pow(2).mean()
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                ignore_index: Optional[int] = None,
+                **kwargs) -> Tensor:
+        """Loss of ``pred`` against ``target`` in mmdet's or mmseg's convention.
+
+        Args:
+            pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W)
+                logits (mmseg).
+            target (Tensor): labels (N,) / (B, H, W), or float targets shaped
+                like ``pred`` (sigmoid mode).
+            weight (Tensor, optional): (N,), (N, 1), (N, C) or (B, H, W).
+            avg_factor (float, optional): divisor of 'mean'.
+            reduction_override (str, optional): 'none', 'mean' or 'sum'.
+            ignore_index (int, optional): overrides the module's.
+
+        Returns:
+            Tensor: the scalar loss ('mean'/'sum', including the gamma pull),
+            (N, C) for mmdet's or (B, H, W) for mmseg's 'none'.
+        """
+        if reduction_override not in (None, ) + REDUCTIONS:
+            raise ValueError(f'reduction_override must be None or one of '
+                             f"{REDUCTIONS}, got '{reduction_override}'")
+        if kwargs:
+            raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(kwargs)}')
+        reduction = reduction_override or self.reduction
+        if ignore_index is None:
+            ignore_index = self.ignore_index
+        if not isinstance(pred, Tensor):
+            raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
+        gamma = self.gamma
+        if pred.dim() > 2 and not target.is_floating_point():
+            loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
+                                    reduction, ignore_index)
+        else:
+            loss = self._call_core(pred, target, gamma, weight, reduction,
+                                   avg_factor, ignore_index)
+        if self.learnable_gamma and reduction != 'none':
+            pull = self.gamma_pull(gamma)
+            self.last_gamma_pull = pull.detach()
+            loss = loss + pull.to(loss.dtype)
+        return self.loss_weight * loss
+
+    def _call_core(self, pred, target, gamma, weight, reduction, avg_factor,
+                   ignore_index):
+        return dual_focal_loss(
+            pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
+            class_weight=self.class_weight, alpha=self.alpha,
+            ignore_index=ignore_index, reduction=reduction,
+            avg_factor=avg_factor)
+
+    def _pixel_loss(self, pred, labels, gamma, weight, avg_factor, reduction,
+                    ignore_index):
+        """mmseg's convention: per-pixel losses, pixel means, binary heads."""
+        valid = None if ignore_index is None else labels != ignore_index
+        if pred.shape[1] == 1 and self.use_sigmoid:
+            _check_binary_labels(labels, valid)
+            # class 0 of the core is the foreground; label 1 (background) is
+            # the core's all-zero row
+            labels = 1 - labels if valid is None else torch.where(
+                valid, 1 - labels, labels)
+        if reduction == 'mean' and avg_factor is None:
+            if self.avg_non_ignore and valid is not None:
+                avg_factor = valid.sum().item()
+            else:
+                avg_factor = labels.numel()
+        loss = self._call_core(pred, labels, gamma, weight, reduction,
+                               avg_factor, ignore_index)
+        return loss.sum(dim=1) if reduction == 'none' else loss
+
+    def extra_repr(self) -> str:
+        parts = [f'use_sigmoid={self.use_sigmoid}',
+                 f'learnable_gamma={self.learnable_gamma!r}']
+        if self.learnable_gamma:
+            parts.append(f'gamma_range=({self.gamma_min}, {self.gamma_max}), '
+                         f'gamma_reg={self.gamma_reg}')
+        else:
+            parts.append(f'gamma={float(self.fixed_gamma)}')
+        parts += [f'alpha={self.alpha}', f'reduction={self.reduction!r}',
+                  f'loss_weight={self.loss_weight}',
+                  f'avg_non_ignore={self.avg_non_ignore}',
+                  f'ignore_index={self.ignore_index}',
+                  f'loss_name={self.loss_name!r}']
+        if self.class_weight is not None:
+            parts.append(f'class_weight={self.class_weight.tolist()}')
+        return ', '.join(parts)
+
+
+def _check_number(name, value, low, high, low_open=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high or math.isnan(value):
+        left = '(' if low_open else '['
+        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
+
+
+def _check_binary_labels(labels, valid):
+    checked = labels if valid is None else labels[valid]
+    if checked.numel() and (checked.min() < 0 or checked.max() > 1):
+        raise ValueError(
+            'a binary head (one output channel, use_sigmoid=True) takes labels '
+            f'0 (background) and 1 (foreground), got values in '
+            f'[{int(checked.min())}, {int(checked.max())}]')

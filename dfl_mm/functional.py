@@ -392,7 +392,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     batch = logits.shape[0]
     spatial = logits.shape[2:]
     row_shape = (batch, ) + tuple(spatial)
-    logits3 = logits.reshape(batch, channels, -1)
+    flat = math.prod(spatial)
+    logits3 = logits.reshape(batch, channels, flat)
 
     if target.is_floating_point():
         if not use_sigmoid:
@@ -401,7 +402,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         if target.shape != logits.shape:
             raise ValueError(f'expected float target of shape '
                              f'{tuple(logits.shape)}, got {tuple(target.shape)}')
-        target3 = target.reshape(batch, channels, -1)
+        target3 = target.reshape(batch, channels, flat)
     else:
         if target.dtype == torch.bool or target.is_complex():
             raise TypeError(f'target must hold integer labels or floats, got '
@@ -410,18 +411,18 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(f'expected target of shape {row_shape} (one label '
                              f'per row), got {tuple(target.shape)}')
         _check_label_range(target, channels, use_sigmoid, ignore_index)
-        target3 = target.reshape(batch, 1, -1)
+        target3 = target.reshape(batch, 1, flat)
 
     row_weight = elem_weight = None
     if weight is not None:
         _check_tensor('weight', weight, 'per-row or per-element weights')
         if weight.numel() == logits.numel() and weight.shape in (
                 logits.shape, (batch, channels)):
-            elem_weight = weight.reshape(batch, channels, -1)
+            elem_weight = weight.reshape(batch, channels, flat)
         elif weight.numel() == math.prod(row_shape) and (
                 tuple(weight.shape) in (row_shape, row_shape + (1, ))
                 or weight.dim() == 1):
-            row_weight = weight.reshape(batch, 1, -1)
+            row_weight = weight.reshape(batch, 1, flat)
         else:
             raise ValueError(
                 f'weight must have shape {row_shape} (per row) or '

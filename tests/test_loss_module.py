@@ -1,0 +1,262 @@
+"""DualFocalLoss as mmdet and mmseg call it, the learnable gamma, registration."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import DefaultScope
+from mmengine.registry import MODELS as ROOT_MODELS
+
+from dfl_mm import DualFocalLoss, dual_focal_loss
+from dfl_mm.functional import GAMMA_MAX
+
+EPS = torch.finfo(torch.float32).eps
+
+
+@pytest.mark.parametrize('scope', [None, 'mmdet', 'mmseg'])
+def test_builds_from_every_registry_and_scope(scope):
+    from mmdet.registry import MODELS as DET
+    from mmseg.registry import MODELS as SEG
+    cfg = dict(type='DualFocalLoss', learnable_gamma='scalar', gamma=2.5)
+    for registry in (ROOT_MODELS, DET, SEG):
+        if scope is None:
+            loss = registry.build(cfg)
+        else:
+            with DefaultScope.overwrite_default_scope(scope):
+                loss = registry.build(cfg)
+        assert isinstance(loss, DualFocalLoss)
+        assert float(loss.gamma) == pytest.approx(2.5)
+
+
+# ---------------------------------------------------------------- mmdet calls
+def test_mmdet_call_matches_mmdet_reduction_semantics():
+    torch.manual_seed(0)
+    loss = DualFocalLoss(gamma=2.0, loss_weight=0.5)
+    scores = torch.randn(30, 4, requires_grad=True)
+    labels = torch.randint(0, 5, (30, ))
+    label_weights = (torch.rand(30) > 0.2).float()
+    elems = dual_focal_loss(scores, labels, 2.0, reduction='none') * label_weights[:, None]
+    torch.testing.assert_close(loss(scores, labels, label_weights, avg_factor=7.0),
+                               0.5 * elems.sum() / (7.0 + EPS))
+    torch.testing.assert_close(loss(scores, labels, label_weights), 0.5 * elems.mean())
+    torch.testing.assert_close(loss(scores, labels, label_weights, reduction_override='sum'),
+                               0.5 * elems.sum())
+    torch.testing.assert_close(loss(scores, labels, label_weights, reduction_override='none'),
+                               0.5 * elems)
+    # weight (N,), (N, 1) and (N, C) agree, as in mmdet's FocalLoss
+    for w in (label_weights[:, None], label_weights[:, None].expand(30, 4)):
+        torch.testing.assert_close(loss(scores, labels, w, avg_factor=7.0),
+                                   loss(scores, labels, label_weights, avg_factor=7.0))
+
+
+def test_mmdet_call_errors_and_zero_anchors():
+    loss = DualFocalLoss(learnable_gamma='scalar')
+    scores, labels = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 3])
+    with pytest.raises(ValueError, match='avg_factor can not be used'):
+        loss(scores, labels, reduction_override='sum', avg_factor=2.0)
+    with pytest.raises(ValueError, match='reduction_override must be None or one of'):
+        loss(scores, labels, reduction_override='avg')
+    empty = torch.zeros(0, 3, requires_grad=True)
+    out = loss(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0), avg_factor=0.0)
+    out.backward()
+    assert torch.isfinite(out) and loss.gamma_logit.grad is not None
+    # the only term left is the gamma pull, which is 0 at the initial gamma
+    assert out.item() == pytest.approx(0.0)
+
+
+def test_mmdet_retina_head_loss_uses_dual_focal_loss():
+    """A real mmdet head computes its loss through the module."""
+    from mmdet.models.dense_heads import RetinaHead
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+    from mmengine.structures import InstanceData
+    register_all_modules(init_default_scope=False)
+    head = RetinaHead(
+        num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                              scales_per_octave=1, ratios=[1.0], strides=[8, 16]),
+        loss_cls=dict(type='DualFocalLoss', use_sigmoid=True, learnable_gamma='scalar'),
+        train_cfg=ConfigDict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5,
+                                           neg_iou_thr=0.4, min_pos_iou=0, ignore_iof_thr=-1),
+                             sampler=dict(type='PseudoSampler'), allowed_border=-1,
+                             pos_weight=-1, debug=False))
+    feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]
+    gt = InstanceData(bboxes=torch.tensor([[4., 4., 30., 30.]]), labels=torch.tensor([1]))
+    losses = head.loss_by_feat(*head(feats), [gt], [dict(img_shape=(64, 64), pad_shape=(64, 64))])
+    total = sum(losses['loss_cls']) + sum(losses['loss_bbox'])
+    total.backward()
+    assert isinstance(head.loss_cls, DualFocalLoss)
+    assert head.loss_cls.gamma_logit.grad is not None
+    assert head.conv_cls.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- mmseg calls
+def test_mmseg_call_pixel_losses_ignore_and_means():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 4, 6, 6, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 6, 6))
+    labels[0, :3] = 255
+    valid = labels != 255
+    loss = DualFocalLoss(use_sigmoid=False, loss_name='loss_dfl')
+    pixel = loss(logits, labels, weight=None, ignore_index=255, reduction_override='none')
+    assert pixel.shape == (2, 6, 6)
+    assert (pixel[~valid] == 0).all() and (pixel[valid] > 0).all()
+    torch.testing.assert_close(loss(logits, labels, ignore_index=255), pixel.sum() / (72 + EPS))
+    loss.avg_non_ignore = True
+    torch.testing.assert_close(loss(logits, labels, ignore_index=255),
+                               pixel.sum() / (valid.sum() + EPS))
+    seg_weight = torch.rand(2, 6, 6)
+    torch.testing.assert_close(
+        loss(logits, labels, weight=seg_weight, ignore_index=255, reduction_override='sum'),
+        (pixel * seg_weight).sum())
+
+
+def test_mmseg_all_ignored_batch_is_zero_and_keeps_gamma_in_graph():
+    loss = DualFocalLoss(use_sigmoid=False, learnable_gamma='scalar', avg_non_ignore=True)
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = loss(logits, torch.full((2, 4, 4), 255), ignore_index=255)
+    assert out.item() == 0.0
+    out.backward()
+    assert loss.gamma_logit.grad is not None and loss.gamma_logit.grad.item() == 0.0
+
+
+def test_mmseg_binary_head_one_channel_is_bce_at_gamma_one():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 2, (2, 5, 5))
+    labels[1, 0] = 255
+    valid = labels != 255
+    loss = DualFocalLoss(use_sigmoid=True, gamma=1.0, avg_non_ignore=True)
+    ours = loss(logits, labels, ignore_index=255)
+    bce = F.binary_cross_entropy_with_logits(logits[:, 0][valid], labels[valid].double())
+    torch.testing.assert_close(ours, bce, rtol=1e-7, atol=1e-10)
+    with pytest.raises(ValueError, match='binary head .* takes labels 0 .* and 1'):
+        loss(logits, torch.full((2, 5, 5), 2), ignore_index=255)
+
+
+def test_mmseg_decode_head_loss_with_dfl_list():
+    """mmseg's FCNHead with CE + DFL through its list of losses."""
+    from mmengine.structures import PixelData
+    from mmseg.models.decode_heads import FCNHead
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    head = FCNHead(in_channels=8, channels=8, num_convs=1, num_classes=3,
+                   loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0),
+                                dict(type='DualFocalLoss', use_sigmoid=False,
+                                     learnable_gamma='per_class', num_classes=3)])
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.randint(0, 3, (1, 16, 16)))
+    sample.set_metainfo(dict(img_shape=(16, 16)))
+    losses = head.loss([torch.randn(1, 8, 8, 8)], [sample], dict())
+    assert set(losses) >= {'loss_ce', 'loss_dfl', 'acc_seg'}
+    losses['loss_dfl'].backward()
+    assert head.loss_decode[1].gamma_logit.grad.shape == (3, )
+
+
+# ---------------------------------------------------------------- gamma
+def test_learnable_gamma_pull_is_in_the_value_and_readable():
+    torch.manual_seed(3)
+    loss = DualFocalLoss(learnable_gamma='scalar', gamma=2.0, gamma_reg=0.5)
+    scores, labels = torch.randn(20, 3), torch.randint(0, 4, (20, ))
+    with torch.no_grad():
+        loss.gamma_logit.add_(0.3)
+    gamma = loss.gamma.detach()
+    out = loss(scores, labels)
+    expected_pull = 0.5 * (gamma - 2.0) ** 2
+    torch.testing.assert_close(loss.last_gamma_pull, expected_pull)
+    torch.testing.assert_close(out, dual_focal_loss(scores, labels, gamma) + expected_pull)
+    assert loss(scores, labels, reduction_override='none').shape == (20, 3)
+
+
+def test_gamma_is_bounded_and_saved_in_state_dict():
+    loss = DualFocalLoss(learnable_gamma='per_class', num_classes=3, gamma=2.0,
+                         gamma_min=1.0, gamma_max=4.0)
+    with torch.no_grad():
+        loss.gamma_logit.copy_(torch.tensor([-1e3, 0.0, 1e3]))
+    torch.testing.assert_close(loss.gamma, torch.tensor([1.0, 2.5, 4.0]))
+    fresh = DualFocalLoss(learnable_gamma='per_class', num_classes=3, gamma=2.0,
+                          gamma_min=1.0, gamma_max=4.0)
+    fresh.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(fresh.gamma, loss.gamma)
+    fixed = DualFocalLoss(gamma=3.0)
+    assert 'fixed_gamma' in fixed.state_dict() and not list(fixed.parameters())
+    assert float(fixed.gamma) == 3.0
+
+
+def test_class_weight_from_npy_file(tmp_path):
+    path = tmp_path / 'w.npy'
+    np.save(path, np.array([1.0, 2.0, 0.5]))
+    loss = DualFocalLoss(use_sigmoid=False, class_weight=str(path))
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    torch.testing.assert_close(
+        loss(logits, labels, reduction_override='sum'),
+        dual_focal_loss(logits, labels, 2.0, use_sigmoid=False, class_weight=[1., 2., .5],
+                        reduction='sum'))
+    with pytest.raises(ValueError, match='class_weight must have one value per class'):
+        loss(torch.randn(4, 5), labels)
+
+
+BAD_INIT = [
+    (dict(reduction='avg'), ValueError, 'reduction must be one of'),
+    (dict(gamma=0), ValueError, r'gamma must be in \(0, 20'),
+    (dict(gamma=-2.0), ValueError, 'gamma must be in'),
+    (dict(gamma='2'), TypeError, 'gamma must be a number'),
+    (dict(learnable_gamma='yes'), ValueError, 'learnable_gamma must be one of'),
+    (dict(learnable_gamma='scalar', gamma_min=3.0, gamma_max=2.0), ValueError,
+     'gamma_min must be < gamma_max'),
+    (dict(learnable_gamma='scalar', gamma=12.0), ValueError, 'must start strictly inside'),
+    (dict(learnable_gamma='per_class'), ValueError, 'needs num_classes'),
+    (dict(learnable_gamma='scalar', gamma_reg=-1.0), ValueError, 'gamma_reg must be in'),
+    (dict(loss_name='dfl'), ValueError, "loss_name must be a str starting with 'loss_'"),
+    (dict(use_sigmoid=False, alpha=0.25), ValueError, 'alpha is a sigmoid-mode option'),
+    (dict(use_sigmoid='yes'), TypeError, 'use_sigmoid must be True or False'),
+    (dict(class_weight=[1.0, 2.0], num_classes=3), ValueError, 'class_weight has 2 values'),
+    (dict(class_weight=['a']), TypeError, 'class_weight must be a list of numbers'),
+    (dict(num_classes=0), ValueError, 'num_classes must be a positive int'),
+]
+
+
+@pytest.mark.parametrize('kwargs,error,message', BAD_INIT)
+def test_bad_config_raises_clear_error(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        DualFocalLoss(**kwargs)
+
+
+def test_sigmoid_flag_not_matching_channels_is_an_error():
+    loss = DualFocalLoss(use_sigmoid=False)
+    with pytest.raises(ValueError, match='use use_sigmoid=True for a binary head'):
+        loss(torch.randn(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+    loss = DualFocalLoss(learnable_gamma='per_class', num_classes=3)
+    with pytest.raises(ValueError, match=r'one value per class \(5,\)'):
+        loss(torch.randn(4, 5), torch.tensor([0, 1, 2, 5]))
+
+
+def _toy_training(gamma_reg, steps=2000, seed=0):
+    """Linear classifier on a 3-class problem with a 90/8/2 % class split."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = (900, 80, 20)
+    centers = torch.tensor([[0., 0.], [1.5, 1.5], [-1.5, 1.5]])
+    x = torch.cat([centers[c] + torch.randn(n, 2, generator=gen) for c, n in enumerate(counts)])
+    y = torch.cat([torch.full((n, ), c) for c, n in enumerate(counts)])
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(2, 3)
+    loss = DualFocalLoss(use_sigmoid=False, learnable_gamma='scalar', gamma=2.0,
+                         gamma_min=0.5, gamma_max=10.0, gamma_reg=gamma_reg)
+    opt = torch.optim.SGD(list(model.parameters()) + list(loss.parameters()), lr=0.1)
+    trace = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(model(x), y).backward()
+        opt.step()
+        trace.append(float(loss.gamma.detach()))
+    return trace
+
+
+def test_learnable_gamma_stays_inside_bounds_with_pull_and_climbs_without():
+    pulled = _toy_training(gamma_reg=0.01)
+    free = _toy_training(gamma_reg=0.0)
+    assert all(0.5 < g < 10.0 for g in pulled + free)
+    # documented degeneracy: without the pull, gamma runs toward gamma_max
+    assert free[-1] > 0.8 * 10.0 and free[-1] > free[len(free) // 2] > free[0]
+    assert abs(pulled[-1] - 2.0) < abs(free[-1] - 2.0)
+    assert pulled[-1] < GAMMA_MAX

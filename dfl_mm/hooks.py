@@ -33,7 +33,7 @@ def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
     for path, loss in losses:
         suffix = '' if len(losses) == 1 else '.' + _short_name(path)
         with torch.no_grad():
-            gamma = loss.gamma.detach().float()
+            gamma = loss.gamma.float()
             scalars['gamma' + suffix] = gamma.mean().item()
             if gamma.numel() > 1:
                 scalars['gamma_min' + suffix] = gamma.min().item()

@@ -182,7 +182,11 @@ class DualFocalLoss(nn.Module):
 
     @property
     def gamma(self) -> Tensor:
-        """The current exponent: a 0-d tensor, or (C,) for a per-class gamma."""
+        """The current exponent, detached: 0-d, or (C,) for a per-class gamma."""
+        return self.current_gamma().detach()
+
+    def current_gamma(self) -> Tensor:
+        """The exponent as a function of ``gamma_logit`` (in the autograd graph)."""
         if not self.learnable_gamma:
             return self.fixed_gamma
         span = self.gamma_max - self.gamma_min
@@ -192,7 +196,7 @@ class DualFocalLoss(nn.Module):
         """``gamma_reg * mean((gamma - gamma_init) ** 2)``, 0 for a fixed gamma."""
         if not self.learnable_gamma:
             return self.fixed_gamma.new_zeros(())
-        gamma = self.gamma if gamma is None else gamma
+        gamma = self.current_gamma() if gamma is None else gamma
         return self.gamma_reg * (gamma - self.gamma_init).pow(2).mean()
 
     def forward(self,
@@ -229,7 +233,7 @@ class DualFocalLoss(nn.Module):
             ignore_index = self.ignore_index
         if not isinstance(pred, Tensor):
             raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
-        gamma = self.gamma
+        gamma = self.current_gamma()
         if pred.dim() > 2 and not target.is_floating_point():
             loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
                                     reduction, ignore_index)

@@ -7,7 +7,6 @@ from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from dfl_mm import DualFocalLoss, dual_focal_loss
-from dfl_mm.functional import GAMMA_MAX
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -86,7 +85,7 @@ def test_mmdet_retina_head_loss_uses_dual_focal_loss():
     total.backward()
     assert isinstance(head.loss_cls, DualFocalLoss)
     assert head.loss_cls.gamma_logit.grad is not None
-    assert head.conv_cls.weight.grad.abs().sum() > 0
+    assert head.retina_cls.weight.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- mmseg calls
@@ -160,7 +159,7 @@ def test_learnable_gamma_pull_is_in_the_value_and_readable():
     scores, labels = torch.randn(20, 3), torch.randint(0, 4, (20, ))
     with torch.no_grad():
         loss.gamma_logit.add_(0.3)
-    gamma = loss.gamma.detach()
+    gamma = loss.gamma
     out = loss(scores, labels)
     expected_pull = 0.5 * (gamma - 2.0) ** 2
     torch.testing.assert_close(loss.last_gamma_pull, expected_pull)
@@ -231,32 +230,13 @@ def test_sigmoid_flag_not_matching_channels_is_an_error():
         loss(torch.randn(4, 5), torch.tensor([0, 1, 2, 5]))
 
 
-def _toy_training(gamma_reg, steps=2000, seed=0):
-    """Linear classifier on a 3-class problem with a 90/8/2 % class split."""
-    gen = torch.Generator().manual_seed(seed)
-    counts = (900, 80, 20)
-    centers = torch.tensor([[0., 0.], [1.5, 1.5], [-1.5, 1.5]])
-    x = torch.cat([centers[c] + torch.randn(n, 2, generator=gen) for c, n in enumerate(counts)])
-    y = torch.cat([torch.full((n, ), c) for c, n in enumerate(counts)])
-    torch.manual_seed(seed)
-    model = torch.nn.Linear(2, 3)
-    loss = DualFocalLoss(use_sigmoid=False, learnable_gamma='scalar', gamma=2.0,
-                         gamma_min=0.5, gamma_max=10.0, gamma_reg=gamma_reg)
-    opt = torch.optim.SGD(list(model.parameters()) + list(loss.parameters()), lr=0.1)
-    trace = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss(model(x), y).backward()
-        opt.step()
-        trace.append(float(loss.gamma.detach()))
-    return trace
-
-
 def test_learnable_gamma_stays_inside_bounds_with_pull_and_climbs_without():
-    pulled = _toy_training(gamma_reg=0.01)
-    free = _toy_training(gamma_reg=0.0)
+    from dfl_mm.demo.toy import train_toy
+    pulled = train_toy(gamma_reg=0.01, steps=2000, lr=0.5)['gamma']
+    free = train_toy(gamma_reg=0.0, steps=2000, lr=0.5)['gamma']
     assert all(0.5 < g < 10.0 for g in pulled + free)
-    # documented degeneracy: without the pull, gamma runs toward gamma_max
-    assert free[-1] > 0.8 * 10.0 and free[-1] > free[len(free) // 2] > free[0]
-    assert abs(pulled[-1] - 2.0) < abs(free[-1] - 2.0)
-    assert pulled[-1] < GAMMA_MAX
+    # documented degeneracy: without the pull, gamma keeps climbing to gamma_max
+    checkpoints = [free[i] for i in (0, 500, 1000, 1999)]
+    assert checkpoints == sorted(checkpoints) and free[-1] > 8.0
+    # with the default pull it settles near its start
+    assert 2.0 < pulled[-1] < 4.0 and abs(pulled[-1] - pulled[1000]) < 0.05

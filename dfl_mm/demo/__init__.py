@@ -1,0 +1,1 @@
+"""Small deterministic data for demos, tests and the learnable-gamma sweep."""

@@ -46,17 +46,19 @@ _LN2 = math.log(2.0)
 CHUNK_ELEMENTS = 1 << 16
 
 
-def dual_focal_loss_elements(u: Tensor, gamma: Tensor,
-                             with_grad: bool = True):
+def dual_focal_loss_elements(u: Tensor, gamma: Tensor, with_grad: bool = True,
+                             with_loss: bool = True):
     """Element loss and its derivatives in terms of the signed logit ``u``.
 
     Args:
         u (Tensor): signed logits ``ln((1 - e) / e)``, any shape, float32/64.
         gamma (Tensor): focusing exponent, broadcastable to ``u``.
-        with_grad (bool): also return the derivatives.
+        with_grad (bool): return the derivatives.
+        with_loss (bool): return the loss (backward needs only derivatives).
 
     Returns:
-        ``loss`` or ``(loss, d loss / d u, d loss / d gamma)``, each shaped like ``u``.
+        ``loss``, ``(d loss / d u, d loss / d gamma)`` or
+        ``(loss, d loss / d u, d loss / d gamma)``, each shaped like ``u``.
 
     .. math:: \\ell = -\\ln(1 - \\sigma(-u)^\\gamma)
     """
@@ -65,17 +67,19 @@ def dual_focal_loss_elements(u: Tensor, gamma: Tensor,
     neg_em1 = -torch.expm1(-s)  # 1 - e ** gamma, exact for small s
     e_gamma = torch.exp(-s)
     tail = u < _TAIL
-    # -ln(1 - x) loses digits through log() when x is tiny and through
-    # expm1() when x is near 1: pick the exact form for each side of x = 1/2.
-    loss = torch.where(s < _LN2, -torch.log(neg_em1), -torch.log1p(-e_gamma))
-    loss = torch.where(tail, -(torch.log(gamma) + u), loss)
-    if not with_grad:
-        return loss
-    # -1 / expm1(s) written with the already computed exp(-s) and expm1(-s).
-    ratio = -e_gamma / neg_em1
-    grad_u = torch.where(tail, -1.0, gamma * torch.sigmoid(u) * ratio)
-    grad_gamma = torch.where(tail, -1.0 / gamma, surprise * ratio)
-    return loss, grad_u, grad_gamma
+    out = ()
+    if with_loss:
+        # -ln(1 - x) loses digits through log() when x is tiny and through
+        # expm1() when x is near 1: pick the exact form for each side of x = 1/2.
+        loss = torch.where(s < _LN2, -torch.log(neg_em1), -torch.log1p(-e_gamma))
+        out += (torch.where(tail, -(torch.log(gamma) + u), loss), )
+    if with_grad:
+        # -1 / expm1(s) written with the already computed exp(-s) and expm1(-s).
+        ratio = -e_gamma / neg_em1
+        grad_u = torch.where(tail, -1.0, gamma * torch.sigmoid(u) * ratio)
+        grad_gamma = torch.where(tail, -1.0 / gamma, surprise * ratio)
+        out += (grad_u, grad_gamma)
+    return out[0] if len(out) == 1 else out
 
 
 def _chunks(shape: Tuple[int, int, int]):
@@ -152,13 +156,13 @@ class _Inputs:
         return is_pos, weight
 
     def chunk(self, index, gamma, with_grad, weight=None):
-        """Weighted loss of one chunk, with ``with_grad`` also its gradients.
+        """Weighted loss of one chunk, or with ``with_grad`` its gradients.
 
         ``weight`` (b, C, s) multiplies each element's loss before the chain
         rule: backward passes the incoming per-element gradient here.
 
         Returns:
-            loss (b, C, s), or (loss, d loss / d logits, d loss / d gamma).
+            loss (b, C, s), or (d loss / d logits, d loss / d gamma).
         """
         z = self.logits[index].to(self.dtype)
         classes = torch.arange(z.shape[1], device=z.device).view(1, -1, 1)
@@ -169,13 +173,12 @@ class _Inputs:
             u, du_dz = _soft_target_signed_logit(z, self.target[index].to(self.dtype))
         else:
             u, du_dz = torch.where(is_pos, z, -z), None
-        out = dual_focal_loss_elements(u, gamma, with_grad)
         if not with_grad:
-            return _weighted(out, weight)
-        loss, grad_u, grad_gamma = out
+            return _weighted(dual_focal_loss_elements(u, gamma, False), weight)
+        grad_u, grad_gamma = dual_focal_loss_elements(u, gamma, True, with_loss=False)
         grad_z = (torch.where(is_pos, grad_u, -grad_u) if du_dz is None
                   else grad_u * du_dz)
-        return _weighted((loss, grad_z, grad_gamma), weight)
+        return _weighted((grad_z, grad_gamma), weight)
 
 
 def _soft_target_signed_logit(z: Tensor, y: Tensor):
@@ -217,22 +220,20 @@ def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
                                keepdim=True)
     log_p = z - lse
     p = torch.exp(log_p)
-    log1m_p = torch.log1p(-p)
-    v = torch.where(is_max, z_max - lse_rest, log_p - log1m_p)
+    v = torch.where(is_max, z_max - lse_rest, log_p - torch.log1p(-p))
     u = torch.where(is_pos, v, -v)
-    out = dual_focal_loss_elements(u, gamma, with_grad)
     if not with_grad:
-        return _weighted(out, weight)
-    loss, grad_u, grad_gamma = out
+        return _weighted(dual_focal_loss_elements(u, gamma, False), weight)
+    grad_u, grad_gamma = dual_focal_loss_elements(u, gamma, True, with_loss=False)
     grad_v = torch.where(is_pos, grad_u, -grad_u)
     # the chain rule below mixes classes: weight the element terms first
-    loss, grad_v, grad_gamma = _weighted((loss, grad_v, grad_gamma), weight)
-    h = torch.where(is_max, grad_v, grad_v * torch.exp(-log1m_p))
+    grad_v, grad_gamma = _weighted((grad_v, grad_gamma), weight)
+    h = torch.where(is_max, grad_v, grad_v / (1 - p))
     k = torch.where(is_max, 0.0, h).sum(dim=1, keepdim=True)
     g_max = torch.where(is_max, grad_v, 0.0).sum(dim=1, keepdim=True)
     pi = torch.where(is_max, 0.0, torch.exp(z - lse_rest))
     grad_z = h - p * k - pi * g_max
-    return loss, grad_z, grad_gamma
+    return grad_z, grad_gamma
 
 
 class _DualFocalFunction(torch.autograd.Function):
@@ -273,7 +274,7 @@ class _DualFocalFunction(torch.autograd.Function):
             g = g.view(1, -1, 1) if g.dim() else g
             scale = grad_out.to(inputs.dtype)
             for index in _chunks(logits.shape):
-                _, gz, gg = inputs.chunk(
+                gz, gg = inputs.chunk(
                     index, g, True, None if ctx.reduce_sum else scale[index])
                 if need_logits:
                     grad_logits[index] = gz

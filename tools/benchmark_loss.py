@@ -1,0 +1,188 @@
+"""Speed and memory of DualFocalLoss against its peers, side by side in one run.
+
+    python tools/benchmark_loss.py [--threads 2] [--repeats 7] [--device cpu|cuda]
+        [--anchors 200000] [--seg-shape 2 19 256 512] [--dtype float32|bfloat16]
+
+Each contender runs forward + backward on the same logits; the table shows the
+median time of ``--repeats`` runs (after one warm-up), its ratio to the
+reference of its group (mmdet's FocalLoss for sigmoid, F.cross_entropy for
+softmax), the peak extra memory during forward + backward and the bytes kept
+for backward beyond the inputs, both as multiples of the logits' bytes.
+"""
+import argparse
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def saved_bytes_counter(inputs):
+    """Count bytes that autograd saves for backward, except the inputs' own."""
+    input_ptrs = {t.untyped_storage().data_ptr() for t in inputs if t is not None}
+    seen, counter = set(), [0]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in input_ptrs and ptr not in seen:
+            seen.add(ptr)
+            counter[0] += storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield counter
+
+
+def cpu_peak_extra_bytes(run):
+    """Peak of live bytes allocated during ``run`` (torch profiler, CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    # every allocation (+bytes) and free (-bytes), in time order
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == '[memory]'), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def cuda_peak_extra_bytes(run, device):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
+    x = logits.detach().clone().requires_grad_()
+
+    def run():
+        x.grad = None
+        loss_fn(x).backward()
+
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    x.grad = None
+    if device.type == 'cuda':
+        peak = cuda_peak_extra_bytes(run, device)
+    else:
+        peak = cpu_peak_extra_bytes(run)
+    x.grad = None
+    with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved:
+        loss = loss_fn(x)
+    del loss
+    return dict(name=name, time=statistics.median(times), peak=peak, saved=saved[0])
+
+
+def sigmoid_contenders(num_classes, labels, device):
+    from mmdet.models.losses import FocalLoss
+    from torchvision.ops import sigmoid_focal_loss
+
+    from dfl_mm import DualFocalLoss
+    dfl = DualFocalLoss(gamma=2.0).to(device)
+    dfl_learn = DualFocalLoss(gamma=2.0, learnable_gamma='scalar').to(device)
+    focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25).to(device)
+    avg = float((labels < num_classes).sum().clamp(min=1))
+    onehot = F.one_hot(labels, num_classes + 1)[:, :num_classes].float()
+    rows = [
+        ('mmdet FocalLoss' + (' (mmcv CUDA op)' if device.type == 'cuda' else ' (PyTorch)'),
+         lambda x: focal(x, labels, avg_factor=avg), ()),
+        ('DFL, fixed gamma', lambda x: dfl(x, labels, avg_factor=avg), ()),
+        ('DFL, learnable gamma', lambda x: dfl_learn(x, labels, avg_factor=avg), ()),
+        ('torchvision sigmoid_focal_loss (one-hot given)',
+         lambda x: sigmoid_focal_loss(x, onehot, reduction='sum') / avg, (onehot, )),
+        ('F.binary_cross_entropy_with_logits (one-hot given)',
+         lambda x: F.binary_cross_entropy_with_logits(x, onehot, reduction='sum') / avg,
+         (onehot, )),
+    ]
+    return rows
+
+
+def softmax_contenders(labels, device):
+    from dfl_mm import DualFocalLoss
+    dfl = DualFocalLoss(use_sigmoid=False, gamma=2.0).to(device)
+    dfl_learn = DualFocalLoss(use_sigmoid=False, gamma=2.0, learnable_gamma='scalar').to(device)
+    return [
+        ('F.cross_entropy', lambda x: F.cross_entropy(x, labels, ignore_index=255), ()),
+        ('DFL softmax, fixed gamma', lambda x: dfl(x, labels, ignore_index=255), ()),
+        ('DFL softmax, learnable gamma', lambda x: dfl_learn(x, labels, ignore_index=255), ()),
+    ]
+
+
+def print_group(title, logits, results):
+    ref = results[0]
+    nbytes = logits.numel() * logits.element_size()
+    print(f'\n{title}: logits {tuple(logits.shape)} {logits.dtype}, '
+          f'{nbytes / 2**20:.0f} MiB')
+    print('| loss | fwd+bwd ms | ratio | peak extra / logits | saved beyond inputs / logits |')
+    print('|---|---:|---:|---:|---:|')
+    for r in results:
+        print(f"| {r['name']} | {1e3 * r['time']:.1f} | {r['time'] / ref['time']:.3f} | "
+              f"{r['peak'] / nbytes:.2f} | {r['saved'] / nbytes:.3f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--anchors', type=int, default=200_000)
+    parser.add_argument('--num-classes', type=int, default=80)
+    parser.add_argument('--seg-shape', type=int, nargs=4, default=[2, 19, 256, 512],
+                        metavar=('B', 'C', 'H', 'W'))
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    parser.add_argument('--only', choices=['sigmoid', 'softmax'])
+    args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error('--repeats must be >= 5 (the table reports medians)')
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    print(f'device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, '
+          f'median of {args.repeats}')
+
+    if args.only != 'softmax':
+        num_classes = args.num_classes
+        logits = (2 * torch.randn(args.anchors, num_classes, generator=gen) - 4).to(device, dtype)
+        # RetinaNet-like: ~1% positive anchors, the rest background
+        labels = torch.full((args.anchors, ), num_classes, dtype=torch.long)
+        pos = torch.randperm(args.anchors, generator=gen)[:args.anchors // 100]
+        labels[pos] = torch.randint(0, num_classes, (len(pos), ), generator=gen)
+        labels = labels.to(device)
+        results = [measure(n, fn, logits, args.repeats, device, extra + (labels, ))
+                   for n, fn, extra in sigmoid_contenders(num_classes, labels, device)]
+        print_group('Sigmoid (RetinaNet-like)', logits, results)
+        del logits
+
+    if args.only != 'sigmoid':
+        b, c, h, w = args.seg_shape
+        logits = (2 * torch.randn(b, c, h, w, generator=gen)).to(device, dtype)
+        labels = torch.randint(0, c, (b, h, w), generator=gen)
+        labels[:, :h // 16] = 255
+        labels = labels.to(device)
+        results = [measure(n, fn, logits, args.repeats, device, extra + (labels, ))
+                   for n, fn, extra in softmax_contenders(labels, device)]
+        print_group('Softmax (DeepLab-like)', logits, results)
+
+
+if __name__ == '__main__':
+    main()

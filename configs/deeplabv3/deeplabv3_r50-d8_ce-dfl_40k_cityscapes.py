@@ -1,0 +1,11 @@
+# Cross entropy plus DualFocalLoss through mmseg's list of losses: the decode
+# head logs loss_ce and loss_dfl and backpropagates their sum.
+_base_ = '../deeplabv3_dfl.py'
+model = dict(
+    decode_head=dict(loss_decode=[
+        dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+             avg_non_ignore=True, loss_name='loss_ce'),
+        dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
+             learnable_gamma='scalar', gamma_reg=0.01, avg_non_ignore=True,
+             loss_weight=1.0, loss_name='loss_dfl'),
+    ]))

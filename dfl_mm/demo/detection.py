@@ -1,0 +1,125 @@
+"""A small, deliberately class-imbalanced detection dataset in COCO format.
+
+Images hold coloured shapes on a textured background. Two classes are common
+(in almost every image), two are rare (in a few images each), and objects come
+in several sizes, so a detector must handle both imbalance and scale. The data
+is generated deterministically on first use under ``data/`` (git-ignored).
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS
+
+CLASSES = ('disc', 'box', 'triangle', 'cross')
+PALETTE = [(220, 20, 60), (0, 0, 230), (0, 160, 0), (250, 170, 30)]
+# probability that an image holds at least one object of the class
+PRESENCE = (0.95, 0.9, 0.08, 0.05)
+SPLITS = {'train': 240, 'val': 80}
+DEFAULT_ROOT = 'data/dfl_demo_det'
+
+
+def _draw(draw, cls, box, rng):
+    x0, y0, x1, y1 = box
+    color = tuple(int(c) for c in np.clip(rng.normal(160, 50, 3), 30, 255))
+    if cls == 0:
+        draw.ellipse(box, fill=color)
+    elif cls == 1:
+        draw.rectangle(box, fill=color)
+    elif cls == 2:
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=color)
+    else:
+        w, h = x1 - x0, y1 - y0
+        draw.rectangle((x0 + w * 0.35, y0, x1 - w * 0.35, y1), fill=color)
+        draw.rectangle((x0, y0 + h * 0.35, x1, y1 - h * 0.35), fill=color)
+
+
+def _image(rng, size):
+    base = rng.integers(0, 90, 3)
+    noise = rng.integers(0, 40, (size, size, 3))
+    img = Image.fromarray((base + noise).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    annotations = []
+    for cls, presence in enumerate(PRESENCE):
+        if rng.random() >= presence:
+            continue
+        for _ in range(rng.integers(1, 3)):
+            side = int(rng.choice([10, 16, 24, 36, 48]) * rng.uniform(0.85, 1.15))
+            x0, y0 = rng.integers(0, size - side, 2)
+            box = (int(x0), int(y0), int(x0 + side), int(y0 + side))
+            _draw(draw, cls, box, rng)
+            annotations.append((cls, box))
+    return img, annotations
+
+
+def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int = 128,
+                            splits=None) -> str:
+    """Write the dataset (idempotent; safe when several processes race).
+
+    Layout: ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json``.
+
+    Returns:
+        str: ``root``.
+    """
+    if osp.exists(osp.join(root, 'annotations', 'val.json')):
+        return root
+    splits = splits or SPLITS
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.dfl_demo_det_', dir=parent)
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(tmp, 'annotations'))
+    for split, count in splits.items():
+        os.makedirs(osp.join(tmp, split))
+        images, annotations = [], []
+        for i in range(count):
+            img, objects = _image(rng, size)
+            name = f'{i:05d}.png'
+            img.save(osp.join(tmp, split, name))
+            images.append(dict(id=i, file_name=name, width=size, height=size))
+            for cls, (x0, y0, x1, y1) in objects:
+                annotations.append(dict(
+                    id=len(annotations) + 1, image_id=i, category_id=cls + 1,
+                    bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0), iscrowd=0))
+        categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
+        with open(osp.join(tmp, 'annotations', f'{split}.json'), 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def class_statistics(root: str = DEFAULT_ROOT, split: str = 'train') -> dict:
+    """Objects and images per class of a generated split."""
+    with open(osp.join(root, 'annotations', f'{split}.json')) as f:
+        data = json.load(f)
+    stats = {name: dict(objects=0, images=set()) for name in CLASSES}
+    for ann in data['annotations']:
+        entry = stats[CLASSES[ann['category_id'] - 1]]
+        entry['objects'] += 1
+        entry['images'].add(ann['image_id'])
+    return {k: dict(objects=v['objects'], images=len(v['images'])) for k, v in stats.items()}
+
+
+@DATASETS.register_module()
+class DFLDemoCocoDataset(CocoDataset):
+    """The demo detection data as a CocoDataset, generated on first use.
+
+    Args:
+        data_root (str): where the data lives (or will be generated).
+        demo_seed (int): seed of the generator.
+    """
+
+    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+
+    def __init__(self, *args, data_root: str = DEFAULT_ROOT, demo_seed: int = 0, **kwargs):
+        generate_detection_demo(data_root, seed=demo_seed)
+        super().__init__(*args, data_root=data_root, **kwargs)

@@ -1,0 +1,147 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: arguments, config
+preparation, distributed set-up on CPU-only hosts and dataset checks."""
+import argparse
+import os
+import os.path as osp
+import subprocess
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, DictAction
+
+LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, e.g. model.bbox_head.loss_cls.gamma=3.0')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher (dist_*.sh use pytorch, slurm_*.sh slurm)')
+    # torchrun sets LOCAL_RANK; older launchers pass --local_rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read the config and apply the command line like mmdet's tools do."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Start a gloo process group on hosts without CUDA.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and its default
+    DDP wrapper passes ``device_ids=[LOCAL_RANK]``: neither works without a
+    GPU. Initialising the group here makes the Runner skip ``init_dist``, and
+    ``device_ids=None`` lets DDP run on CPU.
+
+    Returns:
+        bool: whether the CPU set-up was applied.
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return False
+    if cfg.launcher == 'slurm':
+        _slurm_env()
+    elif cfg.launcher == 'mpi':
+        os.environ.setdefault('RANK', os.environ.get('OMPI_COMM_WORLD_RANK', '0'))
+        os.environ.setdefault('WORLD_SIZE', os.environ.get('OMPI_COMM_WORLD_SIZE', '1'))
+        os.environ.setdefault('LOCAL_RANK', os.environ.get('OMPI_COMM_WORLD_LOCAL_RANK', '0'))
+    missing = [k for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE')
+               if k not in os.environ]
+    if missing:
+        raise SystemExit(f'--launcher {cfg.launcher} needs the environment variables '
+                         f'{missing}: start with tools/dist_train.sh (torchrun) or '
+                         'tools/slurm_train.sh')
+    if not dist.is_initialized():
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout', 1800)
+        import datetime
+        dist.init_process_group(backend='gloo',
+                                timeout=datetime.timedelta(seconds=timeout))
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return True
+
+
+def _slurm_env(port: Optional[str] = None) -> None:
+    """Environment of torch.distributed from SLURM's, as mmengine does for GPUs."""
+    proc_id = int(os.environ['SLURM_PROCID'])
+    ntasks = int(os.environ['SLURM_NTASKS'])
+    node_list = os.environ['SLURM_NODELIST']
+    if 'MASTER_ADDR' not in os.environ:
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(
+            f'scontrol show hostname {node_list} | head -n1')
+    os.environ.setdefault('MASTER_PORT', port or '29500')
+    os.environ['WORLD_SIZE'] = str(ntasks)
+    os.environ['RANK'] = str(proc_id)
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+
+
+def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader',
+                                         'test_dataloader')) -> None:
+    """Exit with one clear message when a configured dataset is missing."""
+    for split in splits:
+        loader = cfg.get(split)
+        if not loader or 'dataset' not in loader:
+            continue
+        dataset = loader['dataset']
+        while 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+            dataset = dataset['dataset']
+        if str(dataset.get('type', '')).startswith('DFLDemo'):
+            continue  # generated on first use
+        root = dataset.get('data_root') or ''
+        paths = []
+        ann_file = dataset.get('ann_file')
+        if ann_file:
+            paths.append(osp.join(root, ann_file))
+        prefix = dataset.get('data_prefix') or {}
+        paths += [osp.join(root, p) for p in prefix.values() if isinstance(p, str) and p]
+        if not paths and root:
+            paths.append(root)
+        for path in paths:
+            if '://' not in path and not osp.exists(path):
+                raise SystemExit(
+                    f'dataset not found: {split} expects {path!r} (data_root={root!r}). '
+                    'Put the dataset there (see README, "Datasets"), point the config at '
+                    "it with --cfg-options, or try the embedded demo: "
+                    'python tools/train.py configs/demo/retinanet_r18_dfl_demo.py')
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch the optimizer wrapper to automatic mixed precision."""
+    if not torch.cuda.is_available():
+        raise SystemExit('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper does not '
+                         'run on CPU)')
+    optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if optim_wrapper == 'AmpOptimWrapper':
+        return
+    if optim_wrapper != 'OptimWrapper':
+        raise SystemExit(f'--amp works with OptimWrapper, the config uses {optim_wrapper}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def build_runner(cfg: Config):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

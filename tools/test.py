@@ -37,7 +37,7 @@ def main(argv=None):
                               dict(type='DumpResults', out_file_path=args.out)]
     check_datasets(cfg, ('test_dataloader', ))
     setup_cpu_distributed(cfg)
-    build_runner(cfg).test()
+    return build_runner(cfg).test()
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ def main(argv=None):
         cfg.auto_scale_lr.enable = True
     check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg)
-    build_runner(cfg).train()
+    return build_runner(cfg).train()
 
 
 if __name__ == '__main__':

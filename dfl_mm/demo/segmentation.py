@@ -1,7 +1,7 @@
 """A small, class-imbalanced semantic segmentation dataset in mmseg's layout.
 
 Per-pixel classes: background (most pixels), 'blob' (large regions), and two
-rare ones: 'line' (thin, 1-3 px) and 'dot' (small discs). A band of pixels at
+rare ones: 'line' (thin, 4-7 px) and 'dot' (small discs, radius 5-9 px). A band of pixels at
 random places is labelled 255 (ignore). Generated deterministically on first
 use under ``data/`` (git-ignored), as ``img_dir/{train,val}/*.png`` and
 ``ann_dir/{train,val}/*.png``.
@@ -40,17 +40,17 @@ def _sample(rng, size):
         box = (int(cx - rx), int(cy - ry), int(cx + rx), int(cy + ry))
         draw_img.ellipse(box, fill=jitter(1))
         draw_lbl.ellipse(box, fill=1)
-    if rng.random() < 0.35:  # thin lines, rare
+    if rng.random() < 0.4:  # thin lines (4-7 px), rare
         for _ in range(rng.integers(1, 3)):
             p0, p1 = rng.integers(0, size, 2), rng.integers(0, size, 2)
-            width = int(rng.integers(1, 4))
+            width = int(rng.integers(4, 8))
             line = [tuple(int(v) for v in p0), tuple(int(v) for v in p1)]
             draw_img.line(line, fill=jitter(2), width=width)
             draw_lbl.line(line, fill=2, width=width)
-    if rng.random() < 0.3:  # small dots, rare
+    if rng.random() < 0.4:  # small dots, rare
         for _ in range(rng.integers(1, 4)):
             cx, cy = rng.integers(4, size - 4, 2)
-            r = int(rng.integers(2, 4))
+            r = int(rng.integers(5, 10))
             box = (int(cx - r), int(cy - r), int(cx + r), int(cy + r))
             draw_img.ellipse(box, fill=jitter(3))
             draw_lbl.ellipse(box, fill=3)

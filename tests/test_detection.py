@@ -1,0 +1,181 @@
+"""Detection end to end on CPU: configs, tools, resume, evaluation, DDP."""
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, link_data
+
+DET_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'retinanet*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'retinanet' / '*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'demo' / 'retinanet*.py')))
+DEMO = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
+SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8',
+         'test_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
+         'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.001']
+
+
+def _scalars(work_dir):
+    files = glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    assert files, f'no scalars.json under {work_dir}'
+    return [json.loads(line) for f in files for line in open(f)]
+
+
+@pytest.mark.parametrize('config', DET_CONFIGS, ids=lambda p: Path(p).name)
+def test_detection_config_builds_and_trains_one_step(config):
+    from mmdet.models.dense_heads import RetinaHead
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import InstanceData
+
+    import dfl_mm
+    from mmdet.registry import MODELS
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(config)
+    assert 'dfl_mm' in cfg.custom_imports['imports']
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    assert isinstance(model.bbox_head, RetinaHead)
+    loss_module = model.bbox_head.loss_cls
+    assert isinstance(loss_module, dfl_mm.DualFocalLoss) and loss_module.use_sigmoid
+    assert any(h['type'] == 'DFLGammaHook' for h in cfg.custom_hooks)
+
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    if loss_module.learnable_gamma:
+        group = next(g for g in optim.optimizer.param_groups
+                     if any(p is loss_module.gamma_logit for p in g['params']))
+        assert group['weight_decay'] == 0.0  # gamma is excluded from weight decay
+
+    torch.manual_seed(0)
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 96), pad_shape=(96, 96),
+                                         scale_factor=(1.0, 1.0), ori_shape=(96, 96)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 10., 50., 60.]]),
+                                       labels=torch.tensor([0]))
+    data = model.data_preprocessor(
+        dict(inputs=[torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8)],
+             data_samples=[sample]), training=True)
+    losses = model(**data, mode='loss')
+    total = sum(v.sum() for k, v in _flatten(losses) if 'loss' in k)
+    total.backward()
+    assert torch.isfinite(total)
+    if loss_module.learnable_gamma:
+        assert loss_module.gamma_logit.grad is not None
+
+
+def _flatten(losses):
+    for k, v in losses.items():
+        for item in (v if isinstance(v, list) else [v]):
+            yield k, item
+
+
+def test_demo_train_resume_and_test(in_tmp, shared_data):
+    import train as train_tool
+    import test as test_tool
+    from dfl_probe import ResumeProbeHook
+    link_data(shared_data, in_tmp)
+    work = str(in_tmp / 'work')
+    train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL,
+                     'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+                     'default_hooks.checkpoint.interval=1'])
+    logged = [s for s in _scalars(work) if 'gamma' in s]
+    assert logged and all(0.5 < s['gamma'] < 10 for s in logged)
+    assert all('loss' not in k for s in logged for k in s if k.startswith('gamma'))
+    assert any('coco/bbox_mAP' in s for s in _scalars(work))
+
+    # resume from epoch 1: gamma and its optimizer state come back exactly
+    ckpt = torch.load(os.path.join(work, 'epoch_1.pth'), map_location='cpu',
+                      weights_only=True)
+    probe_cfg = in_tmp / 'probe.py'
+    probe_cfg.write_text(
+        f"_base_ = {DEMO!r}\n"
+        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.detection', 'dfl_probe'])\n"
+        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='ResumeProbeHook')]\n")
+    ResumeProbeHook.records.clear()
+    train_tool.main([str(probe_cfg), '--work-dir', str(in_tmp / 'resumed'),
+                     '--resume', os.path.join(work, 'epoch_1.pth'), '--cfg-options', *SMALL,
+                     'train_cfg.max_epochs=2', 'train_cfg.val_interval=10'])
+    record = ResumeProbeHook.records[-1]
+    assert record['epoch'] == 1
+    saved_logit = ckpt['state_dict']['bbox_head.loss_cls.gamma_logit']
+    assert torch.equal(record['gamma_logit'], saved_logit)
+    saved_opt = ckpt['optimizer']['state']
+    index = _param_index(ckpt, 'bbox_head.loss_cls.gamma_logit')
+    for key in ('exp_avg', 'exp_avg_sq'):
+        assert torch.equal(record['optimizer_state'][key], saved_opt[index][key])
+
+    metrics = test_tool.main([DEMO, os.path.join(work, 'epoch_2.pth'), '--work-dir',
+                              str(in_tmp / 'test'), '--cfg-options', *SMALL])
+    assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+    assert {'coco/disc_precision', 'coco/cross_precision'} <= set(metrics)
+
+
+def _param_index(ckpt, name):
+    """Index of a parameter in the optimizer's state dict (model order)."""
+    names = [k for k in ckpt['state_dict'] if not k.endswith(
+        ('running_mean', 'running_var', 'num_batches_tracked', 'gamma_init'))]
+    return names.index(name)
+
+
+def test_missing_dataset_gives_one_clear_message(in_tmp):
+    import train as train_tool
+    with pytest.raises(SystemExit, match=r"data/coco/annotations/instances_train2017.json.*"
+                                         r"configs/demo/retinanet_r18_dfl_demo.py"):
+        train_tool.main([str(ROOT / 'configs' / 'retinanet_dfl.py')])
+
+
+def test_user_config_trains_through_mmdet_runner_without_project_tools(in_tmp, shared_data):
+    """custom_imports + type='DualFocalLoss' in a plain mmdet config."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    link_data(shared_data, in_tmp)
+    from dfl_mm.demo.detection import CLASSES, generate_detection_demo
+    generate_detection_demo('data/dfl_demo_det')
+    cfg = Config.fromfile(DEMO)
+    cfg.custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
+    cfg.custom_hooks = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.type = 'CocoDataset'
+        cfg[loader].dataset.metainfo = dict(classes=CLASSES)
+        cfg[loader].dataset.indices = 8
+    cfg.model.bbox_head.loss_cls = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
+                                        learnable_gamma='scalar')
+    cfg.train_cfg.max_epochs = 1
+    cfg.work_dir = str(in_tmp / 'user')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    loss = runner.model.bbox_head.loss_cls
+    assert type(loss).__name__ == 'DualFocalLoss'
+    assert float(loss.gamma) != 2.0  # it was trained
+
+
+def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
+    link_data(shared_data, in_tmp)
+    from dfl_mm.demo.detection import generate_detection_demo
+    generate_detection_demo('data/dfl_demo_det')
+    cfg = in_tmp / 'dist.py'
+    cfg.write_text(
+        f"_base_ = {DEMO!r}\n"
+        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.detection', 'dfl_probe'])\n"
+        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='DumpStateHook')]\n")
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
+               PYTHONPATH=os.pathsep.join([str(ROOT / 'tests' / 'helpers'), str(ROOT)]),
+               OMP_NUM_THREADS='1')
+    work = in_tmp / 'dist_work'
+    proc = subprocess.run(
+        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(cfg), '2', '--work-dir', str(work),
+         '--cfg-options', *SMALL, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=10'],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    states = [json.loads((work / f'state_rank{r}.json').read_text()) for r in (0, 1)]
+    assert [s['world_size'] for s in states] == [2, 2]
+    assert states[0]['iters'] == states[1]['iters'] == 2  # 16 images / (2 ranks x 4)
+    assert states[0]['gammas'] == states[1]['gammas']
+    assert states[0]['gammas'][0][0] != 2.0
+    assert states[0]['checksum'] == states[1]['checksum']

@@ -1,0 +1,162 @@
+"""Segmentation end to end on CPU: configs, tools, resume, evaluation, DDP."""
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, link_data
+
+SEG_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'deeplabv3*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'deeplabv3' / '*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'deeplabv3plus' / '*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'demo' / 'deeplabv3*.py')))
+DEMO = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
+SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=4',
+         'test_dataloader.dataset.indices=4', 'train_dataloader.batch_size=4',
+         'default_hooks.logger.interval=1']
+
+
+def _scalars(work_dir):
+    files = glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    assert files, f'no scalars.json under {work_dir}'
+    return [json.loads(line) for f in files for line in open(f)]
+
+
+@pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: Path(p).name)
+def test_segmentation_config_builds_and_trains_one_step(config):
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+
+    import dfl_mm
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(config)
+    assert 'dfl_mm' in cfg.custom_imports['imports']
+    cfg.model.pretrained = None
+    cfg.model.data_preprocessor.size = (64, 64)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    heads = [model.decode_head] + ([model.auxiliary_head] if model.with_auxiliary_head else [])
+    dfls = [m for h in heads for m in h.modules() if isinstance(m, dfl_mm.DualFocalLoss)]
+    assert dfls, 'no DualFocalLoss in the heads'
+    binary = model.decode_head.out_channels == 1
+    assert all(m.use_sigmoid == binary for m in dfls)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    for loss in dfls:
+        if loss.learnable_gamma:
+            group = next(g for g in optim.optimizer.param_groups
+                         if any(p is loss.gamma_logit for p in g['params']))
+            assert group['weight_decay'] == 0.0
+
+    torch.manual_seed(0)
+    num_labels = 2 if binary else model.decode_head.num_classes
+    sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64),
+                                         ori_shape=(64, 64)))
+    label = torch.randint(0, num_labels, (1, 64, 64))
+    label[:, :4] = 255
+    sample.gt_sem_seg = PixelData(data=label)
+    data = model.data_preprocessor(
+        dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)],
+             data_samples=[sample]), training=True)
+    losses = model(**data, mode='loss')
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(m.gamma_logit.grad is not None for m in dfls if m.learnable_gamma)
+
+
+def test_demo_train_resume_and_test(in_tmp, shared_data):
+    import train as train_tool
+    import test as test_tool
+    from dfl_probe import ResumeProbeHook
+    link_data(shared_data, in_tmp)
+    work = str(in_tmp / 'work')
+    train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL,
+                     'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+                     'default_hooks.checkpoint.interval=2'])
+    scalars = _scalars(work)
+    logged = [s for s in scalars if 'gamma.decode_head.decode' in s]
+    assert logged and all(0.5 < s['gamma.decode_head.decode'] < 10 for s in logged)
+    assert any('gamma.auxiliary_head.decode' in s for s in scalars)
+    assert any('mIoU' in s for s in scalars)
+
+    ckpt = torch.load(os.path.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)
+    probe_cfg = in_tmp / 'probe.py'
+    probe_cfg.write_text(
+        f"_base_ = {DEMO!r}\n"
+        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.segmentation', 'dfl_probe'])\n"
+        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='ResumeProbeHook')]\n")
+    ResumeProbeHook.records.clear()
+    train_tool.main([str(probe_cfg), '--work-dir', str(in_tmp / 'resumed'),
+                     '--resume', os.path.join(work, 'iter_2.pth'), '--cfg-options', *SMALL,
+                     'train_cfg.max_iters=3', 'train_cfg.val_interval=100'])
+    record = ResumeProbeHook.records[-1]
+    assert record['iter'] == 2
+    assert torch.equal(record['gamma_logit'],
+                       ckpt['state_dict']['decode_head.loss_decode.gamma_logit'])
+    assert record['optimizer_state']['step'] == 2
+
+    metrics = test_tool.main([DEMO, os.path.join(work, 'iter_4.pth'), '--work-dir',
+                              str(in_tmp / 'test'), '--cfg-options', *SMALL])
+    assert 0.0 <= metrics['mIoU'] <= 100.0
+    log = open(glob.glob(str(in_tmp / 'test' / '*' / '*.log'))[0]).read()
+    assert 'per class results' in log and '|    line    |' in log
+
+
+def test_user_config_trains_through_mmseg_runner_without_project_tools(in_tmp, shared_data):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from dfl_mm.demo.segmentation import CLASSES, generate_segmentation_demo
+    link_data(shared_data, in_tmp)
+    generate_segmentation_demo('data/dfl_demo_seg')
+    cfg = Config.fromfile(DEMO)
+    cfg.custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
+    cfg.custom_hooks = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.type = 'BaseSegDataset'
+        cfg[loader].dataset.metainfo = dict(classes=CLASSES)
+        cfg[loader].dataset.img_suffix = '.png'
+        cfg[loader].dataset.seg_map_suffix = '.png'
+        cfg[loader].dataset.indices = 8
+    cfg.model.decode_head.loss_decode = dict(type='DualFocalLoss', use_sigmoid=False,
+                                             learnable_gamma='scalar')
+    cfg.model.auxiliary_head.loss_decode = dict(type='CrossEntropyLoss', loss_weight=0.4)
+    cfg.train_cfg.max_iters = 3
+    cfg.train_cfg.val_interval = 3
+    cfg.work_dir = str(in_tmp / 'user')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert float(runner.model.decode_head.loss_decode.gamma) != 2.0
+
+
+def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
+    from dfl_mm.demo.segmentation import generate_segmentation_demo
+    link_data(shared_data, in_tmp)
+    generate_segmentation_demo('data/dfl_demo_seg')
+    cfg = in_tmp / 'dist.py'
+    cfg.write_text(
+        f"_base_ = {DEMO!r}\n"
+        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.segmentation', 'dfl_probe'])\n"
+        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='DumpStateHook')]\n")
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(30500 + os.getpid() % 1000),
+               PYTHONPATH=os.pathsep.join([str(ROOT / 'tests' / 'helpers'), str(ROOT)]),
+               OMP_NUM_THREADS='1')
+    work = in_tmp / 'dist_work'
+    proc = subprocess.run(
+        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(cfg), '2', '--work-dir', str(work),
+         '--cfg-options', *SMALL, 'train_cfg.max_iters=3', 'train_cfg.val_interval=100'],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    states = [json.loads((work / f'state_rank{r}.json').read_text()) for r in (0, 1)]
+    assert [s['world_size'] for s in states] == [2, 2]
+    assert states[0]['gammas'] == states[1]['gammas'] and len(states[0]['gammas']) == 2
+    assert states[0]['gammas'][0][0] != 2.0
+    assert states[0]['checksum'] == states[1]['checksum']

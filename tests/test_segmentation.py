@@ -58,14 +58,17 @@ def test_segmentation_config_builds_and_trains_one_step(config):
 
     torch.manual_seed(0)
     num_labels = 2 if binary else model.decode_head.num_classes
-    sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64),
-                                         ori_shape=(64, 64)))
-    label = torch.randint(0, num_labels, (1, 64, 64))
-    label[:, :4] = 255
-    sample.gt_sem_seg = PixelData(data=label)
+    samples = []
+    for _ in range(2):  # ASPP's image pooling needs BatchNorm over > 1 value
+        sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64),
+                                             ori_shape=(64, 64)))
+        label = torch.randint(0, num_labels, (1, 64, 64))
+        label[:, :4] = 255
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
     data = model.data_preprocessor(
-        dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)],
-             data_samples=[sample]), training=True)
+        dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in samples],
+             data_samples=samples), training=True)
     losses = model(**data, mode='loss')
     total = sum(v for k, v in losses.items() if 'loss' in k)
     total.backward()

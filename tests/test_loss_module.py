@@ -139,10 +139,11 @@ def test_mmseg_decode_head_loss_with_dfl_list():
     from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
-    head = FCNHead(in_channels=8, channels=8, num_convs=1, num_classes=3,
-                   loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0),
-                                dict(type='DualFocalLoss', use_sigmoid=False,
-                                     learnable_gamma='per_class', num_classes=3)])
+    with DefaultScope.overwrite_default_scope('mmseg'):  # mmseg's CrossEntropyLoss
+        head = FCNHead(in_channels=8, channels=8, num_convs=1, num_classes=3,
+                       loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0),
+                                    dict(type='DualFocalLoss', use_sigmoid=False,
+                                         learnable_gamma='per_class', num_classes=3)])
     sample = SegDataSample()
     sample.gt_sem_seg = PixelData(data=torch.randint(0, 3, (1, 16, 16)))
     sample.set_metainfo(dict(img_shape=(16, 16)))

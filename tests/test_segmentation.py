@@ -110,6 +110,7 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     metrics = test_tool.main([DEMO, os.path.join(work, 'iter_4.pth'), '--work-dir',
                               str(in_tmp / 'test'), '--cfg-options', *SMALL])
     assert 0.0 <= metrics['mIoU'] <= 100.0
+    assert {'IoU.background', 'IoU.line', 'IoU.dot'} <= set(metrics)
     log = open(glob.glob(str(in_tmp / 'test' / '*' / '*.log'))[0]).read()
     assert 'per class results' in log and '|    line    |' in log
 

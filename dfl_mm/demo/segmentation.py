@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmseg.datasets import BaseSegDataset
-from mmseg.registry import DATASETS
+from mmseg.evaluation import IoUMetric
+from mmseg.registry import DATASETS, METRICS
 
 CLASSES = ('background', 'blob', 'line', 'dot')
 PALETTE = [[0, 0, 0], [128, 64, 128], [250, 170, 30], [220, 20, 60]]
@@ -136,3 +137,21 @@ class DFLDemoBinarySegDataset(DFLDemoSegDataset):
 
     def _update_palette(self):
         return [list(c) for c in self.METAINFO['palette']]
+
+
+@METRICS.register_module()
+class DFLPerClassIoUMetric(IoUMetric):
+    """mmseg's IoUMetric that also returns each class's IoU (``IoU.<class>``).
+
+    The per-class values then reach ``scalars.json`` and the benchmark tools,
+    not only the printed table.
+    """
+
+    def compute_metrics(self, results: list) -> dict:
+        metrics = super().compute_metrics(results)
+        results = tuple(zip(*results))
+        intersect, union = sum(results[0]), sum(results[1])
+        iou = (intersect / union).numpy() * 100
+        for name, value in zip(self.dataset_meta['classes'], iou):
+            metrics[f'IoU.{name}'] = round(float(np.nan_to_num(value)), 2)
+        return metrics

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import triton_dfl
+
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX']
 
 GAMMA_MAX = 20.0
@@ -236,20 +238,44 @@ def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
     return grad_z, grad_gamma
 
 
+def _broadcastable_gamma(gamma, dtype):
+    g = gamma.to(dtype)
+    return g.view(1, -1, 1) if g.dim() else g
+
+
+def _chunked_backward(inputs, gamma, upstream, need_logits, need_gamma):
+    """Gradients by the reference path: recompute chunk by chunk."""
+    logits = inputs.logits
+    grad_logits = torch.empty_like(logits)
+    grad_gamma = torch.zeros(gamma.shape, dtype=inputs.dtype, device=gamma.device)
+    g = _broadcastable_gamma(gamma, inputs.dtype)
+    for index in _chunks(logits.shape):
+        gz, gg = inputs.chunk(index, g, True, None if upstream is None else upstream[index])
+        if need_logits:
+            grad_logits[index] = gz
+        if need_gamma:
+            grad_gamma += gg.sum(dim=(0, 2)) if gamma.dim() else gg.sum()
+    return grad_logits, grad_gamma
+
+
 class _DualFocalFunction(torch.autograd.Function):
-    """Fused DFL: forward keeps only the inputs, backward recomputes per chunk."""
+    """Fused DFL: forward keeps only the inputs; backward recomputes the
+    elements (Triton kernel on GPU, chunked PyTorch elsewhere)."""
 
     @staticmethod
     def forward(ctx, logits, gamma, inputs: _Inputs, reduce_sum: bool):
         with torch.autocast(logits.device.type, enabled=False):
-            g = gamma.to(inputs.dtype)
-            g = g.view(1, -1, 1) if g.dim() else g
-            if reduce_sum:
+            if triton_dfl.should_use(inputs):
+                out = triton_dfl.forward(inputs, gamma, reduce_sum)
+                out = out.to(logits.dtype) if reduce_sum else out
+            elif reduce_sum:
+                g = _broadcastable_gamma(gamma, inputs.dtype)
                 total = logits.new_zeros((), dtype=inputs.dtype)
                 for index in _chunks(logits.shape):
                     total += inputs.chunk(index, g, False).sum()
                 out = total.to(logits.dtype)
             else:
+                g = _broadcastable_gamma(gamma, inputs.dtype)
                 out = torch.empty_like(logits)
                 for index in _chunks(logits.shape):
                     out[index] = inputs.chunk(index, g, False)
@@ -266,25 +292,19 @@ class _DualFocalFunction(torch.autograd.Function):
         inputs.replace_tensors(tensors)
         logits = inputs.logits
         need_logits, need_gamma = ctx.needs_input_grad[:2]
-        grad_logits = torch.empty_like(logits) if need_logits else None
-        grad_gamma = torch.zeros(gamma.shape, dtype=inputs.dtype,
-                                 device=gamma.device)
         with torch.autocast(logits.device.type, enabled=False):
-            g = gamma.to(inputs.dtype)
-            g = g.view(1, -1, 1) if g.dim() else g
             scale = grad_out.to(inputs.dtype)
-            for index in _chunks(logits.shape):
-                gz, gg = inputs.chunk(
-                    index, g, True, None if ctx.reduce_sum else scale[index])
-                if need_logits:
-                    grad_logits[index] = gz
-                if need_gamma:
-                    grad_gamma += gg.sum(dim=(0, 2)) if gamma.dim() else gg.sum()
-            if ctx.reduce_sum and need_logits:
+            if triton_dfl.should_use(inputs):
+                grad_logits, grad_gamma = triton_dfl.backward(
+                    inputs, gamma, None if ctx.reduce_sum else scale)
+            else:
+                grad_logits, grad_gamma = _chunked_backward(
+                    inputs, gamma, None if ctx.reduce_sum else scale, need_logits, need_gamma)
+            if ctx.reduce_sum:
                 grad_logits.mul_(scale)
-            grad_gamma = grad_gamma * scale if ctx.reduce_sum else grad_gamma
-        return (grad_logits, grad_gamma.to(gamma.dtype) if need_gamma else None,
-                None, None)
+                grad_gamma = grad_gamma * scale
+        return (grad_logits if need_logits else None,
+                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None)
 
 
 def _check_tensor(name, value, expected):

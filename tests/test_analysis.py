@@ -1,0 +1,80 @@
+"""The plotting tools and the efficacy benchmark, on small inputs."""
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, link_data
+
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
+
+
+def _check_png(path, min_side=300):
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == 'PNG' and min(img.size) >= min_side
+
+
+def test_plot_loss_shapes_writes_an_image(tmp_path):
+    import plot_loss_shapes
+    out = plot_loss_shapes.main(['--out', str(tmp_path / 'shapes.png'), '--gammas', '1', '3'])
+    _check_png(tmp_path / 'shapes.png')
+
+
+def _fake_work_dir(root, per_class):
+    vis = root / '20260101_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    with open(vis / 'scalars.json', 'w') as f:
+        for it in range(10, 110, 10):
+            entry = dict(iter=it, loss=1.0 / it, loss_cls=0.5 / it, gamma=2.0 + it / 100)
+            if per_class:
+                entry.update(gamma_min=1.8 + it / 200, gamma_max=2.2 + it / 50)
+            f.write(json.dumps(entry) + '\n')
+        f.write(json.dumps({'coco/bbox_mAP': 0.1, 'step': 12}) + '\n')
+    return root
+
+
+@pytest.mark.parametrize('suffix', ['png', 'svg'])
+def test_plot_gamma_reads_work_dirs(tmp_path, suffix):
+    import plot_gamma
+    a = _fake_work_dir(tmp_path / 'a', per_class=False)
+    b = _fake_work_dir(tmp_path / 'b', per_class=True)
+    series = plot_gamma.read_scalars(str(b))
+    assert series['gamma'][0][:2] == [10, 20] and 'gamma_min' in series
+    out = tmp_path / f'gamma.{suffix}'
+    plot_gamma.main([str(a), str(b), '--out', str(out), '--labels', 'scalar', 'per-class'])
+    if suffix == 'png':
+        _check_png(out)
+    else:
+        assert out.read_text().lstrip().startswith('<?xml') and out.stat().st_size > 5000
+
+
+def test_plot_gamma_explains_missing_gamma(tmp_path):
+    import plot_gamma
+    vis = tmp_path / 'w' / '1' / 'vis_data'
+    vis.mkdir(parents=True)
+    (vis / 'scalars.json').write_text(json.dumps(dict(iter=1, loss=1.0)) + '\n')
+    with pytest.raises(SystemExit, match='DFLGammaHook'):
+        plot_gamma.main([str(tmp_path / 'w'), '--out', str(tmp_path / 'x.png')])
+    with pytest.raises(SystemExit, match='is it an mmengine work dir'):
+        plot_gamma.main([str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x.png')])
+
+
+def test_efficacy_benchmark_smoke(in_tmp, shared_data):
+    import benchmark_efficacy
+    link_data(shared_data, in_tmp)
+    out = in_tmp / 'efficacy.md'
+    records = benchmark_efficacy.main([
+        '--tasks', 'det', 'seg', '--losses', 'focal', 'DFL learnable', '--seeds', '0',
+        '--det-epochs', '1', '--seg-iters', '2', '--subset', '8', '--out', str(out),
+        '--work-dir', str(in_tmp / 'eff')])
+    assert len(records) == 4
+    table = out.read_text()
+    for needle in ('| focal |', '| DFL learnable |', 'triangle AP', 'dot IoU', 'bbox mAP',
+                   'mIoU'):
+        assert needle in table
+    dfl = [r for r in records if r['loss'] == 'DFL learnable']
+    assert all(r['gamma'] is not None and r['gamma'] != 2.0 for r in dfl)
+    assert all(r['seconds'] > 0 for r in records)

@@ -7,9 +7,12 @@ Each contender runs forward + backward on the same logits; the table shows the
 median time of ``--repeats`` runs (after one warm-up), its ratio to the
 reference of its group (mmdet's FocalLoss for sigmoid, F.cross_entropy for
 softmax), the peak extra memory during forward + backward and the bytes kept
-for backward beyond the inputs, both as multiples of the logits' bytes.
+for backward beyond the inputs, both as multiples of the logits' bytes. On
+CUDA it adds DFL on its PyTorch core (not the Triton kernel) and
+``logits.clone()`` as the memory-bandwidth floor (column "/ clone").
 """
 import argparse
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -65,10 +68,37 @@ def cuda_peak_extra_bytes(run, device):
     return torch.cuda.max_memory_allocated(device) - base
 
 
+@contextmanager
+def env(name, value):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def reference_core(loss_fn):
+    """Run a DFL module on the chunked PyTorch core even where Triton exists."""
+    def run(x):
+        with env('DFL_MM_TRITON', '0'):
+            return loss_fn(x)
+    return run
+
+
 def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
-    x = logits.detach().clone().requires_grad_()
+    """Median fwd+bwd time, peak extra bytes and saved bytes of one loss.
+
+    A ``loss_fn`` of None times ``logits.clone()``: the bandwidth floor.
+    """
+    x = logits.detach().clone().requires_grad_(loss_fn is not None)
 
     def run():
+        if loss_fn is None:
+            return x.clone()
         x.grad = None
         loss_fn(x).backward()
 
@@ -86,9 +116,11 @@ def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
     else:
         peak = cpu_peak_extra_bytes(run)
     x.grad = None
-    with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved:
-        loss = loss_fn(x)
-    del loss
+    saved = [0]
+    if loss_fn is not None:
+        with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved:
+            loss = loss_fn(x)
+        del loss
     return dict(name=name, time=statistics.median(times), peak=peak, saved=saved[0])
 
 
@@ -102,17 +134,22 @@ def sigmoid_contenders(num_classes, labels, device):
     focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25).to(device)
     avg = float((labels < num_classes).sum().clamp(min=1))
     onehot = F.one_hot(labels, num_classes + 1)[:, :num_classes].float()
+    kernel = ' (Triton)' if device.type == 'cuda' else ''
     rows = [
         ('mmdet FocalLoss' + (' (mmcv CUDA op)' if device.type == 'cuda' else ' (PyTorch)'),
          lambda x: focal(x, labels, avg_factor=avg), ()),
-        ('DFL, fixed gamma', lambda x: dfl(x, labels, avg_factor=avg), ()),
-        ('DFL, learnable gamma', lambda x: dfl_learn(x, labels, avg_factor=avg), ()),
+        ('DFL, fixed gamma' + kernel, lambda x: dfl(x, labels, avg_factor=avg), ()),
+        ('DFL, learnable gamma' + kernel, lambda x: dfl_learn(x, labels, avg_factor=avg), ()),
         ('torchvision sigmoid_focal_loss (one-hot given)',
          lambda x: sigmoid_focal_loss(x, onehot, reduction='sum') / avg, (onehot, )),
         ('F.binary_cross_entropy_with_logits (one-hot given)',
          lambda x: F.binary_cross_entropy_with_logits(x, onehot, reduction='sum') / avg,
          (onehot, )),
     ]
+    if device.type == 'cuda':
+        rows += [('DFL, fixed gamma (PyTorch core)',
+                  reference_core(lambda x: dfl(x, labels, avg_factor=avg)), ()),
+                 ('logits.clone() (bandwidth floor)', None, ())]
     return rows
 
 
@@ -120,11 +157,18 @@ def softmax_contenders(labels, device):
     from dfl_mm import DualFocalLoss
     dfl = DualFocalLoss(use_sigmoid=False, gamma=2.0).to(device)
     dfl_learn = DualFocalLoss(use_sigmoid=False, gamma=2.0, learnable_gamma='scalar').to(device)
-    return [
+    kernel = ' (Triton)' if device.type == 'cuda' else ''
+    rows = [
         ('F.cross_entropy', lambda x: F.cross_entropy(x, labels, ignore_index=255), ()),
-        ('DFL softmax, fixed gamma', lambda x: dfl(x, labels, ignore_index=255), ()),
-        ('DFL softmax, learnable gamma', lambda x: dfl_learn(x, labels, ignore_index=255), ()),
+        ('DFL softmax, fixed gamma' + kernel, lambda x: dfl(x, labels, ignore_index=255), ()),
+        ('DFL softmax, learnable gamma' + kernel,
+         lambda x: dfl_learn(x, labels, ignore_index=255), ()),
     ]
+    if device.type == 'cuda':
+        rows += [('DFL softmax, fixed gamma (PyTorch core)',
+                  reference_core(lambda x: dfl(x, labels, ignore_index=255)), ()),
+                 ('logits.clone() (bandwidth floor)', None, ())]
+    return rows
 
 
 def print_group(title, logits, results):
@@ -132,11 +176,14 @@ def print_group(title, logits, results):
     nbytes = logits.numel() * logits.element_size()
     print(f'\n{title}: logits {tuple(logits.shape)} {logits.dtype}, '
           f'{nbytes / 2**20:.0f} MiB')
-    print('| loss | fwd+bwd ms | ratio | peak extra / logits | saved beyond inputs / logits |')
-    print('|---|---:|---:|---:|---:|')
+    floor = next((r for r in results if 'floor' in r['name']), None)
+    print('| loss | fwd+bwd ms | ratio | ' + ('/ clone | ' if floor else '') +
+          'peak extra / logits | saved beyond inputs / logits |')
+    print('|---|---:|---:|' + ('---:|' if floor else '') + '---:|---:|')
     for r in results:
-        print(f"| {r['name']} | {1e3 * r['time']:.1f} | {r['time'] / ref['time']:.3f} | "
-              f"{r['peak'] / nbytes:.2f} | {r['saved'] / nbytes:.3f} |")
+        vs_floor = f"{r['time'] / floor['time']:.2f} | " if floor else ''
+        print(f"| {r['name']} | {1e3 * r['time']:.2f} | {r['time'] / ref['time']:.3f} | "
+              f"{vs_floor}{r['peak'] / nbytes:.2f} | {r['saved'] / nbytes:.3f} |")
 
 
 def main():

@@ -5,7 +5,5 @@ model = dict(
     decode_head=dict(loss_decode=[
         dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
              avg_non_ignore=True, loss_name='loss_ce'),
-        dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
-             learnable_gamma='scalar', gamma_reg=0.01, avg_non_ignore=True,
-             loss_weight=1.0, loss_name='loss_dfl'),
+        dict(**_base_.dfl_loss, loss_weight=1.0),
     ]))

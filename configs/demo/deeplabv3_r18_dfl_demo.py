@@ -5,7 +5,7 @@
 # Trains on CPU in a few minutes and reports mIoU with per-class IoU.
 #
 #   python tools/train.py configs/demo/deeplabv3_r18_dfl_demo.py
-_base_ = 'mmseg::_base_/default_runtime.py'
+_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/dfl_seg.py']
 
 custom_imports = dict(
     imports=['dfl_mm', 'dfl_mm.demo.segmentation'], allow_failed_imports=False)
@@ -14,14 +14,6 @@ data_root = 'data/dfl_demo_seg/'
 num_classes = 4
 max_iters = 1000
 norm_cfg = dict(type='BN', requires_grad=True)
-dfl = dict(
-    type='DualFocalLoss',
-    use_sigmoid=False,
-    gamma=2.0,
-    learnable_gamma='scalar',
-    gamma_reg=0.01,
-    avg_non_ignore=True,
-    loss_name='loss_dfl')
 
 model = dict(
     type='EncoderDecoder',
@@ -56,7 +48,7 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(**dfl, loss_weight=1.0)),
+        loss_decode=dict(**_base_.dfl_loss, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=64,
@@ -68,7 +60,7 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(**dfl, loss_weight=0.4)),
+        loss_decode=dict(**_base_.dfl_loss, loss_weight=0.4)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
@@ -116,9 +108,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.01),
     clip_grad=dict(max_norm=10, norm_type=2),
-    paramwise_cfg=dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)}))
-
-custom_hooks = [dict(type='DFLGammaHook')]
+    paramwise_cfg=_base_.gamma_no_decay)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),

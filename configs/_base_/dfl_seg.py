@@ -1,0 +1,22 @@
+# Shared pieces of the segmentation configs: the DualFocalLoss settings of a
+# decode head (softmax, learnable gamma), the package import, the gamma logger
+# and the weight-decay exception for gamma. Children use them as
+# `_base_.dfl_loss` and `_base_.gamma_no_decay`.
+custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
+
+dfl_loss = dict(
+    type='DualFocalLoss',
+    use_sigmoid=False,
+    gamma=2.0,  # initial value of the learnable exponent
+    learnable_gamma='scalar',
+    gamma_min=0.5,
+    gamma_max=10.0,
+    gamma_reg=0.01,  # pull toward gamma=2.0; see README "Learnable gamma"
+    avg_non_ignore=True,
+    loss_name='loss_dfl')
+
+# gamma is a parameter of the loss: no weight decay on it
+gamma_no_decay = dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)})
+
+# logs gamma (and its pull term) at every logging interval
+custom_hooks = [dict(type='DFLGammaHook')]

@@ -8,7 +8,7 @@ target ``y`` contributes
     \\ell = -\\ln\\bigl(1 - |y - p|^{\\gamma}\\bigr)
 
 summed over the true class and every false class alike (see
-``shared/docs/DFL_SPEC.md``). All maths runs on the *signed logit*
+``docs/DFL_SPEC.md``). All maths runs on the *signed logit*
 ``u = ln((1 - e) / e)`` of the error ``e = |y - p|``: for a hard label
 ``u = z`` (target 1) or ``u = -z`` (target 0) in sigmoid mode, and the log-odds
 of the softmax probability in softmax mode. Then ``-ln e = softplus(u)`` and
@@ -25,6 +25,7 @@ gradient straight into one buffer, so peak extra memory stays near one copy of
 the logits (no autograd graph of full-size intermediates).
 """
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import torch
@@ -103,10 +104,11 @@ def _weighted(tensors, weight):
     return tensors * weight
 
 
+@dataclass
 class _Inputs:
     """The normalised inputs of one call, computed on chunk by chunk.
 
-    Args:
+    Attributes:
         logits (Tensor): (B, C, S).
         target (Tensor): labels (B, 1, S) or float targets (B, C, S).
         row_weight (Tensor | None): (B, 1, S).
@@ -114,17 +116,17 @@ class _Inputs:
         class_weight (Tensor | None): (1, C, 1).
     """
 
-    def __init__(self, logits, target, row_weight, elem_weight, class_weight,
-                 alpha, ignore_index, use_sigmoid):
-        self.logits = logits
-        self.target = target
-        self.row_weight = row_weight
-        self.elem_weight = elem_weight
-        self.class_weight = class_weight
-        self.alpha = alpha
-        self.ignore_index = ignore_index
-        self.use_sigmoid = use_sigmoid
-        self.dtype = (torch.float64 if logits.dtype == torch.float64
+    logits: Optional[Tensor]
+    target: Optional[Tensor]
+    row_weight: Optional[Tensor]
+    elem_weight: Optional[Tensor]
+    class_weight: Optional[Tensor]
+    alpha: Optional[float]
+    ignore_index: Optional[int]
+    use_sigmoid: bool
+
+    def __post_init__(self):
+        self.dtype = (torch.float64 if self.logits.dtype == torch.float64
                       else torch.float32)
 
     def tensors(self):

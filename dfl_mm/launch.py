@@ -142,6 +142,19 @@ def enable_amp(cfg: Config) -> None:
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    from mmengine.visualization import Visualizer
+    visualizer = cfg.get('visualizer')
+    if isinstance(visualizer, dict):
+        # mmdet/mmseg configs name their visualizer 'visualizer'; a second Runner in
+        # the same process would reuse the first one's instance and log into the
+        # first work dir (mmengine's ManagerMixin), so later runs get a fresh name.
+        name = visualizer.get('name', 'visualizer')
+        suffix = 1
+        while Visualizer.check_instance_created(
+                f'{name}_{suffix}' if suffix > 1 else name):
+            suffix += 1
+        if suffix > 1:
+            visualizer['name'] = f'{name}_{suffix}'
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

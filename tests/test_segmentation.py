@@ -1,15 +1,12 @@
 """Segmentation end to end on CPU: configs, tools, resume, evaluation, DDP."""
 import glob
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, link_data
+from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
 SEG_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'deeplabv3*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'deeplabv3' / '*.py')) +
@@ -19,12 +16,6 @@ DEMO = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=4',
          'test_dataloader.dataset.indices=4', 'train_dataloader.batch_size=4',
          'default_hooks.logger.interval=1']
-
-
-def _scalars(work_dir):
-    files = glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    assert files, f'no scalars.json under {work_dir}'
-    return [json.loads(line) for f in files for line in open(f)]
 
 
 @pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: Path(p).name)
@@ -85,20 +76,17 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL,
                      'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
                      'default_hooks.checkpoint.interval=2'])
-    scalars = _scalars(work)
+    scalars = read_scalars(work)
     logged = [s for s in scalars if 'gamma.decode_head.decode' in s]
     assert logged and all(0.5 < s['gamma.decode_head.decode'] < 10 for s in logged)
     assert any('gamma.auxiliary_head.decode' in s for s in scalars)
     assert any('mIoU' in s for s in scalars)
 
     ckpt = torch.load(os.path.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)
-    probe_cfg = in_tmp / 'probe.py'
-    probe_cfg.write_text(
-        f"_base_ = {DEMO!r}\n"
-        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.segmentation', 'dfl_probe'])\n"
-        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='ResumeProbeHook')]\n")
+    probe_cfg = write_probe_config(in_tmp / 'probe.py', DEMO, 'dfl_mm.demo.segmentation',
+                                   'ResumeProbeHook')
     ResumeProbeHook.records.clear()
-    train_tool.main([str(probe_cfg), '--work-dir', str(in_tmp / 'resumed'),
+    train_tool.main([probe_cfg, '--work-dir', str(in_tmp / 'resumed'),
                      '--resume', os.path.join(work, 'iter_2.pth'), '--cfg-options', *SMALL,
                      'train_cfg.max_iters=3', 'train_cfg.val_interval=100'])
     record = ResumeProbeHook.records[-1]
@@ -145,21 +133,10 @@ def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
     from dfl_mm.demo.segmentation import generate_segmentation_demo
     link_data(shared_data, in_tmp)
     generate_segmentation_demo('data/dfl_demo_seg')
-    cfg = in_tmp / 'dist.py'
-    cfg.write_text(
-        f"_base_ = {DEMO!r}\n"
-        "custom_imports = dict(imports=['dfl_mm', 'dfl_mm.demo.segmentation', 'dfl_probe'])\n"
-        "custom_hooks = [dict(type='DFLGammaHook'), dict(type='DumpStateHook')]\n")
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(30500 + os.getpid() % 1000),
-               PYTHONPATH=os.pathsep.join([str(ROOT / 'tests' / 'helpers'), str(ROOT)]),
-               OMP_NUM_THREADS='1')
-    work = in_tmp / 'dist_work'
-    proc = subprocess.run(
-        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(cfg), '2', '--work-dir', str(work),
-         '--cfg-options', *SMALL, 'train_cfg.max_iters=3', 'train_cfg.val_interval=100'],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    states = [json.loads((work / f'state_rank{r}.json').read_text()) for r in (0, 1)]
+    cfg = write_probe_config(in_tmp / 'dist.py', DEMO, 'dfl_mm.demo.segmentation',
+                             'DumpStateHook')
+    states = run_dist_train(cfg, in_tmp / 'dist_work', [
+        *SMALL, 'train_cfg.max_iters=3', 'train_cfg.val_interval=100'])
     assert [s['world_size'] for s in states] == [2, 2]
     assert states[0]['gammas'] == states[1]['gammas'] and len(states[0]['gammas']) == 2
     assert states[0]['gammas'][0][0] != 2.0

@@ -8,8 +8,6 @@ use under ``data/`` (git-ignored), as ``img_dir/{train,val}/*.png`` and
 """
 import os
 import os.path as osp
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -17,6 +15,8 @@ from PIL import Image, ImageDraw
 from mmseg.datasets import BaseSegDataset
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, METRICS
+
+from . import write_once
 
 CLASSES = ('background', 'blob', 'line', 'dot')
 PALETTE = [[0, 0, 0], [128, 64, 128], [250, 170, 30], [220, 20, 60]]
@@ -69,8 +69,19 @@ def generate_segmentation_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: in
     Returns:
         str: ``root``.
     """
-    if osp.isdir(osp.join(root, 'ann_dir', 'val')):
-        return root
+    splits = splits or SPLITS
+
+    def fill(tmp):
+        rng = np.random.default_rng(seed)
+        for split, count in splits.items():
+            os.makedirs(osp.join(tmp, 'img_dir', split))
+            os.makedirs(osp.join(tmp, 'ann_dir', split))
+            for i in range(count):
+                img, label = _sample(rng, size)
+                img.save(osp.join(tmp, 'img_dir', split, f'{i:05d}.png'))
+                label.save(osp.join(tmp, 'ann_dir', split, f'{i:05d}.png'))
+
+    return write_once(root, osp.join('ann_dir', 'val'), fill)
     splits = splits or SPLITS
     parent = osp.dirname(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)

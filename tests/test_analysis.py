@@ -19,7 +19,7 @@ def _check_png(path, min_side=300):
 
 def test_plot_loss_shapes_writes_an_image(tmp_path):
     import plot_loss_shapes
-    out = plot_loss_shapes.main(['--out', str(tmp_path / 'shapes.png'), '--gammas', '1', '3'])
+    plot_loss_shapes.main(['--out', str(tmp_path / 'shapes.png'), '--gammas', '1', '3'])
     _check_png(tmp_path / 'shapes.png')
 
 

@@ -156,3 +156,20 @@ def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
     assert states[0]['gammas'] == states[1]['gammas']
     assert states[0]['gammas'][0][0] != 2.0
     assert states[0]['checksum'] == states[1]['checksum']
+
+
+def test_runs_in_one_process_log_into_their_own_work_dirs(in_tmp):
+    """mmdet configs name their visualizer 'visualizer'; without a fresh name the
+    second Runner would reuse the first one's and write scalars into its work dir."""
+    from mmengine.config import Config
+
+    from dfl_mm.launch import build_runner
+    save_dirs = []
+    for name in ('first', 'second'):
+        cfg = Config.fromfile(DEMO)
+        cfg.work_dir = str(in_tmp / name)
+        runner = build_runner(cfg)
+        backend = runner.visualizer.get_backend('LocalVisBackend')
+        save_dirs.append(backend._save_dir)
+    assert save_dirs[0].startswith(str(in_tmp / 'first'))
+    assert save_dirs[1].startswith(str(in_tmp / 'second'))

@@ -119,8 +119,7 @@ def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
     saved = [0]
     if loss_fn is not None:
         with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved:
-            loss = loss_fn(x)
-        del loss
+            loss_fn(x)
     return dict(name=name, time=statistics.median(times), peak=peak, saved=saved[0])
 
 

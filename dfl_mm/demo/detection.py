@@ -91,32 +91,6 @@ def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int =
                                categories=categories), f)
 
     return write_once(root, osp.join('annotations', 'val.json'), fill)
-    splits = splits or SPLITS
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.dfl_demo_det_', dir=parent)
-    rng = np.random.default_rng(seed)
-    os.makedirs(osp.join(tmp, 'annotations'))
-    for split, count in splits.items():
-        os.makedirs(osp.join(tmp, split))
-        images, annotations = [], []
-        for i in range(count):
-            img, objects = _image(rng, size)
-            name = f'{i:05d}.png'
-            img.save(osp.join(tmp, split, name))
-            images.append(dict(id=i, file_name=name, width=size, height=size))
-            for cls, (x0, y0, x1, y1) in objects:
-                annotations.append(dict(
-                    id=len(annotations) + 1, image_id=i, category_id=cls + 1,
-                    bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0), iscrowd=0))
-        categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
-        with open(osp.join(tmp, 'annotations', f'{split}.json'), 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 def class_statistics(root: str = DEFAULT_ROOT, split: str = 'train') -> dict:

@@ -82,23 +82,6 @@ def generate_segmentation_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: in
                 label.save(osp.join(tmp, 'ann_dir', split, f'{i:05d}.png'))
 
     return write_once(root, osp.join('ann_dir', 'val'), fill)
-    splits = splits or SPLITS
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.dfl_demo_seg_', dir=parent)
-    rng = np.random.default_rng(seed)
-    for split, count in splits.items():
-        os.makedirs(osp.join(tmp, 'img_dir', split))
-        os.makedirs(osp.join(tmp, 'ann_dir', split))
-        for i in range(count):
-            img, label = _sample(rng, size)
-            img.save(osp.join(tmp, 'img_dir', split, f'{i:05d}.png'))
-            label.save(osp.join(tmp, 'ann_dir', split, f'{i:05d}.png'))
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 def pixel_statistics(root: str = DEFAULT_ROOT, split: str = 'train') -> dict:

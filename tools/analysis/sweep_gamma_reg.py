@@ -22,7 +22,7 @@ def main():
                         default=[0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f'| gamma_reg | final gamma (mean +- sd) | max gamma | balanced acc (mean +- sd) |')
+    print('| gamma_reg | final gamma (mean +- sd) | max gamma | balanced acc (mean +- sd) |')
     print('|---|---|---|---|')
     for reg in args.regs:
         runs = [train_toy(reg, steps=args.steps, seed=s) for s in args.seeds]

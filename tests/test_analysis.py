@@ -5,7 +5,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import ROOT, link_data
+from conftest import ROOT, link_data, read_scalars
 
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 
@@ -66,15 +66,29 @@ def test_efficacy_benchmark_smoke(in_tmp, shared_data):
     import benchmark_efficacy
     link_data(shared_data, in_tmp)
     out = in_tmp / 'efficacy.md'
-    records = benchmark_efficacy.main([
-        '--tasks', 'det', 'seg', '--losses', 'focal', 'DFL learnable', '--seeds', '0',
-        '--det-epochs', '1', '--seg-iters', '2', '--subset', '8', '--out', str(out),
-        '--work-dir', str(in_tmp / 'eff')])
-    assert len(records) == 4
+    argv = ['--tasks', 'det', 'seg', '--losses', 'focal', 'DFL learnable', 'DFL sigmoid alpha',
+            '--seeds', '0', '--det-epochs', '1', '--seg-iters', '2', '--subset', '8',
+            '--out', str(out), '--work-dir', str(in_tmp / 'eff')]
+    records = benchmark_efficacy.main(argv)
+    # 'DFL sigmoid alpha' is a segmentation-only row
+    assert [(r['task'], r['loss']) for r in records] == [
+        ('det', 'focal'), ('det', 'DFL learnable'),
+        ('seg', 'focal'), ('seg', 'DFL learnable'), ('seg', 'DFL sigmoid alpha')]
     table = out.read_text()
-    for needle in ('| focal |', '| DFL learnable |', 'triangle AP', 'dot IoU', 'bbox mAP',
-                   'mIoU'):
+    for needle in ('| focal |', '| DFL learnable |', '| DFL sigmoid alpha |', 'triangle AP',
+                   'dot IoU', 'bbox mAP', 'mIoU'):
         assert needle in table
     dfl = [r for r in records if r['loss'] == 'DFL learnable']
     assert all(r['gamma'] is not None and r['gamma'] != 2.0 for r in dfl)
     assert all(r['seconds'] > 0 for r in records)
+    # every run logs into its own work dir (what plot_gamma reads)
+    for r in records:
+        run_dir = in_tmp / 'eff' / r['task'] / r['loss'].replace(' ', '_') / 'seed0'
+        assert read_scalars(run_dir)
+    # --reuse keeps finished runs (same budget) instead of training again; a new
+    # budget trains again, and records.json keeps the runs of both budgets
+    assert benchmark_efficacy.main(argv + ['--reuse']) == records
+    longer = benchmark_efficacy.main(argv + ['--reuse', '--tasks', 'seg', '--seg-iters', '3'])
+    assert [r['budget'] for r in longer] == ['3 iterations'] * 3
+    kept = json.loads((in_tmp / 'eff' / 'records.json').read_text())
+    assert len(kept) == 8 and all(r in kept for r in records + longer)

@@ -3,9 +3,13 @@ gamma) on the demo detection and segmentation data under the same budget and
 seeds, and write one table: the overall metric, the rare classes' AP / IoU
 (mean +- sd over seeds) and the wall time.
 
-    python tools/benchmark_efficacy.py [--tasks det seg] [--seeds 0 1]
-        [--det-epochs 12] [--seg-iters 500] [--out docs/efficacy.md]
-        [--work-dir work_dirs/efficacy] [--subset N]
+    python tools/benchmark_efficacy.py [--tasks det seg] [--seeds 0 1 2]
+        [--det-epochs 24] [--seg-iters 1000] [--out docs/efficacy.md]
+        [--work-dir work_dirs/efficacy] [--subset N] [--reuse]
+
+The default budgets are the demo configs' own (about 45 min for everything on
+2 cores). ``--reuse`` keeps finished runs from WORK_DIR/records.json, so an
+interrupted study or one with an added loss only runs what is missing.
 
 Each run is a real mmengine Runner on CPU (threads pinned with --threads).
 Losses at their usual settings: CE = mmdet's sigmoid CrossEntropyLoss (det) /
@@ -13,7 +17,10 @@ mmseg's CrossEntropyLoss (seg); focal = mmdet's FocalLoss (gamma 2, alpha 0.25)
 / torchvision's sigmoid_focal_loss (gamma 2, alpha 0.25) over one-hot pixels,
 because mmseg 1.2.2's FocalLoss fails on CPU (its CPU path takes
 ``target[:, num_classes]`` where ``target[:, :num_classes]`` is meant); DFL
-gamma 2, fixed or learnable (gamma_reg = the default).
+gamma 2, fixed or learnable (gamma_reg = the default); for segmentation also
+'DFL sigmoid' (learnable, one sigmoid per class, like the focal row) and 'DFL
+sigmoid alpha' (the same with focal's alpha = 0.25) to separate the effect of
+the loss from that of sigmoid vs softmax and of alpha.
 """
 import argparse
 import json
@@ -30,7 +37,10 @@ sys.path.insert(0, ROOT)
 
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18_dfl_demo.py')
 SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'deeplabv3_r18_dfl_demo.py')
-LOSSES = ('CE', 'focal', 'DFL fixed', 'DFL learnable')
+LOSSES = ('CE', 'focal', 'DFL fixed', 'DFL learnable', 'DFL sigmoid', 'DFL sigmoid alpha')
+# Segmentation-only rows (in detection every DFL row is already sigmoid):
+# learnable gamma with one sigmoid per class, without and with focal's alpha 0.25.
+SEG_ONLY = ('DFL sigmoid', 'DFL sigmoid alpha')
 
 
 def det_loss(name):
@@ -48,8 +58,9 @@ def seg_loss(name, loss_weight):
     if name == 'focal':
         return dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
                     loss_weight=loss_weight)
-    return dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0, avg_non_ignore=True,
-                learnable_gamma='scalar' if name == 'DFL learnable' else False,
+    return dict(type='DualFocalLoss', use_sigmoid=name.startswith('DFL sigmoid'), gamma=2.0,
+                avg_non_ignore=True, alpha=0.25 if name == 'DFL sigmoid alpha' else None,
+                learnable_gamma=False if name == 'DFL fixed' else 'scalar',
                 loss_weight=loss_weight, loss_name='loss_dfl')
 
 
@@ -117,19 +128,35 @@ def build_cfg(task, loss, seed, args, work_dir):
 
 
 def run_one(task, loss, seed, args):
-    from mmengine.runner import Runner
+    from dfl_mm.launch import build_runner
     work_dir = osp.join(args.work_dir, task, loss.replace(' ', '_'), f'seed{seed}')
     cfg = build_cfg(task, loss, seed, args, work_dir)
     start = time.perf_counter()
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)  # a fresh visualizer: each run logs into its own work dir
     model = runner.train()
     seconds = time.perf_counter() - start
     metrics = runner.val_loop.run()
     from dfl_mm import gamma_scalars
     scalars = gamma_scalars(model)
     gamma = scalars.get('gamma', scalars.get('gamma.decode_head.decode'))
-    return dict(task=task, loss=loss, seed=seed, seconds=seconds, gamma=gamma,
+    return dict(task=task, loss=loss, seed=seed, budget=budget(task, args),
+                seconds=seconds, gamma=gamma,
                 metrics={k: float(v) for k, v in metrics.items()})
+
+
+def budget(task, args):
+    return f'{args.det_epochs} epochs' if task == 'det' else f'{args.seg_iters} iterations'
+
+
+def _key(record):
+    return record['task'], record['loss'], record['seed'], record.get('budget')
+
+
+def write_records(path, records, previous):
+    """Save this study's runs, keeping earlier runs that it did not redo."""
+    keys = {_key(r) for r in records}
+    with open(path, 'w') as f:
+        json.dump(records + [r for r in previous if _key(r) not in keys], f, indent=1)
 
 
 def summarise(records, tasks):
@@ -169,13 +196,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', choices=list(TASKS), default=list(TASKS))
     parser.add_argument('--losses', nargs='+', choices=LOSSES, default=list(LOSSES))
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
-    parser.add_argument('--det-epochs', type=int, default=12)
-    parser.add_argument('--seg-iters', type=int, default=500)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--det-epochs', type=int, default=24)
+    parser.add_argument('--seg-iters', type=int, default=1000)
     parser.add_argument('--subset', type=int, help='train on the first N images only')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--work-dir', default='work_dirs/efficacy')
     parser.add_argument('--out', default='efficacy.md', help='markdown table to write')
+    parser.add_argument('--reuse', action='store_true',
+                        help='take the runs already in WORK_DIR/records.json (same task, '
+                        'loss, seed and budget) instead of training them again')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import dfl_mm  # noqa: F401
@@ -184,19 +214,28 @@ def main(argv=None):
     register_pixel_focal_loss()
 
     study_start = time.perf_counter()
-    records = []
+    records_file = osp.join(args.work_dir, 'records.json')
+    previous = []  # runs of earlier studies: kept in the file, reused with --reuse
+    if osp.isfile(records_file):
+        with open(records_file) as f:
+            previous = json.load(f)
     os.makedirs(args.work_dir, exist_ok=True)
+    records = []
     for task in args.tasks:
         for loss in args.losses:
+            if loss in SEG_ONLY and task != 'seg':
+                continue
             for seed in args.seeds:
-                records.append(run_one(task, loss, seed, args))
-                with open(osp.join(args.work_dir, 'records.json'), 'w') as f:
-                    json.dump(records, f, indent=1)
+                key = (task, loss, seed, budget(task, args))
+                done = [r for r in previous if _key(r) == key] if args.reuse else []
+                records.append(done[0] if done else run_one(task, loss, seed, args))
+                write_records(records_file, records, previous)
     total = time.perf_counter() - study_start
     table = summarise(records, args.tasks)
-    header = (f'Efficacy study: {len(records)} runs in {total / 60:.1f} min on CPU '
-              f'({args.threads} threads); det {args.det_epochs} epochs, '
-              f'seg {args.seg_iters} iterations per run.\n')
+    train_minutes = sum(r['seconds'] for r in records) / 60
+    header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '
+              f'on CPU ({args.threads} threads; this invocation took {total / 60:.1f} min); '
+              f'det {args.det_epochs} epochs, seg {args.seg_iters} iterations per run.\n')
     with open(args.out, 'w') as f:
         f.write(header + table + '\n')
     print(header + table)

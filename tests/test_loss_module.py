@@ -153,6 +153,39 @@ def test_mmseg_decode_head_loss_with_dfl_list():
     assert head.loss_decode[1].gamma_logit.grad.shape == (3, )
 
 
+
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+def test_mmseg_head_ignored_pixels_never_change_the_loss(use_sigmoid):
+    """Through FCNHead.loss_by_feat: logits at 255-pixels have no effect and get
+    no gradient, whatever they are."""
+    from mmengine.structures import PixelData
+    from mmseg.models.decode_heads import FCNHead
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(4)
+    head = FCNHead(in_channels=8, channels=8, num_convs=1, num_classes=3,
+                   loss_decode=dict(type='DualFocalLoss', use_sigmoid=use_sigmoid,
+                                    learnable_gamma='scalar', avg_non_ignore=True))
+    labels = torch.randint(0, 3, (1, 16, 16))
+    labels[0, :5] = 255
+    ignored = (labels == 255).expand(3, -1, -1).unsqueeze(0)
+    sample = SegDataSample(gt_sem_seg=PixelData(data=labels))
+    sample.set_metainfo(dict(img_shape=(16, 16)))
+
+    def loss_of(logits):
+        logits = logits.detach().requires_grad_()
+        loss = head.loss_by_feat(logits, [sample])['loss_dfl']
+        loss.backward()
+        return loss, logits.grad
+
+    logits = torch.randn(1, 3, 16, 16)
+    loss, grad = loss_of(logits)
+    wild = torch.where(ignored, torch.randn_like(logits) * 1e3, logits)
+    loss_wild, grad_wild = loss_of(wild)
+    assert loss > 0
+    torch.testing.assert_close(loss_wild, loss)
+    assert (grad[ignored] == 0).all() and (grad_wild[ignored] == 0).all()
+    torch.testing.assert_close(grad_wild, grad)
+
 # ---------------------------------------------------------------- gamma
 def test_learnable_gamma_pull_is_in_the_value_and_readable():
     torch.manual_seed(3)

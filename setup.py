@@ -32,6 +32,8 @@ setup(
     long_description=open(osp.join(here, 'README.md')).read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['dfl_mm', 'dfl_mm.*']),
+    # the CPU kernel's C source, compiled on first use (dfl_mm/cpu_kernel.py)
+    package_data={'dfl_mm': ['csrc/*.c']},
     python_requires='>=3.9',
     # mmcv must be built against the installed torch, so it is not an install
     # requirement: tools/install.sh installs it (see requirements/mminstall.txt).

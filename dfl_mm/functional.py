@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import triton_dfl
+from . import cpu_kernel, triton_dfl
 
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX']
 
@@ -262,7 +262,8 @@ def _chunked_backward(inputs, gamma, upstream, need_logits, need_gamma):
 
 class _DualFocalFunction(torch.autograd.Function):
     """Fused DFL: forward keeps only the inputs; backward recomputes the
-    elements (Triton kernel on GPU, chunked PyTorch elsewhere)."""
+    elements (Triton kernels on GPU, the C kernel for mmdet-style sigmoid
+    calls on CPU, chunked PyTorch elsewhere)."""
 
     @staticmethod
     def forward(ctx, logits, gamma, inputs: _Inputs, reduce_sum: bool):
@@ -270,6 +271,8 @@ class _DualFocalFunction(torch.autograd.Function):
             if triton_dfl.should_use(inputs):
                 out = triton_dfl.forward(inputs, gamma, reduce_sum)
                 out = out.to(logits.dtype) if reduce_sum else out
+            elif reduce_sum and cpu_kernel.should_use(inputs, gamma):
+                out = cpu_kernel.forward(inputs, gamma).to(logits.dtype)
             elif reduce_sum:
                 g = _broadcastable_gamma(gamma, inputs.dtype)
                 total = logits.new_zeros((), dtype=inputs.dtype)
@@ -296,13 +299,19 @@ class _DualFocalFunction(torch.autograd.Function):
         need_logits, need_gamma = ctx.needs_input_grad[:2]
         with torch.autocast(logits.device.type, enabled=False):
             scale = grad_out.to(inputs.dtype)
+            scaled = True
             if triton_dfl.should_use(inputs):
                 grad_logits, grad_gamma = triton_dfl.backward(
                     inputs, gamma, None if ctx.reduce_sum else scale)
+                scaled = not ctx.reduce_sum
+            elif ctx.reduce_sum and cpu_kernel.should_use(inputs, gamma):
+                # the kernel applies the scale as it writes (no extra pass)
+                grad_logits, grad_gamma = cpu_kernel.backward(inputs, gamma, scale)
             else:
                 grad_logits, grad_gamma = _chunked_backward(
                     inputs, gamma, None if ctx.reduce_sum else scale, need_logits, need_gamma)
-            if ctx.reduce_sum:
+                scaled = not ctx.reduce_sum
+            if not scaled:
                 grad_logits.mul_(scale)
                 grad_gamma = grad_gamma * scale
         return (grad_logits if need_logits else None,

@@ -7,9 +7,10 @@ Each contender runs forward + backward on the same logits; the table shows the
 median time of ``--repeats`` runs (after one warm-up), its ratio to the
 reference of its group (mmdet's FocalLoss for sigmoid, F.cross_entropy for
 softmax), the peak extra memory during forward + backward and the bytes kept
-for backward beyond the inputs, both as multiples of the logits' bytes. On
-CUDA it adds DFL on its PyTorch core (not the Triton kernel) and
-``logits.clone()`` as the memory-bandwidth floor (column "/ clone").
+for backward beyond the inputs, both as multiples of the logits' bytes. The
+sigmoid group also runs DFL on its PyTorch core (without the C kernel on CPU
+or the Triton kernels on CUDA); on CUDA both groups add ``logits.clone()`` as
+the memory-bandwidth floor (column "/ clone").
 """
 import argparse
 import os
@@ -82,11 +83,21 @@ def env(name, value):
 
 
 def reference_core(loss_fn):
-    """Run a DFL module on the chunked PyTorch core even where Triton exists."""
+    """Mark a DFL row to run (forward and backward) on the chunked PyTorch core,
+    without the Triton or C kernels."""
     def run(x):
-        with env('DFL_MM_TRITON', '0'):
-            return loss_fn(x)
+        return loss_fn(x)
+    run.core_only = True
     return run
+
+
+@contextmanager
+def kernels_off(active):
+    if not active:
+        yield
+        return
+    with env('DFL_MM_TRITON', '0'), env('DFL_MM_CPU_KERNEL', '0'):
+        yield
 
 
 def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
@@ -100,7 +111,8 @@ def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
         if loss_fn is None:
             return x.clone()
         x.grad = None
-        loss_fn(x).backward()
+        with kernels_off(getattr(loss_fn, 'core_only', False)):
+            loss_fn(x).backward()
 
     run()  # warm-up
     times = []
@@ -118,7 +130,8 @@ def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
     x.grad = None
     saved = [0]
     if loss_fn is not None:
-        with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved:
+        with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved, \
+                kernels_off(getattr(loss_fn, 'core_only', False)):
             loss_fn(x)
     return dict(name=name, time=statistics.median(times), peak=peak, saved=saved[0])
 
@@ -133,7 +146,7 @@ def sigmoid_contenders(num_classes, labels, device):
     focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25).to(device)
     avg = float((labels < num_classes).sum().clamp(min=1))
     onehot = F.one_hot(labels, num_classes + 1)[:, :num_classes].float()
-    kernel = ' (Triton)' if device.type == 'cuda' else ''
+    kernel = ' (Triton)' if device.type == 'cuda' else ' (C kernel)'
     rows = [
         ('mmdet FocalLoss' + (' (mmcv CUDA op)' if device.type == 'cuda' else ' (PyTorch)'),
          lambda x: focal(x, labels, avg_factor=avg), ()),
@@ -145,10 +158,10 @@ def sigmoid_contenders(num_classes, labels, device):
          lambda x: F.binary_cross_entropy_with_logits(x, onehot, reduction='sum') / avg,
          (onehot, )),
     ]
+    rows.append(('DFL, fixed gamma (PyTorch core)',
+                 reference_core(lambda x: dfl(x, labels, avg_factor=avg)), ()))
     if device.type == 'cuda':
-        rows += [('DFL, fixed gamma (PyTorch core)',
-                  reference_core(lambda x: dfl(x, labels, avg_factor=avg)), ()),
-                 ('logits.clone() (bandwidth floor)', None, ())]
+        rows.append(('logits.clone() (bandwidth floor)', None, ()))
     return rows
 
 

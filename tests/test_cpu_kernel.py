@@ -1,0 +1,162 @@
+"""The C kernel of the CPU sigmoid path against the PyTorch core and the
+golden values; when it applies, its build cache and its fallback."""
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfl_mm import DualFocalLoss, cpu_kernel
+from dfl_mm.functional import dual_focal_loss
+
+CASES = [c for c in json.loads((Path(__file__).parent / 'data' / 'dfl_golden.json')
+                                .read_text())['cases'] if c['mode'] == 'sigmoid']
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """Run with DFL_MM_CPU_KERNEL=1 (fails if the kernel cannot be built)."""
+    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '1')
+    return monkeypatch
+
+
+def _loss_and_grads(setting, monkeypatch, logits, labels, gamma, **kwargs):
+    monkeypatch.setenv('DFL_MM_CPU_KERNEL', setting)
+    z = logits.detach().clone().requires_grad_()
+    g = torch.tensor(gamma, dtype=logits.dtype, requires_grad=True)
+    loss = dual_focal_loss(z, labels, g, use_sigmoid=True, **kwargs)
+    loss.backward()
+    return loss.detach(), z.grad, g.grad
+
+
+def _inputs(rows=2000, classes=20, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, classes, generator=gen) * 6
+    extremes = torch.tensor([1e4, -1e4, 45.0, -45.0, 0.0, 1e-6])  # incl. the u < -30 tail
+    logits[0, :6] = extremes[:classes]
+    labels = torch.randint(0, classes + 1, (rows, ), generator=gen)  # classes = background
+    labels[0] = 1
+    return logits, labels
+
+
+@pytest.mark.parametrize('options', [
+    dict(),
+    dict(weight='rows'),
+    dict(weight='rows1'),
+    dict(alpha=0.25, class_weight='random'),
+    dict(reduction='sum', ignore_index=-1),
+    dict(avg_factor=37.0),
+], ids=['plain', 'row-weight', 'row-weight-N1', 'alpha-class-weight', 'sum-ignore', 'avg-factor'])
+@pytest.mark.parametrize('gamma', [0.3, 2.0, 7.5])
+def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
+    logits, labels = _inputs()
+    options = dict(options)
+    gen = torch.Generator().manual_seed(1)
+    if options.get('weight') == 'rows':
+        options['weight'] = torch.rand(len(labels), generator=gen)
+    elif options.get('weight') == 'rows1':
+        options['weight'] = torch.rand(len(labels), 1, generator=gen)
+    if options.get('class_weight') == 'random':
+        options['class_weight'] = torch.rand(logits.shape[1], generator=gen).tolist()
+    if 'ignore_index' in options:
+        labels[::7] = options['ignore_index']
+    fast = _loss_and_grads('1', kernel, logits, labels, gamma, **options)
+    # truth: the core in float64
+    core = _loss_and_grads('0', kernel, logits.double(), labels, gamma, **options)
+    loss, grad, grad_gamma = fast
+    assert loss.dtype == torch.float32 and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss.double(), core[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.double(), core[1], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(grad_gamma.double(), core[2], rtol=1e-4, atol=1e-6)
+    if 'ignore_index' in options:
+        assert (grad[::7] == 0).all()
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f"g{c['gamma']}-{c['label']}")
+def test_kernel_golden_values_in_float32(kernel, case):
+    """The golden cases (losses down to 1e-13) through the float32 kernel."""
+    logits = torch.tensor([case['logits']], dtype=torch.float32)
+    loss, grad, grad_gamma = _loss_and_grads('1', kernel, logits, torch.tensor([case['label']]),
+                                             case['gamma'], reduction='sum')
+    torch.testing.assert_close(loss.double(), torch.tensor(case['loss_sum'], dtype=torch.float64),
+                               rtol=2e-5, atol=1e-30)
+    torch.testing.assert_close(grad[0].double(), torch.tensor(case['grad_logits'],
+                                                              dtype=torch.float64),
+                               rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(grad_gamma.double(), torch.tensor(case['grad_gamma'],
+                                                                 dtype=torch.float64),
+                               rtol=1e-4, atol=1e-12)
+
+
+def test_kernel_takes_mmdet_calls_and_only_those(kernel):
+    from dfl_mm.functional import _Inputs
+    logits, labels = _inputs(rows=8, classes=3)
+    row = torch.ones(8, 1, 1)
+
+    def inputs(logits3=logits.view(8, 3, 1), target=labels.view(8, 1, 1), **kw):
+        fields = dict(row_weight=row, elem_weight=None, class_weight=None, alpha=None,
+                      ignore_index=None, use_sigmoid=True)
+        fields.update(kw)
+        return _Inputs(logits3, target, **fields)
+
+    scalar, per_class = torch.tensor(2.0), torch.full((3, ), 2.0)
+    assert cpu_kernel.should_use(inputs(), scalar)
+    assert not cpu_kernel.should_use(inputs(), per_class)
+    assert not cpu_kernel.should_use(inputs(logits3=logits.double().view(8, 3, 1)), scalar)
+    assert not cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4)), scalar)  # dense map
+    assert not cpu_kernel.should_use(inputs(target=torch.rand(8, 3, 1)), scalar)  # soft targets
+    assert not cpu_kernel.should_use(inputs(elem_weight=torch.rand(8, 3, 1)), scalar)
+    assert not cpu_kernel.should_use(inputs(use_sigmoid=False), scalar)
+    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
+    assert not cpu_kernel.should_use(inputs(), scalar)
+    kernel.setenv('DFL_MM_CPU_KERNEL', 'yes')
+    with pytest.raises(ValueError, match="DFL_MM_CPU_KERNEL must be 'auto', '0' or '1'"):
+        cpu_kernel.should_use(inputs(), scalar)
+
+
+def test_learnable_gamma_through_the_mmdet_call(kernel):
+    """DualFocalLoss as RetinaHead calls it: same value and gradients either way."""
+    logits, labels = _inputs(rows=500, classes=10)
+    label_weights = torch.rand(500)
+    results = []
+    for setting in ('1', '0'):
+        kernel.setenv('DFL_MM_CPU_KERNEL', setting)
+        loss = DualFocalLoss(use_sigmoid=True, learnable_gamma='scalar')
+        with torch.no_grad():
+            loss.gamma_logit.add_(0.4)
+        z = logits.clone().requires_grad_()
+        out = loss(z, labels, label_weights, avg_factor=42.0)
+        out.backward()
+        results.append((out.detach(), z.grad, loss.gamma_logit.grad))
+    for fast, core in zip(*results):
+        torch.testing.assert_close(fast, core, rtol=1e-5, atol=1e-7)
+
+
+def test_build_is_cached_and_failure_falls_back_or_raises(kernel, tmp_path):
+    # a fresh cache: one library file, reused by a second build
+    kernel.setenv('DFL_MM_CACHE_DIR', str(tmp_path / 'cache'))
+    path = cpu_kernel._build()
+    assert Path(path).is_file() and cpu_kernel._build() == path
+    assert len(list((tmp_path / 'cache').iterdir())) == 1
+
+    # no compiler: auto warns once and the loss comes from the core
+    kernel.setenv('DFL_MM_CACHE_DIR', str(tmp_path / 'empty'))
+    kernel.setenv('CC', str(tmp_path / 'no-such-compiler'))
+    kernel.setattr(cpu_kernel, '_lib', None)
+    kernel.setattr(cpu_kernel, '_failure', None)
+    kernel.setenv('DFL_MM_CPU_KERNEL', 'auto')
+    logits, labels = _inputs(rows=50, classes=4)
+    with pytest.warns(UserWarning, match='CPU kernel unavailable'):
+        fallback = dual_focal_loss(logits, labels, 2.0)
+    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
+    torch.testing.assert_close(fallback, dual_focal_loss(logits, labels, 2.0))
+    kernel.setenv('DFL_MM_CPU_KERNEL', 'auto')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the warning is not repeated
+        dual_focal_loss(logits, labels, 2.0)
+    kernel.setattr(cpu_kernel, '_failure', None)
+    kernel.setenv('DFL_MM_CPU_KERNEL', '1')
+    with pytest.raises(RuntimeError, match='DFL_MM_CPU_KERNEL=1 but the CPU kernel is '
+                       'unavailable'):
+        dual_focal_loss(logits, labels, 2.0)

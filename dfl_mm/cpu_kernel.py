@@ -1,20 +1,24 @@
-"""The CPU fast path: the sigmoid-mode loss of (N, C) float32 logits (mmdet's
-dense heads) as a small C library, ``csrc/dfl_cpu.c``.
+"""The CPU fast path: the loss and its gradients as a small C library,
+``csrc/dfl_cpu.c``, for sigmoid mode on (N, C) logits (mmdet's dense heads)
+and softmax mode on (B, C, ...) maps (mmseg's decode heads).
 
 The pure-PyTorch core needs about ten full passes of transcendental ATen ops
-per element; the C loop does the same maths in one vectorised pass per
-direction. The library is compiled on first use with the system C compiler
-(``$CC``, else ``cc``) for this CPU (``-march=native``) and cached under
-``$DFL_MM_CACHE_DIR`` (default ``~/.cache/dfl_mm``), keyed by the source, the
-flags and the CPU, like Triton's kernels on GPU.
+per element; the C loops do the same maths in one vectorised pass per
+direction (two over the classes for softmax). The library is compiled on
+first use with the system C compiler (``$CC``, else ``cc``) for this CPU
+(``-march=native``) and cached under ``$DFL_MM_CACHE_DIR`` (default
+``~/.cache/dfl_mm``), keyed by the source, the flags and the CPU, as Triton
+does for GPU kernels.
 
 ``DFL_MM_CPU_KERNEL``: ``auto`` (default: use it where it applies, fall back to
 the PyTorch core with one warning if it cannot be built), ``0`` (never) or
 ``1`` (always where it applies; a build failure is an error). It applies to
-CPU float32 (N, C) logits with integer labels, one gamma for all classes, and
-optional row weights, class weights, alpha and ignore_index; everything else
-(soft targets, per-element weights, per-class gamma, softmax, dense maps,
-float64) runs on the PyTorch core.
+contiguous CPU float32 logits with integer labels and one gamma for all
+classes, with optional row/pixel weights, class weights, alpha (sigmoid) and
+ignore_index, when the loss is reduced ('mean'/'sum'). Everything else (soft
+targets, per-element weights, per-class gamma, dense sigmoid maps, 'none',
+float64 and half inputs) runs on the PyTorch core, the reference the kernel
+is tested against.
 """
 import ctypes
 import hashlib
@@ -105,14 +109,17 @@ def _load():
 
 
 def _open(path: str):
-    """Load the library and declare its two functions."""
+    """Load the library and declare its functions."""
     lib = ctypes.CDLL(path)
     pointer, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    common = [pointer, pointer, pointer, pointer, pointer, i64, i64, i64, i64, f32]
-    lib.dfl_sigmoid_forward.argtypes = common + [ctypes.c_int]
-    lib.dfl_sigmoid_forward.restype = ctypes.c_double
-    lib.dfl_sigmoid_backward.argtypes = common + [f32, pointer, ctypes.c_int]
-    lib.dfl_sigmoid_backward.restype = ctypes.c_double
+    sigmoid = [pointer] * 5 + [i64, i64, i64, i64, f32]
+    softmax = [pointer] * 4 + [i64, i64, i64, i64, i64, f32]
+    for name, common in (('sigmoid', sigmoid), ('softmax', softmax)):
+        forward_fn = getattr(lib, f'dfl_{name}_forward')
+        forward_fn.argtypes, forward_fn.restype = common + [ctypes.c_int], ctypes.c_double
+        backward_fn = getattr(lib, f'dfl_{name}_backward')
+        backward_fn.argtypes = common + [f32, pointer, ctypes.c_int]
+        backward_fn.restype = ctypes.c_double
     return lib
 
 
@@ -120,47 +127,55 @@ def should_use(inputs, gamma) -> bool:
     """Whether this call goes through the C kernel (see module docstring)."""
     logits, target = inputs.logits, inputs.target
     applies = (
-        inputs.use_sigmoid and not logits.is_cuda and logits.device.type == 'cpu'
-        and logits.dtype == torch.float32 and logits.shape[2] == 1
+        logits.device.type == 'cpu' and logits.dtype == torch.float32
         and logits.is_contiguous() and not target.is_floating_point()
-        and inputs.elem_weight is None and gamma.dim() == 0)
+        and inputs.elem_weight is None and gamma.dim() == 0
+        and (logits.shape[2] == 1 or not inputs.use_sigmoid))
     return applies and _setting() != '0' and _load() is not None
 
 
 def _arguments(inputs, gamma):
-    """ctypes arguments shared by forward and backward, and tensors to keep alive."""
-    rows, classes = inputs.logits.shape[:2]
-    labels = inputs.target.reshape(rows).to(torch.int64).contiguous()
+    """ctypes arguments of either mode, and the tensors they point into."""
+    batch, classes, spatial = inputs.logits.shape
+    pixels = batch * spatial
+    labels = inputs.target.reshape(pixels).to(torch.int64).contiguous()
     row_weight = (None if inputs.row_weight is None
-                  else inputs.row_weight.reshape(rows).to(torch.float32).contiguous())
+                  else inputs.row_weight.reshape(pixels).to(torch.float32).contiguous())
     class_weight = (torch.ones(classes) if inputs.class_weight is None
                     else inputs.class_weight.reshape(classes).to(torch.float32))
-    if inputs.alpha is None:
-        pos_weight = neg_weight = class_weight.contiguous()
+    ignore = (int(inputs.ignore_index is not None),
+              0 if inputs.ignore_index is None else int(inputs.ignore_index))
+    start = [inputs.logits.data_ptr(), labels.data_ptr(),
+             None if row_weight is None else row_weight.data_ptr()]
+    if inputs.use_sigmoid:
+        if inputs.alpha is None:
+            pos_weight = neg_weight = class_weight.contiguous()
+        else:
+            pos_weight = (class_weight * inputs.alpha).contiguous()
+            neg_weight = (class_weight * (1.0 - inputs.alpha)).contiguous()
+        keep = (labels, row_weight, pos_weight, neg_weight)
+        args = start + [pos_weight.data_ptr(), neg_weight.data_ptr(), *ignore, batch,
+                        classes, float(gamma)]
     else:
-        pos_weight = (class_weight * inputs.alpha).contiguous()
-        neg_weight = (class_weight * (1.0 - inputs.alpha)).contiguous()
-    keep = (labels, row_weight, pos_weight, neg_weight)
-    args = [inputs.logits.data_ptr(), labels.data_ptr(),
-            None if row_weight is None else row_weight.data_ptr(),
-            pos_weight.data_ptr(), neg_weight.data_ptr(),
-            int(inputs.ignore_index is not None),
-            0 if inputs.ignore_index is None else int(inputs.ignore_index),
-            rows, classes, float(gamma)]
+        class_weight = class_weight.contiguous()
+        keep = (labels, row_weight, class_weight)
+        args = start + [class_weight.data_ptr(), *ignore, batch, classes, spatial,
+                        float(gamma)]
     return args, keep
 
 
 def forward(inputs, gamma) -> torch.Tensor:
     """Sum of the weighted element losses (float32 scalar)."""
     args, _keep = _arguments(inputs, gamma)
-    total = _lib.dfl_sigmoid_forward(*args, torch.get_num_threads())
+    function = _lib.dfl_sigmoid_forward if inputs.use_sigmoid else _lib.dfl_softmax_forward
+    total = function(*args, torch.get_num_threads())
     return torch.tensor(total, dtype=torch.float32)
 
 
 def backward(inputs, gamma, scale: torch.Tensor):
-    """Gradients of ``scale`` times the summed loss: (d / d logits (N, C, 1), d / d gamma)."""
+    """Gradients of ``scale`` times the summed loss: (d / d logits (B, C, S), d / d gamma)."""
     grad = torch.empty_like(inputs.logits)
     args, _keep = _arguments(inputs, gamma)
-    grad_gamma = _lib.dfl_sigmoid_backward(*args, float(scale), grad.data_ptr(),
-                                           torch.get_num_threads())
+    function = _lib.dfl_sigmoid_backward if inputs.use_sigmoid else _lib.dfl_softmax_backward
+    grad_gamma = function(*args, float(scale), grad.data_ptr(), torch.get_num_threads())
     return grad, torch.tensor(grad_gamma * float(scale), dtype=torch.float32)

@@ -262,8 +262,8 @@ def _chunked_backward(inputs, gamma, upstream, need_logits, need_gamma):
 
 class _DualFocalFunction(torch.autograd.Function):
     """Fused DFL: forward keeps only the inputs; backward recomputes the
-    elements (Triton kernels on GPU, the C kernel for mmdet-style sigmoid
-    calls on CPU, chunked PyTorch elsewhere)."""
+    elements (Triton kernels on GPU, the C kernel for reduced float32 calls
+    on CPU, chunked PyTorch elsewhere)."""
 
     @staticmethod
     def forward(ctx, logits, gamma, inputs: _Inputs, reduce_sum: bool):

@@ -10,8 +10,7 @@ import torch
 from dfl_mm import DualFocalLoss, cpu_kernel
 from dfl_mm.functional import dual_focal_loss
 
-CASES = [c for c in json.loads((Path(__file__).parent / 'data' / 'dfl_golden.json')
-                                .read_text())['cases'] if c['mode'] == 'sigmoid']
+CASES = json.loads((Path(__file__).parent / 'data' / 'dfl_golden.json').read_text())['cases']
 
 
 @pytest.fixture
@@ -21,11 +20,11 @@ def kernel(monkeypatch):
     return monkeypatch
 
 
-def _loss_and_grads(setting, monkeypatch, logits, labels, gamma, **kwargs):
+def _loss_and_grads(setting, monkeypatch, logits, labels, gamma, use_sigmoid=True, **kwargs):
     monkeypatch.setenv('DFL_MM_CPU_KERNEL', setting)
     z = logits.detach().clone().requires_grad_()
     g = torch.tensor(gamma, dtype=logits.dtype, requires_grad=True)
-    loss = dual_focal_loss(z, labels, g, use_sigmoid=True, **kwargs)
+    loss = dual_focal_loss(z, labels, g, use_sigmoid=use_sigmoid, **kwargs)
     loss.backward()
     return loss.detach(), z.grad, g.grad
 
@@ -73,12 +72,13 @@ def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
         assert (grad[::7] == 0).all()
 
 
-@pytest.mark.parametrize('case', CASES, ids=lambda c: f"g{c['gamma']}-{c['label']}")
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f"{c['mode']}-g{c['gamma']}-{c['label']}")
 def test_kernel_golden_values_in_float32(kernel, case):
     """The golden cases (losses down to 1e-13) through the float32 kernel."""
     logits = torch.tensor([case['logits']], dtype=torch.float32)
     loss, grad, grad_gamma = _loss_and_grads('1', kernel, logits, torch.tensor([case['label']]),
-                                             case['gamma'], reduction='sum')
+                                             case['gamma'], case['mode'] == 'sigmoid',
+                                             reduction='sum')
     torch.testing.assert_close(loss.double(), torch.tensor(case['loss_sum'], dtype=torch.float64),
                                rtol=2e-5, atol=1e-30)
     torch.testing.assert_close(grad[0].double(), torch.tensor(case['grad_logits'],
@@ -89,7 +89,41 @@ def test_kernel_golden_values_in_float32(kernel, case):
                                rtol=1e-4, atol=1e-12)
 
 
-def test_kernel_takes_mmdet_calls_and_only_those(kernel):
+@pytest.mark.parametrize('options', [
+    dict(), dict(weight='pixels'), dict(class_weight='random', reduction='sum'),
+    dict(avg_non_ignore=True)], ids=['plain', 'pixel-weight', 'class-weight-sum', 'mean'])
+@pytest.mark.parametrize('gamma', [0.5, 2.0, 6.0])
+def test_softmax_kernel_matches_the_pytorch_core(kernel, options, gamma):
+    """mmseg-style dense maps with 255-pixels, an odd size (partial blocks) and
+    pixels with +-1e4 logits and ties."""
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 13, 17, generator=gen) * 4
+    logits[0, :, 0, 0] = torch.tensor([1e4, -1e4, 40.0, 40.0, -40.0])
+    logits[0, :, 0, 1] = torch.tensor([-1e4, 1e4, -1e4, -1e4, -1e4])
+    logits[1, :, 3, 3] = 0.0  # a five-way tie
+    labels = torch.randint(0, 5, (2, 13, 17), generator=gen)
+    labels[0, 0, 1] = 2
+    labels[1, 5:7] = 255
+    options = dict(options, ignore_index=255)
+    if options.get('weight') == 'pixels':
+        options['weight'] = torch.rand(2, 13, 17, generator=gen)
+    if options.get('class_weight') == 'random':
+        options['class_weight'] = torch.rand(5, generator=gen).tolist()
+    if options.pop('avg_non_ignore', False):
+        options['avg_factor'] = float((labels != 255).sum())
+    fast = _loss_and_grads('1', kernel, logits, labels, gamma, False, **options)
+    core = _loss_and_grads('0', kernel, logits, labels, gamma, False, **options)
+    truth = _loss_and_grads('0', kernel, logits.double(), labels, gamma, False, **options)
+    assert torch.isfinite(fast[1]).all() and (fast[1][1, :, 5:7] == 0).all()
+    for ours, reference in zip(fast, core):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
+    # against float64, away from the +-1e4 pixels that float32 cannot resolve
+    torch.testing.assert_close(fast[1][..., 1:, :].double(), truth[1][..., 1:, :],
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fast[0].double(), truth[0], rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_dispatch_covers_exactly_its_cases(kernel):
     from dfl_mm.functional import _Inputs
     logits, labels = _inputs(rows=8, classes=3)
     row = torch.ones(8, 1, 1)
@@ -105,9 +139,12 @@ def test_kernel_takes_mmdet_calls_and_only_those(kernel):
     assert not cpu_kernel.should_use(inputs(), per_class)
     assert not cpu_kernel.should_use(inputs(logits3=logits.double().view(8, 3, 1)), scalar)
     assert not cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4)), scalar)  # dense map
+    assert cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4), target=labels.view(2, 1, 4),
+                                        use_sigmoid=False, row_weight=None), scalar)
     assert not cpu_kernel.should_use(inputs(target=torch.rand(8, 3, 1)), scalar)  # soft targets
     assert not cpu_kernel.should_use(inputs(elem_weight=torch.rand(8, 3, 1)), scalar)
-    assert not cpu_kernel.should_use(inputs(use_sigmoid=False), scalar)
+    assert not cpu_kernel.should_use(inputs(logits3=logits.t().contiguous().t().view(8, 3, 1)),
+                                     scalar)  # not contiguous
     kernel.setenv('DFL_MM_CPU_KERNEL', '0')
     assert not cpu_kernel.should_use(inputs(), scalar)
     kernel.setenv('DFL_MM_CPU_KERNEL', 'yes')

@@ -7,8 +7,8 @@ Each contender runs forward + backward on the same logits; the table shows the
 median time of ``--repeats`` runs (after one warm-up), its ratio to the
 reference of its group (mmdet's FocalLoss for sigmoid, F.cross_entropy for
 softmax), the peak extra memory during forward + backward and the bytes kept
-for backward beyond the inputs, both as multiples of the logits' bytes. The
-sigmoid group also runs DFL on its PyTorch core (without the C kernel on CPU
+for backward beyond the inputs, both as multiples of the logits' bytes. Each
+group also runs DFL on its PyTorch core (without the C kernel on CPU
 or the Triton kernels on CUDA); on CUDA both groups add ``logits.clone()`` as
 the memory-bandwidth floor (column "/ clone").
 """
@@ -169,17 +169,17 @@ def softmax_contenders(labels, device):
     from dfl_mm import DualFocalLoss
     dfl = DualFocalLoss(use_sigmoid=False, gamma=2.0).to(device)
     dfl_learn = DualFocalLoss(use_sigmoid=False, gamma=2.0, learnable_gamma='scalar').to(device)
-    kernel = ' (Triton)' if device.type == 'cuda' else ''
+    kernel = ' (Triton)' if device.type == 'cuda' else ' (C kernel)'
     rows = [
         ('F.cross_entropy', lambda x: F.cross_entropy(x, labels, ignore_index=255), ()),
         ('DFL softmax, fixed gamma' + kernel, lambda x: dfl(x, labels, ignore_index=255), ()),
         ('DFL softmax, learnable gamma' + kernel,
          lambda x: dfl_learn(x, labels, ignore_index=255), ()),
     ]
+    rows.append(('DFL softmax, fixed gamma (PyTorch core)',
+                 reference_core(lambda x: dfl(x, labels, ignore_index=255)), ()))
     if device.type == 'cuda':
-        rows += [('DFL softmax, fixed gamma (PyTorch core)',
-                  reference_core(lambda x: dfl(x, labels, ignore_index=255)), ()),
-                 ('logits.clone() (bandwidth floor)', None, ())]
+        rows.append(('logits.clone() (bandwidth floor)', None, ()))
     return rows
 
 

@@ -92,3 +92,169 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
   }
   return total;
 }
+
+/* ------------------------------------------------------------------ softmax
+ * (B, C, S) float32 logits, labels (B, S). Vectorised over pixels in blocks
+ * of BLOCK; the maths of _softmax_chunk in dfl_mm/functional.py: every class
+ * is a sigmoid element of its log-odds v_c = ln p_c - ln(1 - p_c), with
+ * v_m = z_m - logsumexp(z without m) for the pixel's argmax m, and backward
+ * dz = h - p K - pi g_m (see there). Element weight: weight[b, s] (optional,
+ * 0 for ignored pixels) * class_weight[c].
+ */
+#include <stdlib.h>
+
+#define BLOCK 64
+
+typedef struct {
+  float lse[BLOCK], lse_rest[BLOCK], zmax[BLOCK], w[BLOCK];
+  int64_t label[BLOCK], argmax[BLOCK];
+} PixelStats;
+
+/* Per-pixel statistics of pixels [s0, s0 + len) of image b. */
+static void pixel_stats(const float *z, const int64_t *labels, const float *weight,
+                        int64_t has_ignore, int64_t ignore_index, int64_t classes,
+                        int64_t spatial, int64_t b, int64_t s0, int64_t len,
+                        PixelStats *st) {
+  float m2[BLOCK], sum[BLOCK], rest[BLOCK];
+  const int64_t base = b * spatial + s0;
+  for (int64_t k = 0; k < len; ++k) {
+    st->label[k] = labels[base + k];
+    float w = weight ? weight[base + k] : 1.0f;
+    st->w[k] = (has_ignore && st->label[k] == ignore_index) ? 0.0f : w;
+    st->zmax[k] = -INFINITY; m2[k] = -INFINITY; st->argmax[k] = 0;
+    sum[k] = 0.0f; rest[k] = 0.0f;
+  }
+  const float *zb = z + b * classes * spatial + s0;
+  for (int64_t c = 0; c < classes; ++c) {
+    const float *zc = zb + c * spatial;
+#pragma omp simd
+    for (int64_t k = 0; k < len; ++k) {
+      const float v = zc[k];
+      const int bigger = v > st->zmax[k];
+      m2[k] = bigger ? st->zmax[k] : (v > m2[k] ? v : m2[k]);
+      st->argmax[k] = bigger ? c : st->argmax[k];
+      st->zmax[k] = bigger ? v : st->zmax[k];
+    }
+  }
+  for (int64_t c = 0; c < classes; ++c) {
+    const float *zc = zb + c * spatial;
+#pragma omp simd
+    for (int64_t k = 0; k < len; ++k) {
+      sum[k] += expf(zc[k] - st->zmax[k]);
+      rest[k] += c == st->argmax[k] ? 0.0f : expf(zc[k] - m2[k]);
+    }
+  }
+#pragma omp simd
+  for (int64_t k = 0; k < len; ++k) {
+    st->lse[k] = st->zmax[k] + logf(sum[k]);
+    st->lse_rest[k] = m2[k] + logf(rest[k]);
+  }
+}
+
+double dfl_softmax_forward(const float *logits, const int64_t *labels, const float *weight,
+                           const float *class_weight, int64_t has_ignore,
+                           int64_t ignore_index, int64_t batch, int64_t classes,
+                           int64_t spatial, float gamma, int threads) {
+  const float log_gamma = logf(gamma);
+  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
+  for (int64_t job = 0; job < batch * blocks; ++job) {
+    const int64_t b = job / blocks, s0 = (job % blocks) * BLOCK;
+    const int64_t len = spatial - s0 < BLOCK ? spatial - s0 : BLOCK;
+    PixelStats st;
+    pixel_stats(logits, labels, weight, has_ignore, ignore_index, classes, spatial, b, s0,
+                len, &st);
+    const float *zb = logits + b * classes * spatial + s0;
+    float acc = 0.0f;
+    for (int64_t c = 0; c < classes; ++c) {
+      const float *zc = zb + c * spatial;
+      const float cw = class_weight[c];
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < len; ++k) {
+        const float log_p = zc[k] - st.lse[k];
+        const float p = expf(log_p);
+        const int is_max = c == st.argmax[k];
+        const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log1pf(-p);
+        const float u = c == st.label[k] ? v : -v;
+        const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
+        const float s = gamma * sp;
+        const float loss = s < LN2 ? -logf(-expm1f(-s)) : -log1pf(-expf(-s));
+        acc += st.w[k] * cw * (u < TAIL ? -(log_gamma + u) : loss);
+      }
+    }
+    total += acc;
+  }
+  return total;
+}
+
+double dfl_softmax_backward(const float *logits, const int64_t *labels, const float *weight,
+                            const float *class_weight, int64_t has_ignore,
+                            int64_t ignore_index, int64_t batch, int64_t classes,
+                            int64_t spatial, float gamma, float scale, float *grad,
+                            int threads) {
+  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
+  double total = 0.0;
+#pragma omp parallel reduction(+ : total) num_threads(threads)
+  {
+    /* h_c and p_c of one block, kept between the two passes over classes */
+    float *h = malloc(sizeof(float) * classes * BLOCK);
+    float *prob = malloc(sizeof(float) * classes * BLOCK);
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < batch * blocks; ++job) {
+      const int64_t b = job / blocks, s0 = (job % blocks) * BLOCK;
+      const int64_t len = spatial - s0 < BLOCK ? spatial - s0 : BLOCK;
+      PixelStats st;
+      pixel_stats(logits, labels, weight, has_ignore, ignore_index, classes, spatial, b, s0,
+                  len, &st);
+      const float *zb = logits + b * classes * spatial + s0;
+      float *gb = grad + b * classes * spatial + s0;
+      float k_sum[BLOCK], g_max[BLOCK];
+      for (int64_t k = 0; k < len; ++k) { k_sum[k] = 0.0f; g_max[k] = 0.0f; }
+      float acc = 0.0f;
+      for (int64_t c = 0; c < classes; ++c) {
+        const float *zc = zb + c * spatial;
+        const float cw = class_weight[c];
+        float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < len; ++k) {
+          const float log_p = zc[k] - st.lse[k];
+          const float p = expf(log_p);
+          const int is_max = c == st.argmax[k];
+          const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log1pf(-p);
+          const float sign = c == st.label[k] ? 1.0f : -1.0f;
+          const float u = sign * v;
+          const float t = expf(-fabsf(u));
+          const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
+          const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
+          const float s = gamma * sp;
+          const float ratio = -expf(-s) / -expm1f(-s);
+          const int tail = u < TAIL;
+          const float factor = st.w[k] * cw;
+          const float grad_v = factor * sign * (tail ? -1.0f : gamma * sigmoid * ratio);
+          acc += factor * (tail ? -1.0f / gamma : sp * ratio);
+          const float hk = is_max ? grad_v : grad_v / (1.0f - p);
+          hc[k] = hk;
+          pc[k] = p;
+          k_sum[k] += is_max ? 0.0f : hk;
+          g_max[k] += is_max ? grad_v : 0.0f;
+        }
+      }
+      for (int64_t c = 0; c < classes; ++c) {
+        const float *zc = zb + c * spatial;
+        const float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
+        float *gc = gb + c * spatial;
+#pragma omp simd
+        for (int64_t k = 0; k < len; ++k) {
+          const int is_max = c == st.argmax[k];
+          const float pi = is_max ? 0.0f : expf(zc[k] - st.lse_rest[k]);
+          gc[k] = scale * (hc[k] - pc[k] * k_sum[k] - pi * g_max[k]);
+        }
+      }
+      total += acc;
+    }
+    free(h);
+    free(prob);
+  }
+  return total;
+}

@@ -74,7 +74,16 @@ def _build() -> str:
     path = osp.join(cache, f'dfl_cpu_{key}.so')
     if osp.exists(path):
         return path
-    os.makedirs(cache, exist_ok=True)
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError:  # e.g. a read-only home: build into the temp dir instead
+        if 'DFL_MM_CACHE_DIR' in os.environ:
+            raise
+        cache = osp.join(tempfile.gettempdir(), f'dfl_mm_{os.getuid()}')
+        path = osp.join(cache, f'dfl_cpu_{key}.so')
+        if osp.exists(path):
+            return path
+        os.makedirs(cache, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=cache)
     os.close(fd)
     try:

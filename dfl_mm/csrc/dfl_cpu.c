@@ -107,6 +107,7 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
 
 typedef struct {
   float lse[BLOCK], lse_rest[BLOCK], zmax[BLOCK], w[BLOCK];
+  float neg_log_pmax[BLOCK]; /* -ln p of the argmax, = softplus(lse_rest - zmax) */
   int64_t label[BLOCK], argmax[BLOCK];
 } PixelStats;
 
@@ -115,14 +116,14 @@ static void pixel_stats(const float *z, const int64_t *labels, const float *weig
                         int64_t has_ignore, int64_t ignore_index, int64_t classes,
                         int64_t spatial, int64_t b, int64_t s0, int64_t len,
                         PixelStats *st) {
-  float m2[BLOCK], sum[BLOCK], rest[BLOCK];
+  float m2[BLOCK], rest[BLOCK];
   const int64_t base = b * spatial + s0;
   for (int64_t k = 0; k < len; ++k) {
     st->label[k] = labels[base + k];
     float w = weight ? weight[base + k] : 1.0f;
     st->w[k] = (has_ignore && st->label[k] == ignore_index) ? 0.0f : w;
     st->zmax[k] = -INFINITY; m2[k] = -INFINITY; st->argmax[k] = 0;
-    sum[k] = 0.0f; rest[k] = 0.0f;
+    rest[k] = 0.0f;
   }
   const float *zb = z + b * classes * spatial + s0;
   for (int64_t c = 0; c < classes; ++c) {
@@ -140,14 +141,15 @@ static void pixel_stats(const float *z, const int64_t *labels, const float *weig
     const float *zc = zb + c * spatial;
 #pragma omp simd
     for (int64_t k = 0; k < len; ++k) {
-      sum[k] += expf(zc[k] - st->zmax[k]);
       rest[k] += c == st->argmax[k] ? 0.0f : expf(zc[k] - m2[k]);
     }
   }
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) {
-    st->lse[k] = st->zmax[k] + logf(sum[k]);
+    /* sum of exp(z - zmax) = 1 + rest * exp(m2 - zmax): one exp per element */
+    st->lse[k] = st->zmax[k] + log1pf(rest[k] * expf(m2[k] - st->zmax[k]));
     st->lse_rest[k] = m2[k] + logf(rest[k]);
+    st->neg_log_pmax[k] = log1pf(expf(st->lse_rest[k] - st->zmax[k]));
   }
 }
 
@@ -174,10 +176,13 @@ double dfl_softmax_forward(const float *logits, const int64_t *labels, const flo
       for (int64_t k = 0; k < len; ++k) {
         const float log_p = zc[k] - st.lse[k];
         const float p = expf(log_p);
-        const int is_max = c == st.argmax[k];
-        const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log1pf(-p);
-        const float u = c == st.label[k] ? v : -v;
-        const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
+        const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
+        /* ln(1 - p): exact for the argmax through the logsumexp of the rest */
+        const float log_1mp = is_max ? st.lse_rest[k] - st.lse[k] : log1pf(-p);
+        const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log_1mp;
+        const float u = is_pos ? v : -v;
+        /* softplus(u) = -ln e without evaluating softplus: e = 1 - p or p */
+        const float sp = is_pos ? -log_1mp : (is_max ? st.neg_log_pmax[k] : -log_p);
         const float s = gamma * sp;
         const float loss = s < LN2 ? -logf(-expm1f(-s)) : -log1pf(-expf(-s));
         acc += st.w[k] * cw * (u < TAIL ? -(log_gamma + u) : loss);
@@ -220,13 +225,13 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
         for (int64_t k = 0; k < len; ++k) {
           const float log_p = zc[k] - st.lse[k];
           const float p = expf(log_p);
-          const int is_max = c == st.argmax[k];
-          const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log1pf(-p);
-          const float sign = c == st.label[k] ? 1.0f : -1.0f;
-          const float u = sign * v;
-          const float t = expf(-fabsf(u));
-          const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
-          const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
+          const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
+          const float log_1mp = is_max ? st.lse_rest[k] - st.lse[k] : log1pf(-p);
+          const float sign = is_pos ? 1.0f : -1.0f;
+          const float u = sign * (is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log_1mp);
+          const float sp = is_pos ? -log_1mp : (is_max ? st.neg_log_pmax[k] : -log_p);
+          /* sigmoid(u) = 1 - e: p for the true class, 1 - p (exact for the argmax) else */
+          const float sigmoid = is_pos ? p : (is_max ? expf(log_1mp) : 1.0f - p);
           const float s = gamma * sp;
           const float ratio = -expf(-s) / -expm1f(-s);
           const int tail = u < TAIL;

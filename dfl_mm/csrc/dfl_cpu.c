@@ -21,6 +21,24 @@
 
 #define TAIL (-30.0f)
 #define LN2 0.69314718055994531f
+#define INLINE static inline __attribute__((always_inline))
+
+/* Element loss from the signed logit u and sp = softplus(u) = -ln e. */
+INLINE float element_loss(float u, float sp, float gamma, float log_gamma) {
+  const float s = gamma * sp;
+  const float loss = s < LN2 ? -logf(-expm1f(-s)) : -log1pf(-expf(-s));
+  return u < TAIL ? -(log_gamma + u) : loss;
+}
+
+/* d loss / d u and d loss / d gamma; sigmoid = sigmoid(u) = 1 - e. */
+INLINE void element_grads(float u, float sp, float sigmoid, float gamma, float *grad_u,
+                          float *grad_gamma) {
+  const float s = gamma * sp;
+  const float ratio = -expf(-s) / -expm1f(-s); /* -exp(-s) / (1 - exp(-s)) */
+  const int tail = u < TAIL;
+  *grad_u = tail ? -1.0f : gamma * sigmoid * ratio;
+  *grad_gamma = tail ? -1.0f / gamma : sp * ratio;
+}
 
 static inline float row_factor(const int64_t *labels, const float *row_weight,
                                int64_t has_ignore, int64_t ignore_index, int64_t n) {
@@ -46,10 +64,8 @@ double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
       const int pos = c == label;
       const float u = pos ? z[c] : -z[c];
       const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
-      const float s = gamma * sp;
-      const float loss = s < LN2 ? -logf(-expm1f(-s)) : -log1pf(-expf(-s));
       const float factor = pos ? pos_weight[c] : neg_weight[c];
-      acc += factor * (u < TAIL ? -(log_gamma + u) : loss);
+      acc += factor * element_loss(u, sp, gamma, log_gamma);
     }
     total += (double)w * acc;
   }
@@ -79,12 +95,9 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
       const float t = expf(-fabsf(u));
       const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
       const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
-      const float s = gamma * sp;
-      const float ratio = -expf(-s) / -expm1f(-s); /* -exp(-s) / (1 - exp(-s)) */
       const float factor = w * (pos ? pos_weight[c] : neg_weight[c]);
-      const int tail = u < TAIL;
-      const float grad_u = tail ? -1.0f : gamma * sigmoid * ratio;
-      const float grad_gamma = tail ? -1.0f / gamma : sp * ratio;
+      float grad_u, grad_gamma;
+      element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
       g[c] = scale * factor * sign * grad_u;
       acc += factor * grad_gamma;
     }
@@ -153,6 +166,20 @@ static void pixel_stats(const float *z, const int64_t *labels, const float *weig
   }
 }
 
+/* Class c of pixel k: p, and the signed logit u with sp = softplus(u) = -ln e
+ * taken from ln p and ln(1 - p) (no softplus to evaluate); for the argmax
+ * ln(1 - p) and its log-odds come exactly from the logsumexp of the rest. */
+INLINE void softmax_element(const PixelStats *st, int64_t k, int64_t c, float z, float *p,
+                            float *log_1mp, float *u, float *sp) {
+  const float log_p = z - st->lse[k];
+  const int is_max = c == st->argmax[k], is_pos = c == st->label[k];
+  *p = expf(log_p);
+  *log_1mp = is_max ? st->lse_rest[k] - st->lse[k] : log1pf(-*p);
+  const float v = is_max ? st->zmax[k] - st->lse_rest[k] : log_p - *log_1mp;
+  *u = is_pos ? v : -v;
+  *sp = is_pos ? -*log_1mp : (is_max ? st->neg_log_pmax[k] : -log_p);
+}
+
 double dfl_softmax_forward(const float *logits, const int64_t *labels, const float *weight,
                            const float *class_weight, int64_t has_ignore,
                            int64_t ignore_index, int64_t batch, int64_t classes,
@@ -174,18 +201,9 @@ double dfl_softmax_forward(const float *logits, const int64_t *labels, const flo
       const float cw = class_weight[c];
 #pragma omp simd reduction(+ : acc)
       for (int64_t k = 0; k < len; ++k) {
-        const float log_p = zc[k] - st.lse[k];
-        const float p = expf(log_p);
-        const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
-        /* ln(1 - p): exact for the argmax through the logsumexp of the rest */
-        const float log_1mp = is_max ? st.lse_rest[k] - st.lse[k] : log1pf(-p);
-        const float v = is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log_1mp;
-        const float u = is_pos ? v : -v;
-        /* softplus(u) = -ln e without evaluating softplus: e = 1 - p or p */
-        const float sp = is_pos ? -log_1mp : (is_max ? st.neg_log_pmax[k] : -log_p);
-        const float s = gamma * sp;
-        const float loss = s < LN2 ? -logf(-expm1f(-s)) : -log1pf(-expf(-s));
-        acc += st.w[k] * cw * (u < TAIL ? -(log_gamma + u) : loss);
+        float p, log_1mp, u, sp;
+        softmax_element(&st, k, c, zc[k], &p, &log_1mp, &u, &sp);
+        acc += st.w[k] * cw * element_loss(u, sp, gamma, log_gamma);
       }
     }
     total += acc;
@@ -223,21 +241,15 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
         float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
 #pragma omp simd reduction(+ : acc)
         for (int64_t k = 0; k < len; ++k) {
-          const float log_p = zc[k] - st.lse[k];
-          const float p = expf(log_p);
           const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
-          const float log_1mp = is_max ? st.lse_rest[k] - st.lse[k] : log1pf(-p);
-          const float sign = is_pos ? 1.0f : -1.0f;
-          const float u = sign * (is_max ? st.zmax[k] - st.lse_rest[k] : log_p - log_1mp);
-          const float sp = is_pos ? -log_1mp : (is_max ? st.neg_log_pmax[k] : -log_p);
+          float p, log_1mp, u, sp, grad_u, grad_gamma;
+          softmax_element(&st, k, c, zc[k], &p, &log_1mp, &u, &sp);
           /* sigmoid(u) = 1 - e: p for the true class, 1 - p (exact for the argmax) else */
           const float sigmoid = is_pos ? p : (is_max ? expf(log_1mp) : 1.0f - p);
-          const float s = gamma * sp;
-          const float ratio = -expf(-s) / -expm1f(-s);
-          const int tail = u < TAIL;
+          element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
           const float factor = st.w[k] * cw;
-          const float grad_v = factor * sign * (tail ? -1.0f : gamma * sigmoid * ratio);
-          acc += factor * (tail ? -1.0f / gamma : sp * ratio);
+          const float grad_v = factor * (is_pos ? grad_u : -grad_u);
+          acc += factor * grad_gamma;
           const float hk = is_max ? grad_v : grad_v / (1.0f - p);
           hc[k] = hk;
           pc[k] = p;

@@ -59,6 +59,20 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
+def _cache_dir() -> str:
+    """``$DFL_MM_CACHE_DIR``, else ~/.cache/dfl_mm, else (read-only home) the temp dir."""
+    configured = os.environ.get('DFL_MM_CACHE_DIR')
+    cache = configured or osp.join(osp.expanduser('~'), '.cache', 'dfl_mm')
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError:
+        if configured:
+            raise
+        cache = osp.join(tempfile.gettempdir(), f'dfl_mm_{os.getuid()}')
+        os.makedirs(cache, exist_ok=True)
+    return cache
+
+
 def _build() -> str:
     """Compile the library if this source/flags/CPU has none yet; its path."""
     if platform.system() != 'Linux' or platform.machine() not in ('x86_64', 'AMD64'):
@@ -70,20 +84,10 @@ def _build() -> str:
     key = hashlib.sha256(b'\0'.join([
         source, ' '.join([compiler] + FLAGS + LIBS).encode(),
         _cpu_signature().encode()])).hexdigest()[:16]
-    cache = os.environ.get('DFL_MM_CACHE_DIR', osp.join(osp.expanduser('~'), '.cache', 'dfl_mm'))
+    cache = _cache_dir()
     path = osp.join(cache, f'dfl_cpu_{key}.so')
     if osp.exists(path):
         return path
-    try:
-        os.makedirs(cache, exist_ok=True)
-    except OSError:  # e.g. a read-only home: build into the temp dir instead
-        if 'DFL_MM_CACHE_DIR' in os.environ:
-            raise
-        cache = osp.join(tempfile.gettempdir(), f'dfl_mm_{os.getuid()}')
-        path = osp.join(cache, f'dfl_cpu_{key}.so')
-        if osp.exists(path):
-            return path
-        os.makedirs(cache, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=cache)
     os.close(fd)
     try:

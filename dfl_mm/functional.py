@@ -299,19 +299,18 @@ class _DualFocalFunction(torch.autograd.Function):
         need_logits, need_gamma = ctx.needs_input_grad[:2]
         with torch.autocast(logits.device.type, enabled=False):
             scale = grad_out.to(inputs.dtype)
-            scaled = True
+            # per-element upstream gradients ('none'), or None: the gradient of a sum
+            upstream = None if ctx.reduce_sum else scale
             if triton_dfl.should_use(inputs):
-                grad_logits, grad_gamma = triton_dfl.backward(
-                    inputs, gamma, None if ctx.reduce_sum else scale)
-                scaled = not ctx.reduce_sum
+                grad_logits, grad_gamma = triton_dfl.backward(inputs, gamma, upstream)
             elif ctx.reduce_sum and cpu_kernel.should_use(inputs, gamma):
                 # the kernel applies the scale as it writes (no extra pass)
                 grad_logits, grad_gamma = cpu_kernel.backward(inputs, gamma, scale)
+                upstream = scale
             else:
                 grad_logits, grad_gamma = _chunked_backward(
-                    inputs, gamma, None if ctx.reduce_sum else scale, need_logits, need_gamma)
-                scaled = not ctx.reduce_sum
-            if not scaled:
+                    inputs, gamma, upstream, need_logits, need_gamma)
+            if upstream is None:
                 grad_logits.mul_(scale)
                 grad_gamma = grad_gamma * scale
         return (grad_logits if need_logits else None,

@@ -148,13 +148,13 @@ def build_runner(cfg: Config):
         # mmdet/mmseg configs name their visualizer 'visualizer'; a second Runner in
         # the same process would reuse the first one's instance and log into the
         # first work dir (mmengine's ManagerMixin), so later runs get a fresh name.
-        name = visualizer.get('name', 'visualizer')
+        name = fresh = visualizer.get('name', 'visualizer')
         suffix = 1
-        while Visualizer.check_instance_created(
-                f'{name}_{suffix}' if suffix > 1 else name):
+        while Visualizer.check_instance_created(fresh):
             suffix += 1
-        if suffix > 1:
-            visualizer['name'] = f'{name}_{suffix}'
+            fresh = f'{name}_{suffix}'
+        if fresh != name:
+            visualizer['name'] = fresh
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

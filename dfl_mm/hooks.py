@@ -1,4 +1,5 @@
-"""``DFLGammaHook``: log the exponent of every DualFocalLoss in the model."""
+"""``DFLGammaHook``: log the exponent (and adaptive class weights) of every
+DualFocalLoss in the model."""
 import re
 from typing import Dict, Optional
 
@@ -7,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from .adaptive import AdaptiveClassWeight
 from .loss import DualFocalLoss
 
 __all__ = ['DFLGammaHook', 'gamma_scalars']
@@ -18,17 +20,28 @@ def _short_name(path: str) -> str:
     return re.sub(r'loss_?', '', path).strip('.') or 'dfl'
 
 
+# up to this many classes every adaptive weight is logged, else min / max
+LOG_EACH_WEIGHT = 10
+
+
+def _losses(model: torch.nn.Module):
+    if is_model_wrapper(model):
+        model = model.module
+    return [(path, m) for path, m in model.named_modules()
+            if isinstance(m, DualFocalLoss)]
+
+
 def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
-    """Current gamma (mean, and min/max for a per-class gamma) and pull term.
+    """Current gamma (mean, and min/max for a per-class gamma), pull term and
+    adaptive class weights.
 
     Keys are ``gamma`` for a model with one DualFocalLoss, else
     ``gamma.<module path without 'loss'>``; ``gamma_min``/``gamma_max`` for a
-    per-class gamma and ``gamma_pull`` for the regulariser of a learnable one.
+    per-class gamma and ``gamma_pull`` for the regulariser of a learnable one;
+    with ``class_weight='adaptive'`` ``class_weight_min``/``class_weight_max``
+    and, for up to ``LOG_EACH_WEIGHT`` classes, ``class_weight_<c>``.
     """
-    if is_model_wrapper(model):
-        model = model.module
-    losses = [(path, m) for path, m in model.named_modules()
-              if isinstance(m, DualFocalLoss)]
+    losses = _losses(model)
     scalars = {}
     for path, loss in losses:
         suffix = '' if len(losses) == 1 else '.' + _short_name(path)
@@ -40,12 +53,20 @@ def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
                 scalars['gamma_max' + suffix] = gamma.max().item()
             if loss.learnable_gamma:
                 scalars['gamma_pull' + suffix] = loss.gamma_pull().item()
+            if loss.adaptive is not None:
+                weights = loss.adaptive.weights().tolist()
+                scalars['class_weight_min' + suffix] = min(weights)
+                scalars['class_weight_max' + suffix] = max(weights)
+                if len(weights) <= LOG_EACH_WEIGHT:
+                    for c, w in enumerate(weights):
+                        scalars[f'class_weight_{c}{suffix}'] = w
     return scalars
 
 
 @HOOKS.register_module()
 class DFLGammaHook(Hook):
-    """Put gamma into the message hub after every training iteration.
+    """Close the adaptive weights' step and put gamma (and the weights) into
+    the message hub after every training iteration.
 
     The logger then shows it at every logging interval (averaged over the
     interval, like the losses) in the text log, ``scalars.json`` and any
@@ -58,5 +79,8 @@ class DFLGammaHook(Hook):
     def after_train_iter(self, runner, batch_idx: int,
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
+        for module in runner.model.modules():
+            if isinstance(module, AdaptiveClassWeight):
+                module.end_step()  # before checkpoints are saved
         for key, value in gamma_scalars(runner.model).items():
             runner.message_hub.update_scalar(f'train/{key}', value)

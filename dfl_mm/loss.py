@@ -7,6 +7,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from .adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
 from .functional import GAMMA_MAX, REDUCTIONS, dual_focal_loss
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
@@ -72,8 +73,13 @@ class DualFocalLoss(nn.Module):
             of a learnable gamma. Default: ``DEFAULT_GAMMA_REG``.
         alpha (float, optional): sigmoid mode only: weight of positive targets
             (negatives get ``1 - alpha``). Default: None (equal importance).
-        class_weight (list | str, optional): per-class weights, or a path to a
-            .npy/.pkl file holding them.
+        class_weight (list | str, optional): per-class weights, a path to a
+            .npy/.pkl file holding them, or 'adaptive': weights from running
+            class statistics (``dfl_mm.adaptive``; needs ``num_classes``).
+            Static weights multiply the class-c element of every row.
+        adaptive_weight (dict, optional): settings of the adaptive weights,
+            keys of ``ADAPTIVE_DEFAULTS`` (basis, power, momentum, max_weight,
+            apply_to, eps); missing keys take those defaults.
         reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
         loss_weight (float): factor of the returned loss. Default: 1.
         avg_non_ignore (bool): mmseg: average over non-ignored pixels only.
@@ -100,6 +106,7 @@ class DualFocalLoss(nn.Module):
                  gamma_reg: float = DEFAULT_GAMMA_REG,
                  alpha: Optional[float] = None,
                  class_weight: Optional[Union[Sequence[float], str]] = None,
+                 adaptive_weight: Optional[dict] = None,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  avg_non_ignore: bool = False,
@@ -140,7 +147,8 @@ class DualFocalLoss(nn.Module):
         self.ignore_index = ignore_index
         self._loss_name = loss_name
 
-        weights = load_class_weight(class_weight)
+        self.adaptive = _build_adaptive(class_weight, adaptive_weight, num_classes)
+        weights = None if self.adaptive is not None else load_class_weight(class_weight)
         if weights is not None and num_classes is not None and len(weights) != num_classes:
             raise ValueError(f'class_weight has {len(weights)} values, expected '
                              f'num_classes={num_classes}')
@@ -240,6 +248,8 @@ class DualFocalLoss(nn.Module):
         else:
             loss = self._call_core(pred, target, gamma, weight, reduction,
                                    avg_factor, ignore_index)
+        if self.adaptive is not None and self.training:
+            self._observe(pred, target, ignore_index)
         if self.learnable_gamma and reduction != 'none':
             pull = self.gamma_pull(gamma)
             self.last_gamma_pull = pull.detach()
@@ -248,11 +258,53 @@ class DualFocalLoss(nn.Module):
 
     def _call_core(self, pred, target, gamma, weight, reduction, avg_factor,
                    ignore_index):
+        class_weight = self.class_weight
+        if self.adaptive is not None:
+            weight, class_weight = self._adaptive_weights(pred, target, weight)
         return dual_focal_loss(
             pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
-            class_weight=self.class_weight, alpha=self.alpha,
+            class_weight=class_weight, alpha=self.alpha,
             ignore_index=ignore_index, reduction=reduction,
             avg_factor=avg_factor)
+
+    def _adaptive_weights(self, pred, labels, weight):
+        """The call's (weight, class_weight) with the adaptive weights in."""
+        if labels.is_floating_point():
+            raise TypeError("class_weight='adaptive' needs integer labels, got a "
+                            'float target')
+        if pred.shape[1] != self.adaptive.num_classes:
+            raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive '
+                             f'weights were built for num_classes={self.num_classes}')
+        if self.training:
+            self.adaptive.start_call()
+        class_weight = self.adaptive.weights().to(pred.device)
+        if self.adaptive.apply_to == 'element':
+            return weight, class_weight
+        # per row by its target's class; background / ignored rows weigh 1
+        known = (labels >= 0) & (labels < class_weight.numel())
+        row = torch.where(known, class_weight[labels.clamp(0, class_weight.numel() - 1)], 1.0)
+        if weight is None:
+            return row, None
+        return weight * (row if weight.dim() == row.dim() else row.unsqueeze(1)), None
+
+    def _observe(self, pred, labels, ignore_index):
+        """Count this call's labelled rows (and their hits) for the adaptive weights."""
+        channels = pred.shape[1]
+        if pred.dim() > 2 and channels == 1 and self.use_sigmoid:
+            labels = 1 - labels  # a binary head's label 1 is the core's class 0
+        counted = (labels >= 0) & (labels < channels)
+        if ignore_index is not None:
+            counted &= labels != ignore_index
+        hits = None
+        if self.adaptive.needs_hits:
+            with torch.no_grad():
+                if self.use_sigmoid:
+                    index = labels.clamp(0, channels - 1).unsqueeze(1)
+                    hits = pred.detach().gather(1, index).squeeze(1) > 0
+                else:
+                    hits = pred.detach().argmax(dim=1) == labels
+            hits = hits[counted]
+        self.adaptive.observe(labels[counted], hits)
 
     def _pixel_loss(self, pred, labels, gamma, weight, avg_factor, reduction,
                     ignore_index):
@@ -288,7 +340,29 @@ class DualFocalLoss(nn.Module):
                   f'loss_name={self.loss_name!r}']
         if self.class_weight is not None:
             parts.append(f'class_weight={self.class_weight.tolist()}')
+        if self.adaptive is not None:
+            parts.append("class_weight='adaptive'")
         return ', '.join(parts)
+
+
+def _build_adaptive(class_weight, adaptive_weight, num_classes):
+    """The AdaptiveClassWeight of ``class_weight='adaptive'``, else None."""
+    if not (isinstance(class_weight, str) and class_weight == 'adaptive'):
+        if adaptive_weight is not None:
+            raise ValueError("adaptive_weight is only used with class_weight='adaptive', "
+                             f'got class_weight={class_weight!r}')
+        return None
+    if num_classes is None:
+        raise ValueError("class_weight='adaptive' needs num_classes (the number of "
+                         'output channels) to hold its per-class statistics')
+    if adaptive_weight is not None and not isinstance(adaptive_weight, dict):
+        raise TypeError(f'adaptive_weight must be a dict, got {adaptive_weight!r}')
+    settings = dict(adaptive_weight or {})
+    unknown = sorted(set(settings) - set(ADAPTIVE_DEFAULTS))
+    if unknown:
+        raise ValueError(f'adaptive_weight got unknown keys {unknown}; expected some '
+                         f'of {sorted(ADAPTIVE_DEFAULTS)}')
+    return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **settings})
 
 
 def _check_number(name, value, low, high, low_open=True):

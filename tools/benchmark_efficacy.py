@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import statistics
 import sys
 import time
@@ -37,31 +38,57 @@ sys.path.insert(0, ROOT)
 
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18_dfl_demo.py')
 SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'deeplabv3_r18_dfl_demo.py')
-LOSSES = ('CE', 'focal', 'DFL fixed', 'DFL learnable', 'DFL sigmoid', 'DFL sigmoid alpha')
-# Segmentation-only rows (in detection every DFL row is already sigmoid):
-# learnable gamma with one sigmoid per class, without and with focal's alpha 0.25.
-SEG_ONLY = ('DFL sigmoid', 'DFL sigmoid alpha')
+# '+ weights': class_weight='adaptive' (dfl_mm.adaptive) at the defaults or at
+# --adaptive settings; 'CE + weights' applies the very same weights to CE.
+LOSSES = ('CE', 'CE + weights', 'OHEM', 'CE + Dice', 'GHMC', 'focal', 'DFL fixed',
+          'DFL learnable', 'DFL + weights', 'DFL learnable + weights',
+          'DFL sigmoid + weights', 'DFL sigmoid', 'DFL sigmoid alpha')
+SEG_ONLY = ('CE + weights', 'OHEM', 'CE + Dice', 'DFL sigmoid + weights', 'DFL sigmoid',
+            'DFL sigmoid alpha')
+DET_ONLY = ('GHMC', )
+DEFAULT_SEEDS = dict(det=[0, 1, 2], seg=[0, 1, 2, 3, 4])
+LEARNED = 50.0  # a rare class counts as learned by a run at this IoU / AP (%)
+# What a plain invocation runs: 'DFL sigmoid' / 'DFL sigmoid alpha' (no
+# weights) were measured before (README) and answer no question of this study.
+DEFAULT_LOSSES = tuple(name for name in LOSSES if name not in ('DFL sigmoid', 'DFL sigmoid alpha'))
 
 
-def det_loss(name):
+def adaptive(name, args, num_classes):
+    """The class_weight / adaptive_weight options of a '+ weights' row."""
+    if not name.endswith('+ weights'):
+        return {}
+    return dict(class_weight='adaptive', num_classes=num_classes,
+                adaptive_weight=dict(args.adaptive) or None)
+
+
+def det_loss(name, args):
     if name == 'CE':
         return dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)
     if name == 'focal':
         return dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)
+    if name == 'GHMC':  # mmdet's configs/ghm settings
+        return dict(type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0)
     return dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
-                learnable_gamma='scalar' if name == 'DFL learnable' else False)
+                learnable_gamma='scalar' if 'learnable' in name else False,
+                **adaptive(name, args, 4))
 
 
-def seg_loss(name, loss_weight):
-    if name == 'CE':
-        return dict(type='CrossEntropyLoss', loss_weight=loss_weight, avg_non_ignore=True)
+def seg_loss(name, loss_weight, args):
+    ce = dict(type='CrossEntropyLoss', loss_weight=loss_weight, avg_non_ignore=True)
+    if name in ('CE', 'OHEM'):
+        return ce
+    if name == 'CE + weights':
+        return dict(type='AdaptiveWeightCrossEntropyLoss', num_classes=4,
+                    loss_weight=loss_weight, adaptive_weight=dict(args.adaptive))
+    if name == 'CE + Dice':
+        return [ce, dict(type='DiceLoss', use_sigmoid=False, loss_weight=loss_weight)]
     if name == 'focal':
         return dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
                     loss_weight=loss_weight)
     return dict(type='DualFocalLoss', use_sigmoid=name.startswith('DFL sigmoid'), gamma=2.0,
                 avg_non_ignore=True, alpha=0.25 if name == 'DFL sigmoid alpha' else None,
-                learnable_gamma=False if name == 'DFL fixed' else 'scalar',
-                loss_weight=loss_weight, loss_name='loss_dfl')
+                learnable_gamma=False if name in ('DFL fixed', 'DFL + weights') else 'scalar',
+                loss_weight=loss_weight, loss_name='loss_dfl', **adaptive(name, args, 4))
 
 
 def register_pixel_focal_loss():
@@ -90,6 +117,33 @@ def register_pixel_focal_loss():
             per_pixel = loss.sum(dim=1) * valid
             return self.loss_weight * per_pixel.sum() / valid.sum().clamp(min=1)
 
+    @MODELS.register_module()
+    class AdaptiveWeightCrossEntropyLoss(torch.nn.Module):
+        """Softmax CE weighted per pixel by DualFocalLoss's adaptive weights.
+
+        The mean is over non-ignored pixels, as the DFL rows' (mmseg 1.2.2's
+        CrossEntropyLoss with class_weight and 'mean' indexes its weights with
+        label 255 and fails on any ignored pixel).
+        """
+
+        def __init__(self, num_classes, adaptive_weight=None, loss_weight=1.0,
+                     loss_name='loss_ce'):
+            from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+            super().__init__()
+            self.adaptive = AdaptiveClassWeight(
+                num_classes, **{**ADAPTIVE_DEFAULTS, **(adaptive_weight or {})})
+            self.loss_weight, self.loss_name = loss_weight, loss_name
+
+        def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
+            if self.training:
+                self.adaptive.start_call()
+            loss = F.cross_entropy(seg_logits, seg_label, weight=self.adaptive.weights(),
+                                   ignore_index=ignore_index, reduction='none')
+            valid = seg_label != ignore_index
+            if self.training:
+                self.adaptive.observe(seg_label[valid])
+            return self.loss_weight * loss.sum() / valid.sum().clamp(min=1)
+
 
 TASKS = {
     'det': dict(config=DET_CONFIG, metric='coco/bbox_mAP', scale=100.0,
@@ -107,15 +161,20 @@ def build_cfg(task, loss, seed, args, work_dir):
     cfg.randomness = dict(seed=seed)
     cfg.custom_hooks = [dict(type='DFLGammaHook')]
     if task == 'det':
-        cfg.model.bbox_head.loss_cls = det_loss(loss)
+        cfg.model.bbox_head.loss_cls = det_loss(loss, args)
+        if loss == 'GHMC':  # as mmdet's configs/ghm
+            cfg.optim_wrapper.clip_grad = dict(max_norm=35, norm_type=2)
         cfg.train_cfg.max_epochs = args.det_epochs
         cfg.train_cfg.val_interval = args.det_epochs
         milestones = [int(args.det_epochs * 0.75), int(args.det_epochs * 0.92)]
         cfg.param_scheduler[1].milestones = milestones
         cfg.param_scheduler[1].end = args.det_epochs
     else:
-        cfg.model.decode_head.loss_decode = seg_loss(loss, 1.0)
-        cfg.model.auxiliary_head.loss_decode = seg_loss(loss, 0.4)
+        cfg.model.decode_head.loss_decode = seg_loss(loss, 1.0, args)
+        cfg.model.auxiliary_head.loss_decode = seg_loss(loss, 0.4, args)
+        if loss == 'OHEM':  # mmseg's OHEM configs: thresh 0.7; min_kept scaled to 8 x 96 x 96
+            cfg.model.decode_head.sampler = dict(type='OHEMPixelSampler', thresh=0.7,
+                                                 min_kept=10000)
         cfg.train_cfg.max_iters = args.seg_iters
         cfg.train_cfg.val_interval = args.seg_iters
         cfg.param_scheduler[0].end = args.seg_iters
@@ -127,9 +186,17 @@ def build_cfg(task, loss, seed, args, work_dir):
     return cfg
 
 
+def row_name(loss, args):
+    """The row's name: the loss, plus any --adaptive settings of a '+ weights' row."""
+    if not (loss.endswith('+ weights') and args.adaptive):
+        return loss
+    return loss + ' [' + ', '.join(f'{k}={v}' for k, v in args.adaptive) + ']'
+
+
 def run_one(task, loss, seed, args):
     from dfl_mm.launch import build_runner
-    work_dir = osp.join(args.work_dir, task, loss.replace(' ', '_'), f'seed{seed}')
+    name = row_name(loss, args)
+    work_dir = osp.join(args.work_dir, task, re.sub(r'[^\w.=-]+', '_', name), f'seed{seed}')
     cfg = build_cfg(task, loss, seed, args, work_dir)
     start = time.perf_counter()
     runner = build_runner(cfg)  # a fresh visualizer: each run logs into its own work dir
@@ -139,7 +206,7 @@ def run_one(task, loss, seed, args):
     from dfl_mm import gamma_scalars
     scalars = gamma_scalars(model)
     gamma = scalars.get('gamma', scalars.get('gamma.decode_head.decode'))
-    return dict(task=task, loss=loss, seed=seed, budget=budget(task, args),
+    return dict(task=task, loss=name, seed=seed, budget=budget(task, args),
                 seconds=seconds, gamma=gamma,
                 metrics={k: float(v) for k, v in metrics.items()})
 
@@ -159,7 +226,13 @@ def write_records(path, records, previous):
         json.dump(records + [r for r in previous if _key(r) not in keys], f, indent=1)
 
 
+def _order(name):
+    base = name.split(' [')[0]
+    return (LOSSES.index(base) if base in LOSSES else len(LOSSES)), name
+
+
 def summarise(records, tasks):
+    """Markdown tables: mean ± sd over seeds, and the worst seed of each rare class."""
     def stat(values):
         mean = statistics.mean(values)
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -172,19 +245,26 @@ def summarise(records, tasks):
         if not rows:
             continue
         metric_name = 'bbox mAP' if task == 'det' else 'mIoU'
-        lines.append(f'\n**{task}** ({len({r["seed"] for r in rows})} seeds; '
-                     'AP and IoU in %, mean ± sd)\n')
-        lines.append(f'| loss | {metric_name} | ' + ' | '.join(spec['rare']) +
-                     ' | final gamma (decode head) | time / run (s) |')
-        lines.append('|---|---:|' + '---:|' * len(spec['rare']) + '---:|---:|')
-        for loss in LOSSES:
+        rare = list(spec['rare'])
+        lines.append(f'\n**{task}** (seeds {sorted({r["seed"] for r in rows})}; AP and IoU '
+                     'in %, mean ± sd; worst = the lowest seed; learned = seeds with every '
+                     f'rare class >= {LEARNED})\n')
+        lines.append(f'| loss | {metric_name} | ' + ' | '.join(rare) + ' | ' +
+                     ' | '.join(f'worst {name}' for name in rare) +
+                     ' | learned | final gamma (decode head) | time / run (s) |')
+        lines.append('|---|' + '---:|' * (2 * len(rare) + 4))
+        for loss in sorted({r['loss'] for r in rows}, key=_order):
             runs = [r for r in rows if r['loss'] == loss]
-            if not runs:
-                continue
-            cells = [stat([r['metrics'].get(spec['metric'], float('nan')) * spec['scale']
-                           for r in runs])]
-            cells += [stat([r['metrics'].get(key, float('nan')) * spec['scale'] for r in runs])
-                      for key in spec['rare'].values()]
+
+            def values(key):
+                return [r['metrics'].get(key, float('nan')) * spec['scale'] for r in runs]
+
+            cells = [stat(values(spec['metric']))]
+            cells += [stat(values(key)) for key in spec['rare'].values()]
+            cells += [f'{min(values(key)):.1f}' for key in spec['rare'].values()]
+            learned = sum(all(r['metrics'].get(key, 0) * spec['scale'] >= LEARNED
+                              for key in spec['rare'].values()) for r in runs)
+            cells.append(f'{learned}/{len(runs)}')
             gammas = [r['gamma'] for r in runs if r['gamma'] is not None]
             cells.append(f'{statistics.mean(gammas):.2f}' if gammas else '-')
             cells.append(f"{statistics.mean(r['seconds'] for r in runs):.0f}")
@@ -192,11 +272,27 @@ def summarise(records, tasks):
     return '\n'.join(lines)
 
 
+def _setting(text):
+    """KEY=VALUE of --adaptive, the value as a number where it is one."""
+    key, sep, value = text.partition('=')
+    if not sep:
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', choices=list(TASKS), default=list(TASKS))
-    parser.add_argument('--losses', nargs='+', choices=LOSSES, default=list(LOSSES))
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--losses', nargs='+', choices=LOSSES, default=list(DEFAULT_LOSSES))
+    parser.add_argument('--seeds', type=int, nargs='+',
+                        help='default: 0-2 for det, 0-4 for seg')
+    parser.add_argument('--adaptive', type=_setting, nargs='+', default=[],
+                        metavar='KEY=VALUE',
+                        help="adaptive_weight settings of the '+ weights' rows (e.g. "
+                        'power=1 apply_to=element); the row name shows them')
     parser.add_argument('--det-epochs', type=int, default=24)
     parser.add_argument('--seg-iters', type=int, default=1000)
     parser.add_argument('--subset', type=int, help='train on the first N images only')
@@ -223,10 +319,10 @@ def main(argv=None):
     records = []
     for task in args.tasks:
         for loss in args.losses:
-            if loss in SEG_ONLY and task != 'seg':
+            if (loss in SEG_ONLY and task != 'seg') or (loss in DET_ONLY and task != 'det'):
                 continue
-            for seed in args.seeds:
-                key = (task, loss, seed, budget(task, args))
+            for seed in args.seeds or DEFAULT_SEEDS[task]:
+                key = (task, row_name(loss, args), seed, budget(task, args))
                 done = [r for r in previous if _key(r) == key] if args.reuse else []
                 records.append(done[0] if done else run_one(task, loss, seed, args))
                 write_records(records_file, records, previous)
@@ -235,7 +331,8 @@ def main(argv=None):
     train_minutes = sum(r['seconds'] for r in records) / 60
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '
               f'on CPU ({args.threads} threads; this invocation took {total / 60:.1f} min); '
-              f'det {args.det_epochs} epochs, seg {args.seg_iters} iterations per run.\n')
+              f'det {args.det_epochs} epochs, seg {args.seg_iters} iterations per run'
+              + (f'; adaptive weights: {dict(args.adaptive)}' if args.adaptive else '') + '.\n')
     with open(args.out, 'w') as f:
         f.write(header + table + '\n')
     print(header + table)

@@ -1,0 +1,211 @@
+"""Adaptive class weights: running class statistics turned into weights.
+
+``DualFocalLoss(class_weight='adaptive', num_classes=C)`` holds one
+:class:`AdaptiveClassWeight`. It keeps, per class ``c``, an exponential
+moving average of how many training targets of class ``c`` the loss has seen
+(``counts``) and, for the 'recall' basis, how many of them the model already
+got right (``hits``), and turns them into weights:
+
+.. math::
+
+    f_c = \\frac{n_c}{\\sum_k n_k},\\qquad
+    w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}}\\ \\text{(frequency)},\\quad
+    w_c \\propto (1 - r_c + \\epsilon)^{\\mathrm{power}}\\ \\text{(recall)}
+
+normalised so that the average weight of what they multiply is 1 (per row:
+``sum_c f_c w_c = 1``; per element: the mean over the classes seen so far is
+1) and clipped to ``[1 / max_weight, max_weight]`` so that a class never seen
+yet (``f_c = 0``) cannot explode the loss.
+
+What one update is: the weights used in a training step come from the steps
+before it, never from the batch at hand. Inside an mmengine runner the counts
+of every call of one iteration (a RetinaNet head calls its loss once per FPN
+level) are summed and folded into the averages once, at the end of the
+iteration (``DFLGammaHook``; without the hook, at the first call of the next
+iteration), so the statistics and the weights do not depend on how many calls
+make a step, and every FPN level of a step uses the same weights. Outside a runner every training call is one step. Under
+DDP the counts of a step are all-reduced at that fold (one collective of
+``2 * C`` numbers per step), so every rank holds identical weights. Nothing is
+updated in ``eval()`` mode.
+
+All state is in persistent buffers (checkpointed, restored exactly by
+``--resume``, never seen by the optimizer).
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS']
+
+BASES = ('frequency', 'recall')
+APPLY_TO = ('row', 'element')
+# Defaults from the sweep in tools/benchmark_efficacy.py (README, "Adaptive
+# class weights").
+ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
+                         max_weight=10.0, apply_to='row', eps=1e-4)
+
+
+def _runner_iter() -> Optional[int]:
+    """The iteration of the running mmengine runner, or None outside one."""
+    try:
+        from mmengine.logging import MessageHub
+    except ImportError:  # the core works without mmengine
+        return None
+    if not MessageHub._instance_dict:
+        return None
+    return MessageHub.get_current_instance().get_info('iter')
+
+
+class AdaptiveClassWeight(nn.Module):
+    """Running per-class statistics and the weights derived from them.
+
+    Args:
+        num_classes (int): number of classes C.
+        basis (str): 'frequency' (rare classes weigh more) or 'recall'
+            (classes the model still misses weigh more; Recall Loss, Tian et
+            al. 2021). Default: 'frequency'.
+        power (float): exponent of the weight function, >= 0 (0: all ones).
+        momentum (float): EMA factor per step, in [0, 1) (0: the last step only).
+        max_weight (float): weights are clipped to [1 / max_weight, max_weight];
+            >= 1.
+        apply_to (str): 'row' (a row is weighted by its target's class, as
+            mmseg's CE ``class_weight``) or 'element' (the class-c element of
+            every row, as DFL's static ``class_weight``).
+        eps (float): added to the frequency (or to 1 - recall), > 0.
+
+    Buffers:
+        counts (C,) float64: EMA of the per-step count of targets per class.
+        hits (C,) float64: EMA of those predicted right (recall basis).
+        steps (int64): number of folded steps.
+        pending (2, C) float64, not saved: the open step's raw counts and hits.
+    """
+
+    def __init__(self, num_classes: int, basis: str = 'frequency',
+                 power: float = 0.5, momentum: float = 0.99,
+                 max_weight: float = 10.0, apply_to: str = 'row',
+                 eps: float = 1e-4):
+        super().__init__()
+        if basis not in BASES:
+            raise ValueError(f'adaptive_weight basis must be one of {BASES}, got {basis!r}')
+        if apply_to not in APPLY_TO:
+            raise ValueError(f'adaptive_weight apply_to must be one of {APPLY_TO}, '
+                             f'got {apply_to!r}')
+        _check('power', power, lambda v: 0 <= v < math.inf, 'a number >= 0')
+        _check('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)')
+        _check('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1')
+        _check('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0')
+        self.num_classes = num_classes
+        self.basis, self.apply_to = basis, apply_to
+        self.power, self.momentum = float(power), float(momentum)
+        self.max_weight, self.eps = float(max_weight), float(eps)
+        zeros = torch.zeros(num_classes, dtype=torch.float64)
+        self.register_buffer('counts', zeros.clone())
+        self.register_buffer('hits', zeros.clone())
+        self.register_buffer('steps', torch.zeros((), dtype=torch.int64))
+        # counts of the step in progress, folded at its end (DFLGammaHook), so
+        # checkpoints hold folded statistics only
+        self.register_buffer('pending', torch.zeros(2, num_classes, dtype=torch.float64),
+                             persistent=False)
+        self._open = False  # whether pending holds an unfolded step
+        self._open_iter = None  # the runner iteration it belongs to
+        self._weights = None  # cache: the weights change only when a step folds
+
+    @property
+    def needs_hits(self) -> bool:
+        return self.basis == 'recall'
+
+    def frequency(self) -> Tensor:
+        """(C,) running share of each class among the targets (0 before any step)."""
+        total = self.counts.sum()
+        return self.counts / total if total > 0 else torch.zeros_like(self.counts)
+
+    def recall(self) -> Tensor:
+        """(C,) running share of each class's targets predicted right."""
+        return torch.where(self.counts > 0, self.hits / self.counts.clamp(min=1e-30), 0.0)
+
+    def weights(self) -> Tensor:
+        """(C,) float32 weights from the folded statistics (ones before any).
+
+        .. math:: w = \\mathrm{clip}(r / \\langle r \\rangle, 1/M, M)
+        """
+        if self._weights is None or self._weights.device != self.counts.device:
+            self._weights = self._compute_weights()
+        return self._weights
+
+    def _compute_weights(self) -> Tensor:
+        if int(self.steps) == 0 or self.power == 0:
+            return torch.ones(self.num_classes, device=self.counts.device)
+        freq = self.frequency()
+        if self.basis == 'frequency':
+            raw = (freq + self.eps).pow(-self.power)
+        else:
+            raw = (1 - self.recall() + self.eps).pow(self.power)
+        seen = freq > 0
+        if self.apply_to == 'row':  # the average row weighs 1
+            share = freq
+        else:  # the average class seen so far weighs 1
+            share = seen.double() / seen.sum().clamp(min=1)
+        weights = raw / (share * raw).sum()
+        return weights.clamp(1 / self.max_weight, self.max_weight).float()
+
+    def start_call(self) -> None:
+        """Fold the open step if this call belongs to a later runner iteration."""
+        if self._open and _runner_iter() != self._open_iter:
+            self.end_step()
+
+    def observe(self, labels: Tensor, hits: Optional[Tensor] = None) -> None:
+        """Add one call's targets to the current step.
+
+        Args:
+            labels (Tensor): class ids in [0, C) of the counted rows, any shape.
+            hits (Tensor, optional): bool, like ``labels``: predicted right.
+        """
+        with torch.no_grad():
+            labels = labels.reshape(-1)
+            self.pending[0] += torch.bincount(labels, minlength=self.num_classes).to(
+                self.pending.dtype)
+            if hits is not None:
+                self.pending[1] += torch.bincount(
+                    labels[hits.reshape(-1)], minlength=self.num_classes).to(self.pending.dtype)
+        self._open, self._open_iter = True, _runner_iter()
+        if self._open_iter is None:  # outside a runner: every call is a step
+            self.end_step()
+
+    def end_step(self) -> None:
+        """Fold the open step's counts into the averages (all-reduced under DDP).
+
+        Every rank calls it at the same points (ranks run the same calls), so
+        the collective never waits on a rank that skipped it.
+        """
+        if not self._open:
+            return
+        self._open = False
+        pending = self.pending
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(pending)
+        m = self.momentum
+        self.counts.mul_(m).add_(pending[0], alpha=1 - m)
+        self.hits.mul_(m).add_(pending[1], alpha=1 - m)
+        self.steps += 1
+        pending.zero_()
+        self._weights = None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._weights = None
+
+    def extra_repr(self) -> str:
+        return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
+                f'momentum={self.momentum}, max_weight={self.max_weight}, '
+                f'apply_to={self.apply_to!r}, eps={self.eps}')
+
+
+def _check(name, value, ok, expected):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'adaptive_weight {name} must be {expected}, got '
+                        f'{type(value).__name__} {value!r}')
+    if math.isnan(value) or not ok(value):
+        raise ValueError(f'adaptive_weight {name} must be {expected}, got {value}')

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS']
+__all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'frequency_weights', 'normalise_weights']
 
 BASES = ('frequency', 'recall')
 APPLY_TO = ('row', 'element')
@@ -143,13 +143,7 @@ class AdaptiveClassWeight(nn.Module):
             raw = (freq + self.eps).pow(-self.power)
         else:
             raw = (1 - self.recall() + self.eps).pow(self.power)
-        seen = freq > 0
-        if self.apply_to == 'row':  # the average row weighs 1
-            share = freq
-        else:  # the average class seen so far weighs 1
-            share = seen.double() / seen.sum().clamp(min=1)
-        weights = raw / (share * raw).sum()
-        return weights.clamp(1 / self.max_weight, self.max_weight).float()
+        return normalise_weights(raw, freq, self.apply_to, self.max_weight).float()
 
     def start_call(self) -> None:
         """Fold the open step if this call belongs to a later runner iteration."""
@@ -201,6 +195,45 @@ class AdaptiveClassWeight(nn.Module):
         return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
                 f'momentum={self.momentum}, max_weight={self.max_weight}, '
                 f'apply_to={self.apply_to!r}, eps={self.eps}')
+
+
+def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float) -> Tensor:
+    """Scale ``raw`` so the average weight of what it multiplies is 1, then clip.
+
+    Args:
+        raw (Tensor): (C,) unnormalised weights.
+        freq (Tensor): (C,) class shares, summing to 1 (0: class not seen).
+        apply_to (str): 'row' (``sum_c f_c w_c = 1``) or 'element' (the mean
+            over the seen classes is 1).
+        max_weight (float): clip to [1 / max_weight, max_weight].
+
+    Returns:
+        Tensor: (C,) weights, in the dtype of ``raw``.
+    """
+    seen = freq > 0
+    share = freq if apply_to == 'row' else seen.to(raw.dtype) / seen.sum().clamp(min=1)
+    return (raw / (share * raw).sum()).clamp(1 / max_weight, max_weight)
+
+
+def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],
+                      eps: float = ADAPTIVE_DEFAULTS['eps'],
+                      max_weight: float = ADAPTIVE_DEFAULTS['max_weight'],
+                      apply_to: str = 'element') -> Tensor:
+    """Static weights from class counts, by the adaptive weights' formula.
+
+    .. math:: w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}},\\quad f_c = n_c / \\textstyle\\sum_k n_k
+
+    Args:
+        counts (Tensor): (C,) number of targets of each class.
+        apply_to (str): where the weights will apply: 'element' (DFL's static
+            ``class_weight``) or 'row' (mmseg CE's ``class_weight``).
+
+    Returns:
+        Tensor: (C,) float64 weights.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    freq = counts / counts.sum().clamp(min=1)
+    return normalise_weights((freq + eps).pow(-power), freq, apply_to, max_weight)
 
 
 def _check(name, value, ok, expected):

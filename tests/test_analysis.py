@@ -92,3 +92,40 @@ def test_efficacy_benchmark_smoke(in_tmp, shared_data):
     assert [r['budget'] for r in longer] == ['3 iterations'] * 3
     kept = json.loads((in_tmp / 'eff' / 'records.json').read_text())
     assert len(kept) == 8 and all(r in kept for r in records + longer)
+
+
+def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, monkeypatch,
+                                                                     shared_data):
+    import numpy as np
+    import torch
+    import class_weights
+    from dfl_mm import DualFocalLoss
+    from dfl_mm.adaptive import frequency_weights
+    monkeypatch.chdir(tmp_path)
+    link_data(shared_data, tmp_path)
+    seg_cfg = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
+    classes, counts, weights = class_weights.main(
+        [seg_cfg, '--out', 'seg.npy', '--cfg-options', 'train_dataloader.dataset.indices=12'])
+    # the same counts straight from the label files (255 = ignored)
+    files = sorted((tmp_path / 'data' / 'dfl_demo_seg' / 'ann_dir' / 'train').glob('*.png'))
+    direct = sum(np.bincount(np.asarray(Image.open(f)).reshape(-1), minlength=256)[:4]
+                 for f in files[:12])
+    assert classes == ('background', 'blob', 'line', 'dot')
+    assert counts.tolist() == direct.tolist()
+    np.testing.assert_allclose(np.load('seg.npy'), frequency_weights(torch.tensor(direct)),
+                               rtol=1e-6)
+    assert weights[2] > weights[1] > weights[0]  # rarer class, larger weight
+    # the file is a valid static class_weight
+    loss = DualFocalLoss(use_sigmoid=False, class_weight='seg.npy', num_classes=4)
+    assert loss.class_weight.tolist() == pytest.approx(weights.tolist())
+
+    det_cfg = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
+    _, det_counts, _ = class_weights.main([det_cfg, '--out', 'det.npy', '--apply-to', 'row'])
+    ann = json.load(open(tmp_path / 'data' / 'dfl_demo_det' / 'annotations' / 'train.json'))
+    kept = {img['id'] for img in ann['images']}
+    direct = np.bincount([a['category_id'] for a in ann['annotations'] if a['image_id'] in kept],
+                         minlength=len(ann['categories']) + 1)
+    cat_ids = sorted(c['id'] for c in ann['categories'])
+    assert det_counts.tolist() == [int(direct[i]) for i in cat_ids]
+    freq = det_counts / det_counts.sum()
+    assert float((freq * np.load('det.npy')).sum()) == pytest.approx(1.0, rel=1e-5)

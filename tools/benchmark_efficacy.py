@@ -200,15 +200,57 @@ def run_one(task, loss, seed, args):
     cfg = build_cfg(task, loss, seed, args, work_dir)
     start = time.perf_counter()
     runner = build_runner(cfg)  # a fresh visualizer: each run logs into its own work dir
+    share = GradientShare(runner.model.decode_head) if task == 'seg' else None
     model = runner.train()
     seconds = time.perf_counter() - start
     metrics = runner.val_loop.run()
     from dfl_mm import gamma_scalars
     scalars = gamma_scalars(model)
     gamma = scalars.get('gamma', scalars.get('gamma.decode_head.decode'))
-    return dict(task=task, loss=name, seed=seed, budget=budget(task, args),
-                seconds=seconds, gamma=gamma,
-                metrics={k: float(v) for k, v in metrics.items()})
+    record = dict(task=task, loss=name, seed=seed, budget=budget(task, args),
+                  seconds=seconds, gamma=gamma,
+                  metrics={k: float(v) for k, v in metrics.items()})
+    if share is not None and share.shares:
+        record['grad_share'] = share.shares
+    return record
+
+
+class GradientShare:
+    """Each class's share of the decode head's loss gradient, per window of
+    iterations: sum over the pixels of class c of |d loss / d logits| (summed
+    over channels), over the sum on all labelled pixels.
+
+    ``shares`` maps the window's last iteration to the (C,) shares.
+    """
+
+    WINDOW = 50
+
+    def __init__(self, head):
+        self.shares, self._sum, self._calls = {}, None, 0
+        losses = head.loss_decode
+        if isinstance(losses, torch.nn.ModuleList):
+            losses = losses[0]
+        self.num_classes = head.num_classes
+        self.ignore_index = head.ignore_index
+        losses.register_forward_pre_hook(self._watch)
+
+    def _watch(self, module, args):
+        pred, labels = args[0], args[1]
+        if not (module.training and pred.requires_grad):
+            return
+        valid = labels != self.ignore_index
+        index = labels[valid]
+
+        def record(grad):
+            per_pixel = grad.detach().abs().sum(dim=1)[valid].double()
+            sums = torch.bincount(index, per_pixel, minlength=self.num_classes)
+            self._sum = sums if self._sum is None else self._sum + sums
+            self._calls += 1
+            if self._calls % self.WINDOW == 0:
+                self.shares[self._calls] = (self._sum / self._sum.sum()).tolist()
+                self._sum = None
+
+        pred.register_hook(record)
 
 
 def budget(task, args):

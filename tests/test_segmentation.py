@@ -103,6 +103,44 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     assert 'per class results' in log and '|    line    |' in log
 
 
+ADAPTIVE = ['model.decode_head.loss_decode.class_weight=adaptive',
+            'model.decode_head.loss_decode.num_classes=4',
+            'model.auxiliary_head.loss_decode.class_weight=adaptive',
+            'model.auxiliary_head.loss_decode.num_classes=4']
+
+
+def test_adaptive_weights_are_logged_checkpointed_and_resumed_exactly(in_tmp, shared_data):
+    import train as train_tool
+    from dfl_probe import ResumeProbeHook
+    link_data(shared_data, in_tmp)
+    work = str(in_tmp / 'work')
+    train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL, *ADAPTIVE,
+                     'train_cfg.max_iters=3', 'train_cfg.val_interval=100',
+                     'default_hooks.checkpoint.interval=3'])
+    logged = [s for s in read_scalars(work) if 'class_weight_max.decode_head.decode' in s]
+    # iteration 1 trains with weights 1; from the second on the rare classes weigh more
+    assert logged[0]['class_weight_max.decode_head.decode'] > 1.0
+    assert logged[-1]['class_weight_3.decode_head.decode'] > logged[-1][
+        'class_weight_0.decode_head.decode']
+    ckpt = torch.load(os.path.join(work, 'iter_3.pth'), map_location='cpu', weights_only=True)
+    state = ckpt['state_dict']
+    assert int(state['decode_head.loss_decode.adaptive.steps']) == 3  # folded by the hook
+    assert 'decode_head.loss_decode.adaptive.pending' not in state
+    probe_cfg = write_probe_config(in_tmp / 'probe.py', DEMO, 'dfl_mm.demo.segmentation',
+                                   'ResumeProbeHook')
+    ResumeProbeHook.records.clear()
+    train_tool.main([probe_cfg, '--work-dir', str(in_tmp / 'resumed'), '--resume',
+                     os.path.join(work, 'iter_3.pth'), '--cfg-options', *SMALL, *ADAPTIVE,
+                     'train_cfg.max_iters=4', 'train_cfg.val_interval=100'])
+    restored = ResumeProbeHook.records[-1]['adaptive']
+    for head in ('decode_head', 'auxiliary_head'):
+        index = 0 if head == 'decode_head' else 1
+        for name in ('counts', 'hits', 'steps'):
+            saved = state[f'{head}.loss_decode.adaptive.{name}']
+            assert torch.equal(restored[f'{index}.{name}'], saved)  # bit for bit
+            assert restored[f'{index}.{name}'].dtype == saved.dtype
+
+
 def test_user_config_trains_through_mmseg_runner_without_project_tools(in_tmp, shared_data):
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -136,8 +174,10 @@ def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
     cfg = write_probe_config(in_tmp / 'dist.py', DEMO, 'dfl_mm.demo.segmentation',
                              'DumpStateHook')
     states = run_dist_train(cfg, in_tmp / 'dist_work', [
-        *SMALL, 'train_cfg.max_iters=3', 'train_cfg.val_interval=100'])
+        *SMALL, *ADAPTIVE, 'train_cfg.max_iters=3', 'train_cfg.val_interval=100'])
     assert [s['world_size'] for s in states] == [2, 2]
     assert states[0]['gammas'] == states[1]['gammas'] and len(states[0]['gammas']) == 2
+    # ranks see different images; the all-reduced statistics give identical weights
+    assert states[0]['class_weights'] == states[1]['class_weights']
     assert states[0]['gammas'][0][0] != 2.0
     assert states[0]['checksum'] == states[1]['checksum']

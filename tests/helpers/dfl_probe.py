@@ -29,6 +29,8 @@ class DumpStateHook(Hook):
             rank=rank,
             world_size=dist.get_world_size() if dist.is_initialized() else 1,
             gammas=[loss.gamma.flatten().tolist() for loss in losses],
+            class_weights=[loss.adaptive.weights().tolist() for loss in losses
+                           if loss.adaptive is not None],
             checksum=float(sum(p.detach().double().sum() for p in model.parameters())),
             iters=runner.iter)
         with open(osp.join(runner.work_dir, f'state_rank{rank}.json'), 'w') as f:
@@ -45,9 +47,12 @@ class ResumeProbeHook(Hook):
     def before_train(self, runner):
         _, losses = _losses(runner)
         optimizer = runner.optim_wrapper.optimizer
+        adaptive = {f'{i}.{name}': buffer.clone() for i, loss in enumerate(losses)
+                    if loss.adaptive is not None
+                    for name, buffer in loss.adaptive.state_dict().items()}
         param = losses[0].gamma_logit
         state = {k: v.clone() if torch.is_tensor(v) else v
                  for k, v in optimizer.state.get(param, {}).items()}
         ResumeProbeHook.records.append(dict(
-            gamma_logit=param.detach().clone(), optimizer_state=state,
+            gamma_logit=param.detach().clone(), optimizer_state=state, adaptive=adaptive,
             iter=runner.iter, epoch=runner.epoch))

@@ -368,7 +368,8 @@ def dual_focal_loss(logits: Tensor,
         class_weight (Tensor | list, optional): (C,) factor per class.
         alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
             of 1 and ``1 - alpha`` for targets of 0 (default: equal).
-        ignore_index (int, optional): label to leave out.
+        ignore_index (int, optional): label to leave out, whatever its value
+            (a valid class id leaves that class's rows out, as in mmseg).
         reduction (str): 'none' (element map shaped like ``logits``),
             'mean' (sum / ``avg_factor``, or over all elements) or 'sum'.
         avg_factor (float, optional): divisor for 'mean'.
@@ -486,9 +487,6 @@ def _check_label_range(labels, channels, use_sigmoid, ignore_index):
     if labels.numel() == 0:
         return
     high = channels if use_sigmoid else channels - 1
-    if ignore_index is not None and 0 <= ignore_index <= high:
-        raise ValueError(f'ignore_index={ignore_index} collides with a valid '
-                         f'label (valid labels are 0..{high})')
     masked = labels if ignore_index is None else labels.masked_fill(
         labels == ignore_index, 0)
     lo, hi = torch.aminmax(masked)

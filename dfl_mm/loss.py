@@ -83,7 +83,11 @@ class DualFocalLoss(nn.Module):
         reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
         loss_weight (float): factor of the returned loss. Default: 1.
         avg_non_ignore (bool): mmseg: average over non-ignored pixels only.
-        ignore_index (int | None): label to leave out. Default: 255.
+        ignore_index (int | None): label to leave out, honoured whatever its
+            value (a valid class id too: its rows are then left out). Default:
+            None, nothing ignored: mmdet never passes one and with 255 or more
+            classes (Objects365, LVIS) 255 is a real label; mmseg decode heads
+            always pass their own (255 in its configs).
         loss_name (str): key of the loss in mmseg's loss dict; must start with
             ``loss_``. Default: 'loss_dfl'.
 
@@ -110,7 +114,7 @@ class DualFocalLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  avg_non_ignore: bool = False,
-                 ignore_index: Optional[int] = 255,
+                 ignore_index: Optional[int] = None,
                  loss_name: str = 'loss_dfl'):
         super().__init__()
         if not isinstance(use_sigmoid, bool):

@@ -47,8 +47,11 @@ def test_detection_config_builds_and_trains_one_step(config):
     torch.manual_seed(0)
     sample = DetDataSample(metainfo=dict(img_shape=(96, 96), pad_shape=(96, 96),
                                          scale_factor=(1.0, 1.0), ori_shape=(96, 96)))
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 10., 50., 60.]]),
-                                       labels=torch.tensor([0]))
+    # the first and last class, and 255 where it is a real class (>= 256 classes)
+    labels = [0, model.bbox_head.num_classes - 1] + [255] * (model.bbox_head.num_classes > 255)
+    boxes = [[10., 10., 50., 60.], [40., 30., 90., 80.], [5., 50., 45., 90.]]
+    sample.gt_instances = InstanceData(bboxes=torch.tensor(boxes[:len(labels)]),
+                                       labels=torch.tensor(labels))
     data = model.data_preprocessor(
         dict(inputs=[torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8)],
              data_samples=[sample]), training=True)
@@ -58,6 +61,18 @@ def test_detection_config_builds_and_trains_one_step(config):
     assert torch.isfinite(total)
     if loss_module.learnable_gamma:
         assert loss_module.gamma_logit.grad is not None
+
+
+def test_lvis_config_has_1203_classes_and_mmdet_lvis_data():
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'retinanet' /
+                              'retinanet_r50_fpn_dfl_1x_lvis-v1.py'))
+    assert cfg.model.bbox_head.num_classes == cfg.model.bbox_head.loss_cls.num_classes == 1203
+    assert cfg.model.bbox_head.loss_cls.learnable_gamma == 'per_class'
+    assert cfg.train_dataloader.dataset.type == 'ClassBalancedDataset'
+    assert cfg.train_dataloader.dataset.dataset.type == 'LVISV1Dataset'
+    assert cfg.val_evaluator.metric == ['bbox']
+    assert not any(t.get('with_mask') for t in cfg.train_dataloader.dataset.dataset.pipeline)
 
 
 def _flatten(losses):

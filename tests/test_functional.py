@@ -291,7 +291,6 @@ BAD_CALLS = [
     (dict(alpha=1.5), ValueError, r'alpha must be a float in \[0, 1\]'),
     (dict(alpha=0.25, use_sigmoid=False), ValueError, 'alpha is a sigmoid-mode option'),
     (dict(weight=torch.ones(5)), ValueError, r'weight must have shape \(4,\)'),
-    (dict(ignore_index=2), ValueError, 'ignore_index=2 collides with a valid label'),
     (dict(gamma=torch.ones(2)), ValueError, 'gamma must be a scalar or have one value per class'),
 ]
 
@@ -328,3 +327,17 @@ def test_element_function_small_loss_precision():
     exact = torch.tensor([-math.log1p(-math.exp(-math.log1p(math.exp(v)))) for v in (30., 35.)],
                          dtype=torch.float64)
     torch.testing.assert_close(loss, exact, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_ignore_index_that_is_a_valid_class_leaves_that_class_out(use_sigmoid):
+    """mmseg configs ignore a real class this way: its rows weigh 0, nothing is refused."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    labels = torch.randint(0, 4, (2, 5, 6))
+    ignored = dual_focal_loss(logits, labels, use_sigmoid=use_sigmoid, ignore_index=2,
+                              reduction='none')
+    as_weight = dual_focal_loss(logits, labels, use_sigmoid=use_sigmoid,
+                                weight=(labels != 2).float(), reduction='none')
+    torch.testing.assert_close(ignored, as_weight)
+    assert (labels == 2).any() and ignored.sum() > 0

@@ -274,3 +274,23 @@ def test_learnable_gamma_stays_inside_bounds_with_pull_and_climbs_without():
     assert checkpoints == sorted(checkpoints) and free[-1] > 8.0
     # with the default pull it settles near its start
     assert 2.0 < pulled[-1] < 4.0 and abs(pulled[-1] - pulled[1000]) < 0.05
+
+
+def test_large_vocabulary_detection_works_by_default():
+    """mmdet passes no ignore_index: with 1203 classes label 255 is a real class."""
+    loss = ROOT_MODELS.build(dict(type='DualFocalLoss'))
+    torch.manual_seed(0)
+    scores = torch.randn(8, 1203, requires_grad=True)
+    labels = torch.tensor([255, 1203, 7, 1202, 255, 1203, 300, 0])
+    out = loss(scores, labels, avg_factor=8.0)
+    out.backward()
+    assert torch.isfinite(out)
+    # the rows of class 255 count: their class-255 element is a positive
+    positive = dual_focal_loss(scores[:1, 255:256].detach(), torch.tensor([0]),
+                               reduction='sum')
+    negative = dual_focal_loss(scores[:1, 255:256].detach(), torch.tensor([1]),
+                               reduction='sum')
+    elems = loss(scores.detach(), labels, reduction_override='none')
+    torch.testing.assert_close(elems[0, 255], positive)
+    assert not torch.allclose(positive, negative)
+    assert scores.grad[0].abs().sum() > 0

@@ -317,6 +317,29 @@ class _DualFocalFunction(torch.autograd.Function):
                 grad_gamma.to(gamma.dtype) if need_gamma else None, None, None)
 
 
+def check_number(name, value, low, high, low_open=True):
+    """Raise unless ``value`` is a number in ``(low, high]`` (``[low, high]``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high or math.isnan(value):
+        left = '(' if low_open else '['
+        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
+
+
+def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True):
+    """Raise ValueError unless every value is finite and in the interval (one sync).
+
+    NaN fails every comparison, so it is caught with the out-of-range values.
+    """
+    values = values.detach()
+    ok = (values > low if low_open else values >= low) & (values <= high) & values.isfinite()
+    if not bool(ok.all()):
+        shown = values.flatten()[:10].tolist()
+        raise ValueError(f'{name} must be {expected}, got {shown}'
+                         + (' ...' if values.numel() > 10 else ''))
+
+
 def _check_tensor(name, value, expected):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of {expected}, '
@@ -328,14 +351,14 @@ def _as_gamma(gamma, channels, like: Tensor) -> Tensor:
         raise TypeError(f'gamma must be a positive number or a tensor, got '
                         f'{type(gamma).__name__}')
     if not isinstance(gamma, Tensor):
-        if not 0 < gamma <= GAMMA_MAX or math.isnan(gamma):
-            raise ValueError(f'gamma must be in (0, {GAMMA_MAX}], got {gamma}')
+        check_number('gamma', gamma, 0, GAMMA_MAX)
         return torch.tensor(float(gamma), device=like.device)
     if gamma.dim() > 1 or (gamma.dim() == 1 and gamma.numel() != channels):
         raise ValueError(f'gamma must be a scalar or have one value per class '
                          f'({channels},), got shape {tuple(gamma.shape)}')
     if not gamma.is_floating_point():
         gamma = gamma.float()
+    check_values('gamma', gamma, f'in (0, {GAMMA_MAX}]', 0, GAMMA_MAX)
     return gamma
 
 
@@ -466,6 +489,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         if class_weight.shape != (channels, ):
             raise ValueError(f'class_weight must have one value per class '
                              f'({channels},), got shape {tuple(class_weight.shape)}')
+        check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
+                     low_open=False)
         class_weight = class_weight.view(1, channels, 1)
     if alpha is not None:
         if not use_sigmoid:

@@ -8,7 +8,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
-from .functional import GAMMA_MAX, REDUCTIONS, dual_focal_loss
+from .functional import GAMMA_MAX, REDUCTIONS, check_number, check_values, dual_focal_loss
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
 
@@ -33,8 +33,10 @@ def load_class_weight(class_weight) -> Optional[list]:
     except (TypeError, ValueError):
         raise TypeError('class_weight must be a list of numbers or a path to '
                         f'a .npy/.pkl/.json file, got {class_weight!r}') from None
-    if not values or any(not math.isfinite(w) or w < 0 for w in values):
-        raise ValueError(f'class_weight must be non-negative finite numbers, got {values}')
+    if not values:
+        raise ValueError('class_weight must be non-negative finite numbers, got []')
+    check_values('class_weight', torch.tensor(values, dtype=torch.float64),
+                 'non-negative finite numbers', 0, low_open=False)
     return values
 
 
@@ -119,7 +121,7 @@ class DualFocalLoss(nn.Module):
         super().__init__()
         if not isinstance(use_sigmoid, bool):
             raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
-        _check_number('gamma', gamma, 0, GAMMA_MAX)
+        check_number('gamma', gamma, 0, GAMMA_MAX)
         if learnable_gamma is True:
             learnable_gamma = 'scalar'
         if learnable_gamma not in LEARNABLE_MODES:
@@ -135,11 +137,11 @@ class DualFocalLoss(nn.Module):
             if not use_sigmoid:
                 raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
                                  'use class_weight in softmax mode')
-            _check_number('alpha', alpha, 0, 1, low_open=False)
+            check_number('alpha', alpha, 0, 1, low_open=False)
         if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
             raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
                              f'only backpropagates such keys), got {loss_name!r}')
-        _check_number('loss_weight', loss_weight, -math.inf, math.inf)
+        check_number('loss_weight', loss_weight, -math.inf, math.inf)
 
         self.use_sigmoid = use_sigmoid
         self.learnable_gamma = learnable_gamma
@@ -161,8 +163,8 @@ class DualFocalLoss(nn.Module):
             persistent=False)
 
         if learnable_gamma:
-            _check_number('gamma_min', gamma_min, 0, GAMMA_MAX)
-            _check_number('gamma_max', gamma_max, 0, GAMMA_MAX)
+            check_number('gamma_min', gamma_min, 0, GAMMA_MAX)
+            check_number('gamma_max', gamma_max, 0, GAMMA_MAX)
             if gamma_min >= gamma_max:
                 raise ValueError(f'gamma_min must be < gamma_max, got gamma_min='
                                  f'{gamma_min}, gamma_max={gamma_max}')
@@ -170,7 +172,7 @@ class DualFocalLoss(nn.Module):
                 raise ValueError(f'a learnable gamma must start strictly inside '
                                  f'(gamma_min, gamma_max) = ({gamma_min}, {gamma_max}), '
                                  f'got gamma={gamma}')
-            _check_number('gamma_reg', gamma_reg, 0, math.inf, low_open=False)
+            check_number('gamma_reg', gamma_reg, 0, math.inf, low_open=False)
             if learnable_gamma == 'per_class' and num_classes is None:
                 raise ValueError("learnable_gamma='per_class' needs num_classes "
                                  '(the number of output channels)')
@@ -367,15 +369,6 @@ def _build_adaptive(class_weight, adaptive_weight, num_classes):
         raise ValueError(f'adaptive_weight got unknown keys {unknown}; expected some '
                          f'of {sorted(ADAPTIVE_DEFAULTS)}')
     return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **settings})
-
-
-def _check_number(name, value, low, high, low_open=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high or math.isnan(value):
-        left = '(' if low_open else '['
-        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
 
 
 def _check_binary_labels(labels, valid):

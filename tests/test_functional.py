@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dfl_mm.functional as fn
+from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
 
 DATA = Path(__file__).parent / 'data' / 'dfl_golden.json'
@@ -341,3 +342,24 @@ def test_ignore_index_that_is_a_valid_class_leaves_that_class_out(use_sigmoid):
                                 weight=(labels != 2).float(), reduction='none')
     torch.testing.assert_close(ignored, as_weight)
     assert (labels == 2).any() and ignored.sum() > 0
+
+
+@pytest.mark.parametrize('gamma', [0.0, -1.0, float('nan'), 21.0, float('inf')])
+def test_functional_refuses_a_bad_tensor_gamma(gamma):
+    """The functional API checks what the module checks (no inf / NaN loss)."""
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r'gamma must be in \(0, 20.0\]'):
+        dual_focal_loss(logits, labels, torch.tensor(gamma))
+    per_class = torch.tensor([2.0, gamma, 1.0])
+    with pytest.raises(ValueError, match=r'gamma must be in \(0, 20.0\]'):
+        dual_focal_loss(logits, labels, per_class.requires_grad_())
+
+
+@pytest.mark.parametrize('bad', [-1.0, float('nan'), float('inf')])
+def test_functional_refuses_negative_or_nan_class_weight(bad):
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 3])
+    for weights in ([1.0, bad, 1.0], torch.tensor([1.0, bad, 1.0])):
+        with pytest.raises(ValueError, match='class_weight must be non-negative finite'):
+            dual_focal_loss(logits, labels, class_weight=weights)
+    with pytest.raises(ValueError, match='class_weight must be non-negative finite'):
+        DualFocalLoss(class_weight=[1.0, bad])

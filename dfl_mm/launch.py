@@ -41,6 +41,35 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def check_resume_checkpoint(path: str) -> None:
+    """Stop with one message if ``path`` is not a complete checkpoint archive.
+
+    torch saves a zip archive whose directory is written last, so a checkpoint
+    cut short (a job killed while saving, a full disk) has none: name it and
+    the newest complete checkpoint beside it instead of a raw zip traceback.
+    """
+    if _complete(path):
+        return
+    folder = osp.dirname(osp.abspath(path))
+    others = sorted((osp.join(folder, name) for name in os.listdir(folder)
+                     if name.endswith('.pth') and osp.join(folder, name) != osp.abspath(path)),
+                    key=osp.getmtime, reverse=True)
+    previous = next((other for other in others if _complete(other)), None)
+    hint = (f'resume from the previous one: --resume {previous}' if previous else
+            'no complete checkpoint is beside it; train without --resume')
+    raise SystemExit(f'--resume: checkpoint {path} is truncated or damaged (not a '
+                     f'complete torch archive); {hint}')
+
+
+def _complete(path: str) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def setup_cpu_distributed(cfg: Config) -> bool:
     """Start a gloo process group on hosts without CUDA.
 

@@ -188,3 +188,25 @@ def test_runs_in_one_process_log_into_their_own_work_dirs(in_tmp):
         save_dirs.append(backend._save_dir)
     assert save_dirs[0].startswith(str(in_tmp / 'first'))
     assert save_dirs[1].startswith(str(in_tmp / 'second'))
+
+
+@pytest.mark.parametrize('auto', [True, False])
+def test_truncated_last_checkpoint_names_the_previous_one(in_tmp, auto):
+    import time
+    import train as train_tool
+    work = in_tmp / 'work'
+    work.mkdir()
+    torch.save({'meta': {'epoch': 1}, 'state_dict': {'w': torch.zeros(100)}},
+               work / 'epoch_1.pth')
+    time.sleep(0.01)
+    torch.save({'meta': {'epoch': 2}, 'state_dict': {'w': torch.zeros(100)}},
+               work / 'epoch_2.pth')
+    data = (work / 'epoch_2.pth').read_bytes()
+    (work / 'epoch_2.pth').write_bytes(data[:len(data) // 2])  # killed while saving
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_2.pth'))
+    resume = ['--resume'] if auto else ['--resume', str(work / 'epoch_2.pth')]
+    with pytest.raises(SystemExit) as info:
+        train_tool.main([DEMO, '--work-dir', str(work), *resume])
+    message = str(info.value)
+    assert 'epoch_2.pth is truncated or damaged' in message
+    assert f'--resume {work / "epoch_1.pth"}' in message

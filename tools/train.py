@@ -11,7 +11,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import dfl_mm  # noqa: E402,F401  registers DualFocalLoss, DFLGammaHook, demo datasets
 from dfl_mm.launch import (add_common_args, build_runner, check_datasets,  # noqa: E402
-                           enable_amp, load_config, setup_cpu_distributed)
+                           check_resume_checkpoint, enable_amp, load_config,
+                           setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -33,10 +34,15 @@ def main(argv=None):
     if args.amp:
         enable_amp(cfg)
     if args.resume == 'auto':
+        from mmengine.runner import find_latest_checkpoint
         cfg.resume, cfg.load_from = True, None
+        latest = find_latest_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
+        if latest is not None:
+            check_resume_checkpoint(latest)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise SystemExit(f'--resume: checkpoint not found: {args.resume}')
+        check_resume_checkpoint(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:

@@ -13,8 +13,11 @@ _base_ = [
 ]
 
 model = dict(
-    decode_head=dict(loss_decode=dict(_delete_=True, **_base_.dfl_loss, loss_weight=1.0)),
+    decode_head=dict(
+        loss_decode=dict(
+            _delete_=True, **_base_.dfl_loss, num_classes=19, loss_weight=1.0)),
     auxiliary_head=dict(
-        loss_decode=dict(_delete_=True, **_base_.dfl_loss, loss_weight=0.4)))
+        loss_decode=dict(
+            _delete_=True, **_base_.dfl_loss, num_classes=19, loss_weight=0.4)))
 
 optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)

@@ -119,6 +119,13 @@ def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, 
     loss = DualFocalLoss(use_sigmoid=False, class_weight='seg.npy', num_classes=4)
     assert loss.class_weight.tolist() == pytest.approx(weights.tolist())
 
+    # the static demo variant holds what the tool prints for the whole training set
+    from mmengine.config import Config
+    _, _, full = class_weights.main([seg_cfg, '--out', 'full.npy'])
+    static = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl-static_demo.py'))
+    np.testing.assert_allclose(static.model.decode_head.loss_decode.class_weight, full,
+                               atol=1e-4)
+
     det_cfg = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
     _, det_counts, _ = class_weights.main([det_cfg, '--out', 'det.npy', '--apply-to', 'row'])
     ann = json.load(open(tmp_path / 'data' / 'dfl_demo_det' / 'annotations' / 'train.json'))

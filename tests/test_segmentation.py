@@ -40,6 +40,11 @@ def test_segmentation_config_builds_and_trains_one_step(config):
     assert dfls, 'no DualFocalLoss in the heads'
     binary = model.decode_head.out_channels == 1
     assert all(m.use_sigmoid == binary for m in dfls)
+    # the shipped default: adaptive class weights (not for a one-channel head)
+    adaptive = not (binary or 'noweights' in config or 'static' in config)
+    assert all((m.adaptive is not None) == adaptive for m in dfls)
+    if 'static' in config:
+        assert all(m.class_weight is not None for m in dfls)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     for loss in dfls:
         if loss.learnable_gamma:

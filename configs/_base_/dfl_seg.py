@@ -1,7 +1,8 @@
 # Shared pieces of the segmentation configs: the DualFocalLoss settings of a
-# decode head (softmax, learnable gamma), the package import, the gamma logger
-# and the weight-decay exception for gamma. Children use them as
-# `_base_.dfl_loss` and `_base_.gamma_no_decay`.
+# decode head (softmax, learnable gamma, adaptive class weights), the package
+# import, the gamma/weights logger and the weight-decay exception for gamma.
+# Children use them as `_base_.dfl_loss` (adding `num_classes=...`, which the
+# adaptive weights need) and `_base_.gamma_no_decay`.
 custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
 dfl_loss = dict(
@@ -13,10 +14,14 @@ dfl_loss = dict(
     gamma_max=10.0,
     gamma_reg=0.01,  # pull toward gamma=2.0; see README "Learnable gamma"
     avg_non_ignore=True,
+    # running class frequencies -> per-pixel weights (README "Adaptive class
+    # weights"; defaults from the efficacy study)
+    class_weight='adaptive',
     loss_name='loss_dfl')
 
 # gamma is a parameter of the loss: no weight decay on it
 gamma_no_decay = dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)})
 
-# logs gamma (and its pull term) at every logging interval
+# logs gamma (and its pull term) and the class weights at every logging
+# interval, and closes each iteration of the adaptive weights
 custom_hooks = [dict(type='DFLGammaHook')]

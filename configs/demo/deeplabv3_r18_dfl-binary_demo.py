@@ -8,10 +8,12 @@ binary_head = dict(
     num_classes=2,
     out_channels=1,
     threshold=0.5,
-    loss_decode=dict(use_sigmoid=True))
+    # one channel: the background is not a class of its own, so adaptive class
+    # weights would all be 1 (use alpha to weigh the foreground)
+    loss_decode=dict(use_sigmoid=True, class_weight=None, num_classes=None))
 model = dict(
     decode_head=binary_head,
-    auxiliary_head=dict(binary_head, loss_decode=dict(use_sigmoid=True, loss_weight=0.4)))
+    auxiliary_head=dict(binary_head, loss_decode=dict(binary_head['loss_decode'], loss_weight=0.4)))
 train_dataloader = dict(dataset=dict(type='DFLDemoBinarySegDataset'))
 val_dataloader = dict(dataset=dict(type='DFLDemoBinarySegDataset'))
 test_dataloader = val_dataloader

@@ -1,5 +1,6 @@
 # A small DeepLabV3 (ResNet-18-D4 at 1/4 width, no pretrained weights) with
-# DualFocalLoss (softmax, learnable gamma) on the embedded demo data: 4 classes
+# DualFocalLoss (softmax, learnable gamma, adaptive class weights) on the
+# embedded demo data: 4 classes
 # (background, blob, and the rare thin 'line' and small 'dot'), 96x96 images
 # with ignored (255) bands, generated under data/dfl_demo_seg on first use.
 # Trains on CPU in a few minutes and reports mIoU with per-class IoU.
@@ -48,7 +49,7 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(**_base_.dfl_loss, loss_weight=1.0)),
+        loss_decode=dict(**_base_.dfl_loss, num_classes=num_classes, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=64,
@@ -60,7 +61,7 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(**_base_.dfl_loss, loss_weight=0.4)),
+        loss_decode=dict(**_base_.dfl_loss, num_classes=num_classes, loss_weight=0.4)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 

@@ -218,7 +218,7 @@ def run_one(task, loss, seed, args):
     scalars = gamma_scalars(model)
     gamma = scalars.get('gamma', scalars.get('gamma.decode_head.decode'))
     record = dict(task=task, loss=name, seed=seed, budget=budget(task, args),
-                  seconds=seconds, gamma=gamma,
+                  seconds=seconds, gamma=gamma, threads=args.threads,
                   metrics={k: float(v) for k, v in metrics.items()})
     if share is not None and share.shares:
         record['grad_share'] = share.shares
@@ -418,9 +418,11 @@ def main(argv=None):
     total = time.perf_counter() - study_start
     table = summarise(records, args.tasks) + summarise_gradient_share(records)
     train_minutes = sum(r['seconds'] for r in records) / 60
+    threads = sorted({r.get('threads', args.threads) for r in records})
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '
-              f'on CPU ({args.threads} threads; this invocation took {total / 60:.1f} min); '
-              f'det {args.det_epochs} epochs, seg {args.seg_iters} iterations per run'
+              f"on CPU ({'/'.join(map(str, threads))} thread(s) per run; this invocation took "
+              f'{total / 60:.1f} min); det {args.det_epochs} epochs, seg {args.seg_iters} '
+              'iterations per run'
               + (f'; adaptive weights: {dict(args.adaptive)}' if args.adaptive else '') + '.\n')
     with open(args.out, 'w') as f:
         f.write(header + table + '\n')

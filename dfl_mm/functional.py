@@ -96,12 +96,16 @@ def _chunks(shape: Tuple[int, int, int]):
 
 
 def _weighted(tensors, weight):
-    """Multiply one tensor or a tuple of tensors by ``weight`` (None: as is)."""
+    """Multiply one tensor or a tuple of tensors by ``weight`` (None: as is).
+
+    A zero weight gives exactly 0, whatever the value it weighs (NaN and inf
+    included): ignored and zero-weight elements never reach the loss.
+    """
     if weight is None:
         return tensors
     if isinstance(tensors, tuple):
-        return tuple(t * weight for t in tensors)
-    return tensors * weight
+        return tuple(_weighted(t, weight) for t in tensors)
+    return torch.where(weight == 0, 0.0, tensors * weight)
 
 
 @dataclass
@@ -219,7 +223,9 @@ def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
     """
     z_max, argmax = z.max(dim=1, keepdim=True)
     is_max = classes == argmax
-    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    # a +inf logit would give p = (1, 0, ...) and a finite loss with NaN
+    # gradients: make it a NaN loss instead, so divergence shows
+    lse = torch.logsumexp(z, dim=1, keepdim=True).masked_fill(z_max == math.inf, math.nan)
     lse_rest = torch.logsumexp(z.masked_fill(is_max, -math.inf), dim=1,
                                keepdim=True)
     log_p = z - lse
@@ -237,6 +243,9 @@ def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
     g_max = torch.where(is_max, grad_v, 0.0).sum(dim=1, keepdim=True)
     pi = torch.where(is_max, 0.0, torch.exp(z - lse_rest))
     grad_z = h - p * k - pi * g_max
+    if weight is not None:  # a row whose every element weighs 0 gets no gradient
+        counted = (weight != 0).expand_as(grad_z).any(dim=1, keepdim=True)
+        grad_z = torch.where(counted, grad_z, 0.0)
     return grad_z, grad_gamma
 
 

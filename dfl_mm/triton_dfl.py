@@ -104,6 +104,11 @@ if triton is not None:
         return w
 
     @triton.jit
+    def _times(x, w):
+        # x * w, exactly 0 where w is 0 whatever x is (NaN included)
+        return tl.where(w == 0.0, 0.0, x * w)
+
+    @triton.jit
     def _sigmoid_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
                         upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
                         n_elem, C, S, ignore_index, alpha,
@@ -132,13 +137,13 @@ if triton is not None:
                      HAS_ALPHA, HAS_IGNORE, HAS_UPSTREAM)
         loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
         if MODE == 0:
-            tl.store(out_ptr + pid, tl.sum(tl.where(mask, loss * w, 0.0), axis=0))
+            tl.store(out_ptr + pid, tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=0))
         elif MODE == 1:
-            tl.store(out_ptr + offs, loss * w, mask=mask)
+            tl.store(out_ptr + offs, _times(loss, w), mask=mask)
         else:
-            grad_z = tl.where(is_pos, grad_u, -grad_u) * w
+            grad_z = _times(tl.where(is_pos, grad_u, -grad_u), w)
             tl.store(grad_ptr + offs, grad_z, mask=mask)
-            gg = tl.where(mask, grad_gamma * w, 0.0)
+            gg = tl.where(mask, _times(grad_gamma, w), 0.0)
             if PER_CLASS_GAMMA:
                 tl.atomic_add(gamma_grad_ptr + c, gg, mask=mask)
             else:
@@ -169,6 +174,8 @@ if triton is not None:
         first = tl.min(tl.where(z_raw == z_max[None, :], c, BLOCK_C), axis=0)
         is_max = c == first[None, :]
         lse = z_max + tl.log(tl.sum(tl.exp(z_raw - z_max[None, :]), axis=0))
+        # a +inf logit: a NaN loss, not a finite one with NaN gradients
+        lse = tl.where(z_max == float('inf'), float('nan'), lse)
         z_rest = tl.where(is_max, -float('inf'), z_raw)
         rest_max = tl.where(row_ok, tl.max(z_rest, axis=0), 0.0)
         lse_rest = rest_max + tl.log(tl.sum(tl.exp(z_rest - rest_max[None, :]), axis=0))
@@ -189,18 +196,22 @@ if triton is not None:
                      HAS_ALPHA, HAS_IGNORE, HAS_UPSTREAM)
         loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
         if MODE == 0:
-            tl.store(out_ptr + pid, tl.sum(tl.sum(tl.where(mask, loss * w, 0.0), axis=1), axis=0))
+            tl.store(out_ptr + pid,
+                     tl.sum(tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=1), axis=0))
         elif MODE == 1:
-            tl.store(out_ptr + offs, loss * w, mask=mask)
+            tl.store(out_ptr + offs, _times(loss, w), mask=mask)
         else:
-            grad_v = tl.where(mask, tl.where(is_pos, grad_u, -grad_u) * w, 0.0)
+            grad_v = tl.where(mask, _times(tl.where(is_pos, grad_u, -grad_u), w), 0.0)
             h = tl.where(is_max, grad_v, grad_v / (1.0 - p))
             k = tl.sum(tl.where(is_max, 0.0, h), axis=0)
             g_max = tl.sum(tl.where(is_max, grad_v, 0.0), axis=0)
             pi = tl.where(is_max | (mask == 0), 0.0, tl.exp(z - lse_rest[None, :]))
             grad_z = h - p * k[None, :] - pi * g_max[None, :]
+            # a row whose every element weighs 0 gets no gradient
+            active = tl.max(tl.where(w != 0.0, 1, 0), axis=0) > 0
+            grad_z = tl.where(active[None, :], grad_z, 0.0)
             tl.store(grad_ptr + offs, grad_z, mask=mask)
-            gg = tl.where(mask, grad_gamma * w, 0.0)
+            gg = tl.where(mask, _times(grad_gamma, w), 0.0)
             if PER_CLASS_GAMMA:
                 tl.atomic_add(gamma_grad_ptr + cls, tl.sum(gg, axis=1), mask=cls < C)
             else:

@@ -18,6 +18,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define TAIL (-30.0f)
 #define LN2 0.69314718055994531f
@@ -65,7 +66,8 @@ double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
       const float u = pos ? z[c] : -z[c];
       const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
       const float factor = pos ? pos_weight[c] : neg_weight[c];
-      acc += factor * element_loss(u, sp, gamma, log_gamma);
+      const float loss = element_loss(u, sp, gamma, log_gamma);
+      acc += factor == 0.0f ? 0.0f : factor * loss; /* exactly 0, even for a NaN logit */
     }
     total += (double)w * acc;
   }
@@ -85,6 +87,10 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
     const float w = row_factor(labels, row_weight, has_ignore, ignore_index, n);
     const float *z = logits + n * classes;
     float *g = grad + n * classes;
+    if (w == 0.0f) { /* ignored or zero-weight row: no gradient, whatever its logits */
+      memset(g, 0, sizeof(float) * classes);
+      continue;
+    }
     const int64_t label = labels[n];
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
@@ -98,8 +104,8 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
       const float factor = w * (pos ? pos_weight[c] : neg_weight[c]);
       float grad_u, grad_gamma;
       element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
-      g[c] = scale * factor * sign * grad_u;
-      acc += factor * grad_gamma;
+      g[c] = factor == 0.0f ? 0.0f : scale * factor * sign * grad_u;
+      acc += factor == 0.0f ? 0.0f : factor * grad_gamma;
     }
     total += acc;
   }
@@ -168,7 +174,10 @@ static void pixel_stats(const float *z, const int64_t *labels, const float *weig
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) {
     /* sum of exp(z - zmax) = 1 + rest * exp(m2 - zmax): one exp per element */
-    st->lse[k] = st->zmax[k] + log1pf(rest[k] * expf(m2[k] - st->zmax[k]));
+    /* a +inf logit: NaN, not a finite loss with NaN gradients */
+    st->lse[k] = st->zmax[k] == INFINITY
+                     ? NAN
+                     : st->zmax[k] + log1pf(rest[k] * expf(m2[k] - st->zmax[k]));
     st->lse_rest[k] = m2[k] + logf(rest[k]);
     st->neg_log_pmax[k] = log1pf(expf(st->lse_rest[k] - st->zmax[k]));
   }
@@ -209,7 +218,9 @@ double dfl_softmax_forward(const float *logits, const int64_t *labels, const flo
       for (int64_t k = 0; k < len; ++k) {
         float p, log_1mp, u, sp;
         softmax_element(&st, k, c, zc[k], &p, &log_1mp, &u, &sp);
-        acc += st.w[k] * cw * element_loss(u, sp, gamma, log_gamma);
+        const float factor = st.w[k] * cw;
+        const float loss = element_loss(u, sp, gamma, log_gamma);
+        acc += factor == 0.0f ? 0.0f : factor * loss;
       }
     }
     total += acc;
@@ -237,7 +248,8 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
       float *gb = grad + st.offset;
       const int64_t len = st.len;
       float k_sum[BLOCK], g_max[BLOCK];
-      for (int64_t k = 0; k < len; ++k) { k_sum[k] = 0.0f; g_max[k] = 0.0f; }
+      int active[BLOCK]; /* some element of the pixel weighs != 0 */
+      for (int64_t k = 0; k < len; ++k) { k_sum[k] = 0.0f; g_max[k] = 0.0f; active[k] = 0; }
       float acc = 0.0f;
       for (int64_t c = 0; c < classes; ++c) {
         const float *zc = zb + c * spatial;
@@ -252,8 +264,10 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
           const float sigmoid = is_pos ? p : (is_max ? expf(log_1mp) : 1.0f - p);
           element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
           const float factor = st.w[k] * cw;
-          const float grad_v = factor * (is_pos ? grad_u : -grad_u);
-          acc += factor * grad_gamma;
+          const int counts = factor != 0.0f;
+          const float grad_v = counts ? factor * (is_pos ? grad_u : -grad_u) : 0.0f;
+          acc += counts ? factor * grad_gamma : 0.0f;
+          active[k] |= counts;
           const float hk = is_max ? grad_v : grad_v / (1.0f - p);
           hc[k] = hk;
           pc[k] = p;
@@ -269,7 +283,7 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
         for (int64_t k = 0; k < len; ++k) {
           const int is_max = c == st.argmax[k];
           const float pi = is_max ? 0.0f : expf(zc[k] - st.lse_rest[k]);
-          gc[k] = scale * (hc[k] - pc[k] * k_sum[k] - pi * g_max[k]);
+          gc[k] = active[k] ? scale * (hc[k] - pc[k] * k_sum[k] - pi * g_max[k]) : 0.0f;
         }
       }
       total += acc;

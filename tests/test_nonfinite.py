@@ -1,0 +1,107 @@
+"""Ignored and zero-weight elements are inert; non-finite logits that count show.
+
+Rule (docs/DFL_SPEC.md, section 5): elements that are ignored or weighted 0
+contribute exactly 0 to the loss and to every gradient, whatever their logits
+(NaN, inf); a non-finite logit that counts gives a non-finite loss, never a
+finite loss with NaN gradients. Checked on every backend: the PyTorch core, the
+C kernel and the Triton kernels (Triton's interpreter without a GPU).
+"""
+import math
+import warnings
+
+import pytest
+import torch
+
+from dfl_mm import triton_dfl
+from dfl_mm.functional import dual_focal_loss
+
+BACKENDS = ['core', 'c_kernel', 'triton']
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    if request.param == 'triton' and not triton_dfl.available():
+        pytest.skip('triton is not installed')
+    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '1' if request.param == 'c_kernel' else '0')
+    monkeypatch.setenv('DFL_MM_TRITON', '1' if request.param == 'triton' else '0')
+    return request.param
+
+
+def _loss_and_grad(z, labels, **kwargs):
+    z = z.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # interpreter: masked lanes
+        out = dual_focal_loss(z, labels, reduction='sum', **kwargs)
+        out.backward()
+    return out.detach(), z.grad
+
+
+def _poison(z, rows, values=(math.nan, math.inf, -math.inf)):
+    bad = z.clone()
+    for i, row in enumerate(rows):
+        bad[row] = values[i % len(values)]
+    return bad
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_ignored_and_zero_weight_rows_are_inert(backend, use_sigmoid):
+    torch.manual_seed(0)
+    z = 3 * torch.randn(12, 5)
+    labels = torch.randint(0, 5, (12, ))
+    labels[[2, 7]] = 255  # ignored
+    weight = torch.ones(12)
+    weight[[4, 9]] = 0.0  # weighted 0
+    dead = [2, 4, 7, 9]
+    kwargs = dict(use_sigmoid=use_sigmoid, weight=weight, ignore_index=255)
+    clean_loss, clean_grad = _loss_and_grad(z, labels, **kwargs)
+    loss, grad = _loss_and_grad(_poison(z, dead), labels, **kwargs)
+    assert torch.isfinite(loss) and torch.equal(loss, clean_loss)
+    assert torch.isfinite(grad).all()
+    assert not grad[dead].any()
+    torch.testing.assert_close(grad, clean_grad, rtol=0, atol=0)
+
+
+def test_zero_weight_elements_are_inert_in_sigmoid_mode(backend):
+    """alpha = 1 weighs every negative element 0: their NaN logits do nothing."""
+    torch.manual_seed(1)
+    z = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, 2, 3, 4, 1])
+    mask = torch.ones_like(z, dtype=torch.bool)
+    rows = torch.tensor([0, 1, 2, 3, 5])  # row 4 is background: all negatives
+    mask[rows, labels[rows]] = False  # the positives keep their logits
+    bad = torch.where(mask, torch.tensor(math.nan), z)
+    loss, grad = _loss_and_grad(bad, labels, alpha=1.0)
+    clean_loss, _ = _loss_and_grad(z, labels, alpha=1.0)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, clean_loss)
+    assert not grad[mask].any()
+
+
+@pytest.mark.parametrize('logits, use_sigmoid', [
+    ([[math.inf, 0.0, 1.0]], False),  # was a 0.0 loss with NaN gradients
+    ([[math.nan, 0.0, 1.0]], False),
+    ([[0.5, math.nan, 1.0]], True),
+    ([[-math.inf, 0.0, 1.0]], True),  # a confidently wrong positive: inf
+])
+def test_a_nonfinite_logit_that_counts_shows_in_the_loss(backend, logits, use_sigmoid):
+    loss, grad = _loss_and_grad(torch.tensor(logits), torch.tensor([0]),
+                                use_sigmoid=use_sigmoid)
+    assert not torch.isfinite(loss)
+
+
+def test_dense_ignored_pixels_are_inert(backend):
+    """The mmseg layout (B, C, H, W), where the C kernel runs its pixel blocks."""
+    torch.manual_seed(2)
+    z = 2 * torch.randn(2, 4, 6, 70)  # > one 64-pixel block per row of pixels
+    labels = torch.randint(0, 4, (2, 6, 70))
+    labels[0, 1, 3:9] = 255
+    labels[1, 5, 60:] = 255
+    bad = z.clone()
+    ignored = (labels == 255).unsqueeze(1).expand_as(z)
+    bad[ignored] = torch.tensor([math.nan, math.inf, -math.inf]).repeat(
+        int(ignored.sum()) // 3 + 1)[:int(ignored.sum())]
+    clean_loss, clean_grad = _loss_and_grad(z, labels, use_sigmoid=False, ignore_index=255)
+    loss, grad = _loss_and_grad(bad, labels, use_sigmoid=False, ignore_index=255)
+    assert torch.equal(loss, clean_loss)
+    assert not grad[ignored].any()
+    torch.testing.assert_close(grad, clean_grad, rtol=0, atol=0)

@@ -145,7 +145,10 @@ class _Inputs:
         """Where the target is 1 (b, C, s) and the product of all weights."""
         factors = [weight, self.class_weight]
         if self.target.is_floating_point():
-            is_pos = self.target[index] > 0.5
+            targets = self.target[index]
+            is_pos = targets > 0.5
+            if self.ignore_index is not None:
+                factors.append(targets != self.ignore_index)
         else:
             labels = self.target[index]
             is_pos = labels == classes
@@ -466,6 +469,11 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         if target.shape != logits.shape:
             raise ValueError(f'expected float target of shape '
                              f'{tuple(logits.shape)}, got {tuple(target.shape)}')
+        counted = target if ignore_index is None else target[target != ignore_index]
+        check_values('a float target', counted,
+                     'in [0, 1]' + ('' if ignore_index is None else
+                                    f' (or ignore_index={ignore_index})'),
+                     0, 1, low_open=False)
         target3 = target.reshape(batch, channels, flat)
     else:
         if target.dtype == torch.bool or target.is_complex():

@@ -248,10 +248,15 @@ class DualFocalLoss(nn.Module):
         if not isinstance(pred, Tensor):
             raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
         gamma = self.current_gamma()
-        if pred.dim() > 2 and not target.is_floating_point():
+        if pred.dim() > 2:
             loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
                                     reduction, ignore_index)
         else:
+            if (reduction == 'mean' and avg_factor is None and self.avg_non_ignore
+                    and ignore_index is not None and isinstance(target, Tensor)):
+                # mmdet's element mean over the elements that are not ignored
+                kept = (target != ignore_index).sum().item()
+                avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
             loss = self._call_core(pred, target, gamma, weight, reduction,
                                    avg_factor, ignore_index)
         if self.adaptive is not None and self.training:
@@ -314,9 +319,17 @@ class DualFocalLoss(nn.Module):
 
     def _pixel_loss(self, pred, labels, gamma, weight, avg_factor, reduction,
                     ignore_index):
-        """mmseg's convention: per-pixel losses, pixel means, binary heads."""
+        """mmseg's convention: per-pixel losses, pixel means, binary heads.
+
+        The pixel is the unit whatever the target's encoding: integer labels
+        (B, H, W) and the same data as a float (one-hot or soft) map
+        (B, C, H, W) give the same 'mean' and the same (B, H, W) 'none'.
+        """
         valid = None if ignore_index is None else labels != ignore_index
-        if pred.shape[1] == 1 and self.use_sigmoid:
+        if labels.is_floating_point():
+            # a pixel is ignored when all its entries are
+            valid = None if valid is None else valid.any(dim=1)
+        elif pred.shape[1] == 1 and self.use_sigmoid:
             _check_binary_labels(labels, valid)
             # class 0 of the core is the foreground; label 1 (background) is
             # the core's all-zero row
@@ -326,7 +339,8 @@ class DualFocalLoss(nn.Module):
             if self.avg_non_ignore and valid is not None:
                 avg_factor = valid.sum().item()
             else:
-                avg_factor = labels.numel()
+                avg_factor = labels.numel() // (pred.shape[1] if labels.is_floating_point()
+                                                else 1)
         loss = self._call_core(pred, labels, gamma, weight, reduction,
                                avg_factor, ignore_index)
         return loss.sum(dim=1) if reduction == 'none' else loss

@@ -294,3 +294,56 @@ def test_large_vocabulary_detection_works_by_default():
     torch.testing.assert_close(elems[0, 255], positive)
     assert not torch.allclose(positive, negative)
     assert scores.grad[0].abs().sum() > 0
+
+
+def test_float_targets_honour_ignore_index_and_reject_out_of_range_values():
+    torch.manual_seed(0)
+    loss = DualFocalLoss()
+    logits, t = torch.randn(2, 10), torch.rand(2, 10)
+    t[0, 1] = 255  # the issue's repro: was a silent NaN
+    out = loss(logits, t, ignore_index=255)
+    kept = torch.ones(2, 10)
+    kept[0, 1] = 0
+    expected = loss(logits, t.clamp(max=1.0), weight=kept)
+    assert torch.isfinite(out)
+    torch.testing.assert_close(out, expected)
+    for bad in (1.5, -0.1, float('nan')):
+        t2 = torch.rand(2, 10)
+        t2[1, 3] = bad
+        with pytest.raises(ValueError, match=r'a float target must be in \[0, 1\]'):
+            loss(logits, t2, ignore_index=255)
+
+
+@pytest.mark.parametrize('use_sigmoid', [True])
+def test_dense_mean_and_none_do_not_depend_on_the_target_encoding(use_sigmoid):
+    """Integer labels and the same data as a one-hot float map: same 'mean', same
+    'none' shape (the pixel is the unit), with and without avg_non_ignore."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, 5)
+    labels = torch.randint(0, 4, (2, 3, 5))
+    onehot = F.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    for avg_non_ignore in (False, True):
+        loss = DualFocalLoss(use_sigmoid=use_sigmoid, avg_non_ignore=avg_non_ignore)
+        torch.testing.assert_close(loss(logits, onehot), loss(logits, labels))
+        none_int = loss(logits, labels, reduction_override='none')
+        none_float = loss(logits, onehot, reduction_override='none')
+        assert none_int.shape == none_float.shape == (2, 3, 5)
+        torch.testing.assert_close(none_float, none_int)
+    # ignored pixels: all four entries of the float map hold ignore_index
+    labels[0, 0] = 255
+    onehot[0, :, 0] = 255
+    loss = DualFocalLoss(use_sigmoid=True, avg_non_ignore=True)
+    torch.testing.assert_close(loss(logits, onehot, ignore_index=255),
+                               loss(logits, labels, ignore_index=255))
+
+
+def test_avg_non_ignore_applies_to_mmdet_style_calls():
+    """As mmdet's CrossEntropyLoss: 'mean' without avg_factor skips ignored rows."""
+    torch.manual_seed(0)
+    scores = torch.randn(10, 3)
+    labels = torch.tensor([0, 1, 2, 3, 255, 255, 1, 0, 3, 2])
+    plain = DualFocalLoss(ignore_index=255)
+    kept = DualFocalLoss(ignore_index=255, avg_non_ignore=True)
+    total = plain(scores, labels, reduction_override='sum')
+    torch.testing.assert_close(plain(scores, labels), total / (10 * 3 + EPS))
+    torch.testing.assert_close(kept(scores, labels), total / (8 * 3 + EPS))

@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .adaptive import AdaptiveClassWeight
+from .checkpoint import scope_checkpoint_loads
 from .loss import DualFocalLoss
 
 __all__ = ['DFLGammaHook', 'gamma_scalars']
@@ -70,11 +71,17 @@ class DFLGammaHook(Hook):
 
     The logger then shows it at every logging interval (averaged over the
     interval, like the losses) in the text log, ``scalars.json`` and any
-    visualisation backend (TensorBoard, W&B), on every rank. Use with
+    visualisation backend (TensorBoard, W&B), on every rank. Before the run it
+    scopes the runner's checkpoint loads (``dfl_mm.checkpoint``). Use with
     ``custom_hooks = [dict(type='DFLGammaHook')]``.
     """
 
     priority = 'NORMAL'  # before LoggerHook (BELOW_NORMAL) reads the hub
+
+    def before_run(self, runner) -> None:
+        # load_or_resume runs after before_run: a runner built without the
+        # project's tools still loads mmengine checkpoints on torch >= 2.6
+        scope_checkpoint_loads(runner)
 
     def after_train_iter(self, runner, batch_idx: int,
                          data_batch: Optional[dict] = None,

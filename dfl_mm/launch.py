@@ -184,6 +184,7 @@ def build_runner(cfg: Config):
             fresh = f'{name}_{suffix}'
         if fresh != name:
             visualizer['name'] = fresh
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    from .checkpoint import scope_checkpoint_loads
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    scope_checkpoint_loads(runner)  # --resume / load_from on torch >= 2.6
+    return runner

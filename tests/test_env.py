@@ -31,14 +31,15 @@ def test_mmengine_checkpoint_with_history_loads_weights_only(tmp_path):
     from mmengine.logging import MessageHub
     from mmengine.runner.checkpoint import save_checkpoint
 
-    import dfl_mm  # noqa: F401  (allow-lists mmengine's checkpoint types)
+    from dfl_mm import mmengine_checkpoint_loading
     hub = MessageHub.get_instance('test_ckpt')
     for value in (1.0, 0.5):
         hub.update_scalar('train/loss', value)
     hub.update_info('iter', 7)
     path = str(tmp_path / 'ckpt.pth')
     save_checkpoint({'message_hub': hub.state_dict(), 'meta': {'seed': 1}}, path)
-    loaded = torch.load(path, weights_only=True)
+    with mmengine_checkpoint_loading():
+        loaded = torch.load(path, weights_only=True)
     restored = MessageHub.get_instance('test_ckpt_restored')
     restored.load_state_dict(loaded['message_hub'])
     assert restored.get_scalar('train/loss').current() == 0.5
@@ -61,3 +62,49 @@ def test_checkpoints_still_refuse_code(tmp_path):
     torch.save({'x': Evil()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def _payload_checkpoint(path):
+    """A checkpoint whose pickle uses getattr to overwrite HistoryBuffer's 'mean'
+    statistics method for the whole process (what a global allow-list admits)."""
+    import zipfile
+
+    def glob(module, name):
+        return b'c' + module.encode() + b'\n' + name.encode() + b'\n'
+
+    def text(value):
+        return b'X' + len(value).to_bytes(4, 'little') + value.encode()
+
+    payload = (b'\x80\x02' + glob('__builtin__', 'getattr')
+               + glob('mmengine.logging.history_buffer', 'HistoryBuffer')
+               + text('_statistics_methods') + b'\x86R'  # getattr(HistoryBuffer, ...)
+               + text('mean') + glob('__builtin__', 'getattr') + b's.')  # [...]['mean'] = ..
+    torch.save({'x': 1}, path)
+    with zipfile.ZipFile(path) as src:
+        entries = {name: src.read(name) for name in src.namelist()}
+    with zipfile.ZipFile(path, 'w') as out:
+        for name, data in entries.items():
+            out.writestr(name, payload if name.endswith('data.pkl') else data)
+
+
+def test_import_leaves_plain_torch_load_as_strict_as_stock_torch(tmp_path):
+    import pickle
+
+    import pytest
+    from mmengine.logging import MessageHub
+    from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    import dfl_mm  # noqa: F401
+    HistoryBuffer()  # registers the default statistics methods
+    mean = HistoryBuffer._statistics_methods['mean']
+    _payload_checkpoint(tmp_path / 'payload.pth')
+    with pytest.raises(pickle.UnpicklingError, match='getattr'):
+        torch.load(tmp_path / 'payload.pth', weights_only=True)
+    assert HistoryBuffer._statistics_methods['mean'] is mean
+    # an mmengine checkpoint: refused outside the scope, as by stock torch
+    hub = MessageHub.get_instance('test_ckpt_strict')
+    hub.update_scalar('train/loss', 1.0)
+    save_checkpoint({'message_hub': hub.state_dict()}, str(tmp_path / 'ckpt.pth'))
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(tmp_path / 'ckpt.pth', weights_only=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dfl_mm import mmengine_checkpoint_loading
 from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
 SEG_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'deeplabv3*.py')) +
@@ -87,7 +88,9 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     assert any('gamma.auxiliary_head.decode' in s for s in scalars)
     assert any('mIoU' in s for s in scalars)
 
-    ckpt = torch.load(os.path.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)
+    with mmengine_checkpoint_loading():  # what the runner's loads use
+        ckpt = torch.load(os.path.join(work, 'iter_2.pth'), map_location='cpu',
+                          weights_only=True)
     probe_cfg = write_probe_config(in_tmp / 'probe.py', DEMO, 'dfl_mm.demo.segmentation',
                                    'ResumeProbeHook')
     ResumeProbeHook.records.clear()
@@ -127,7 +130,9 @@ def test_adaptive_weights_are_logged_checkpointed_and_resumed_exactly(in_tmp, sh
     assert logged[0]['class_weight_max.decode_head.decode'] > 1.0
     assert logged[-1]['class_weight_3.decode_head.decode'] > logged[-1][
         'class_weight_0.decode_head.decode']
-    ckpt = torch.load(os.path.join(work, 'iter_3.pth'), map_location='cpu', weights_only=True)
+    with mmengine_checkpoint_loading():
+        ckpt = torch.load(os.path.join(work, 'iter_3.pth'), map_location='cpu',
+                          weights_only=True)
     state = ckpt['state_dict']
     assert int(state['decode_head.loss_decode.adaptive.steps']) == 3  # folded by the hook
     assert 'decode_head.loss_decode.adaptive.pending' not in state

@@ -89,12 +89,14 @@ def check_checkpoint_round_trip():
         fresh = torch.nn.Sequential(torch.nn.Linear(2, 2),
                                     dfl_mm.DualFocalLoss(learnable_gamma='scalar'))
         try:
-            checkpoint = load_checkpoint(fresh, path, map_location='cpu')
+            with dfl_mm.mmengine_checkpoint_loading():  # as the runner's loads
+                checkpoint = load_checkpoint(fresh, path, map_location='cpu')
         except Exception as err:
             raise RuntimeError(
                 f'an mmengine checkpoint does not load on torch {torch.__version__}: '
-                f'{str(err).splitlines()[0]}. `import dfl_mm` allow-lists its '
-                'types (dfl_mm/checkpoint.py); is dfl_mm the installed version?') from None
+                f'{str(err).splitlines()[0]}. dfl_mm.mmengine_checkpoint_loading '
+                'allow-lists its types (dfl_mm/checkpoint.py); is dfl_mm the installed '
+                'version?') from None
         MessageHub.get_instance('check_env_loaded').load_state_dict(
             checkpoint['message_hub'])
     gamma = float(fresh[1].gamma.detach())

@@ -1,7 +1,8 @@
 """Speed and memory of DualFocalLoss against its peers, side by side in one run.
 
     python tools/benchmark_loss.py [--threads 2] [--repeats 7] [--device cpu|cuda]
-        [--anchors 200000] [--seg-shape 2 19 256 512] [--dtype float32|bfloat16]
+        [--anchors 200000] [--lvis-anchors 20000 --lvis-classes 1203]
+        [--seg-shape 2 19 256 512] [--dtype float32|bfloat16] [--only GROUP]
 
 Each contender runs forward + backward on the same logits; the table shows the
 median time of ``--repeats`` runs (after one warm-up), its ratio to the
@@ -208,7 +209,9 @@ def main():
     parser.add_argument('--seg-shape', type=int, nargs=4, default=[2, 19, 256, 512],
                         metavar=('B', 'C', 'H', 'W'))
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    parser.add_argument('--only', choices=['sigmoid', 'softmax'])
+    parser.add_argument('--lvis-anchors', type=int, default=20_000)
+    parser.add_argument('--lvis-classes', type=int, default=1203)
+    parser.add_argument('--only', choices=['sigmoid', 'lvis', 'softmax'])
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error('--repeats must be >= 5 (the table reports medians)')
@@ -219,20 +222,24 @@ def main():
     print(f'device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'median of {args.repeats}')
 
-    if args.only != 'softmax':
-        num_classes = args.num_classes
-        logits = (2 * torch.randn(args.anchors, num_classes, generator=gen) - 4).to(device, dtype)
+    sigmoid_groups = [('Sigmoid (RetinaNet-like)', args.anchors, args.num_classes, 'sigmoid'),
+                      ('Sigmoid, large vocabulary (LVIS-like)', args.lvis_anchors,
+                       args.lvis_classes, 'lvis')]
+    for title, anchors, num_classes, group in sigmoid_groups:
+        if args.only not in (None, group):
+            continue
+        logits = (2 * torch.randn(anchors, num_classes, generator=gen) - 4).to(device, dtype)
         # RetinaNet-like: ~1% positive anchors, the rest background
-        labels = torch.full((args.anchors, ), num_classes, dtype=torch.long)
-        pos = torch.randperm(args.anchors, generator=gen)[:args.anchors // 100]
+        labels = torch.full((anchors, ), num_classes, dtype=torch.long)
+        pos = torch.randperm(anchors, generator=gen)[:anchors // 100]
         labels[pos] = torch.randint(0, num_classes, (len(pos), ), generator=gen)
         labels = labels.to(device)
         results = [measure(n, fn, logits, args.repeats, device, extra + (labels, ))
                    for n, fn, extra in sigmoid_contenders(num_classes, labels, device)]
-        print_group('Sigmoid (RetinaNet-like)', logits, results)
+        print_group(title, logits, results)
         del logits
 
-    if args.only != 'sigmoid':
+    if args.only in (None, 'softmax'):
         b, c, h, w = args.seg_shape
         logits = (2 * torch.randn(b, c, h, w, generator=gen)).to(device, dtype)
         labels = torch.randint(0, c, (b, h, w), generator=gen)

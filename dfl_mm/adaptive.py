@@ -23,10 +23,11 @@ of every call of one iteration (a RetinaNet head calls its loss once per FPN
 level) are summed and folded into the averages once, at the end of the
 iteration (``DFLGammaHook``; without the hook, at the first call of the next
 iteration), so the statistics and the weights do not depend on how many calls
-make a step, and every FPN level of a step uses the same weights. Outside a runner every training call is one step. Under
-DDP the counts of a step are all-reduced at that fold (one collective of
-``2 * C`` numbers per step), so every rank holds identical weights. Nothing is
-updated in ``eval()`` mode.
+make a step, and every FPN level of a step uses the same weights. Outside a
+runner's training loop every training call is one step. Under DDP the counts
+of a step are all-reduced at that fold (one collective of ``2 * C`` numbers per
+step), so every rank holds identical weights. Nothing is updated in
+``eval()`` mode.
 
 All state is in persistent buffers (checkpointed, restored exactly by
 ``--resume``, never seen by the optimizer).
@@ -49,14 +50,17 @@ ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
 
 
 def _runner_iter() -> Optional[int]:
-    """The iteration of the running mmengine runner, or None outside one."""
+    """The iteration of a running mmengine training loop, or None outside one."""
     try:
         from mmengine.logging import MessageHub
     except ImportError:  # the core works without mmengine
         return None
     if not MessageHub._instance_dict:
         return None
-    return MessageHub.get_current_instance().get_info('iter')
+    hub = MessageHub.get_current_instance()
+    # RuntimeInfoHook sets 'loop_stage' for the training loop and pops it
+    # after: a finished runner's 'iter' must not freeze a later plain loop
+    return hub.get_info('iter') if hub.get_info('loop_stage') == 'train' else None
 
 
 class AdaptiveClassWeight(nn.Module):

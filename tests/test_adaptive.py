@@ -105,6 +105,7 @@ def test_mmdet_counts_positives_and_weighs_rows_by_their_class():
 def runner_hub():
     """A current MessageHub as a runner keeps it, removed afterwards."""
     hub = MessageHub.get_instance('adaptive_fpn_test')
+    hub.update_info('loop_stage', 'train')  # what RuntimeInfoHook sets
     yield hub
     MessageHub._instance_dict.pop('adaptive_fpn_test')
 
@@ -128,6 +129,12 @@ def test_calls_of_one_runner_iteration_are_one_step(runner_hub):
     # the five calls of the last iteration counted together: 15 of class 0, 5 of class 1
     torch.testing.assert_close(loss.adaptive.frequency(),
                                torch.tensor([0.75, 0.25], dtype=torch.float64))
+    # after the training loop (RuntimeInfoHook pops 'loop_stage') a plain loop
+    # folds every call again, even though the hub still holds the last 'iter'
+    hub.pop_info('loop_stage')
+    steps = int(loss.adaptive.steps)
+    loss(torch.randn(3, 2), torch.tensor([0, 1, 2]), avg_factor=2.0)
+    assert int(loss.adaptive.steps) == steps + 1
 
 
 @pytest.mark.parametrize('settings, match', [

@@ -339,17 +339,52 @@ def check_number(name, value, low, high, low_open=True):
         raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
 
 
-def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True):
-    """Raise ValueError unless every value is finite and in the interval (one sync).
+class Checks:
+    """Checks of tensor values, resolved together with one host sync.
+
+    On CUDA every ``.item()`` stalls the stream; a call's checks (labels in
+    range, gamma, class weights, float targets) are gathered and read at once.
+    """
+
+    def __init__(self):
+        self._parts, self._verdicts = [], []
+
+    def add(self, part: Tensor, verdict) -> None:
+        """``verdict(values)`` raises if ``part``'s values (a list) are bad."""
+        self._parts.append(part.detach().reshape(-1).to(torch.float64))
+        self._verdicts.append(verdict)
+
+    def run(self) -> None:
+        if not self._parts:
+            return
+        device = self._parts[0].device
+        values = torch.cat([p.to(device) for p in self._parts]).tolist()  # the one sync
+        start = 0
+        for part, verdict in zip(self._parts, self._verdicts):
+            verdict(values[start:start + part.numel()])
+            start += part.numel()
+
+
+def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True,
+                 checks: Optional[Checks] = None):
+    """Raise ValueError unless every value is finite and in the interval.
 
     NaN fails every comparison, so it is caught with the out-of-range values.
+    With ``checks`` the verdict waits for ``checks.run()`` (one sync for all).
     """
     values = values.detach()
     ok = (values > low if low_open else values >= low) & (values <= high) & values.isfinite()
-    if not bool(ok.all()):
-        shown = values.flatten()[:10].tolist()
-        raise ValueError(f'{name} must be {expected}, got {shown}'
-                         + (' ...' if values.numel() > 10 else ''))
+
+    def verdict(flag):
+        if not flag[0]:
+            shown = values.flatten()[:10].tolist()
+            raise ValueError(f'{name} must be {expected}, got {shown}'
+                             + (' ...' if values.numel() > 10 else ''))
+
+    own = checks or Checks()
+    own.add(ok.all(), verdict)
+    if checks is None:
+        own.run()
 
 
 def _check_tensor(name, value, expected):
@@ -358,7 +393,7 @@ def _check_tensor(name, value, expected):
                         f'got {type(value).__name__}')
 
 
-def _as_gamma(gamma, channels, like: Tensor) -> Tensor:
+def _as_gamma(gamma, channels, like: Tensor, checks: Checks) -> Tensor:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float, Tensor)):
         raise TypeError(f'gamma must be a positive number or a tensor, got '
                         f'{type(gamma).__name__}')
@@ -370,7 +405,7 @@ def _as_gamma(gamma, channels, like: Tensor) -> Tensor:
                          f'({channels},), got shape {tuple(gamma.shape)}')
     if not gamma.is_floating_point():
         gamma = gamma.float()
-    check_values('gamma', gamma, f'in (0, {GAMMA_MAX}]', 0, GAMMA_MAX)
+    check_values('gamma', gamma, f'in (0, {GAMMA_MAX}]', 0, GAMMA_MAX, checks=checks)
     return gamma
 
 
@@ -439,6 +474,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                      alpha, ignore_index, *, reduce_sum, reduction='sum',
                      avg_factor=None) -> Tensor:
     """Validate, normalise to (B, C, S) and run the fused function."""
+    checks = Checks()  # value checks, read with one sync before the loss runs
     _check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
     _check_tensor('target', target, 'integer labels or float targets')
     if not logits.is_floating_point():
@@ -470,10 +506,10 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(f'expected float target of shape '
                              f'{tuple(logits.shape)}, got {tuple(target.shape)}')
         counted = target if ignore_index is None else target[target != ignore_index]
-        check_values('a float target', counted,
+        check_values('a float target', counted, checks=checks, expected=
                      'in [0, 1]' + ('' if ignore_index is None else
                                     f' (or ignore_index={ignore_index})'),
-                     0, 1, low_open=False)
+                     low=0, high=1, low_open=False)
         target3 = target.reshape(batch, channels, flat)
     else:
         if target.dtype == torch.bool or target.is_complex():
@@ -482,7 +518,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         if tuple(target.shape) != row_shape:
             raise ValueError(f'expected target of shape {row_shape} (one label '
                              f'per row), got {tuple(target.shape)}')
-        _check_label_range(target, channels, use_sigmoid, ignore_index)
+        _check_label_range(target, channels, use_sigmoid, ignore_index, checks)
         target3 = target.reshape(batch, 1, flat)
 
     row_weight = elem_weight = None
@@ -507,7 +543,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(f'class_weight must have one value per class '
                              f'({channels},), got shape {tuple(class_weight.shape)}')
         check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
-                     low_open=False)
+                     low_open=False, checks=checks)
         class_weight = class_weight.view(1, channels, 1)
     if alpha is not None:
         if not use_sigmoid:
@@ -516,7 +552,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
                 or not 0 <= alpha <= 1:
             raise ValueError(f'alpha must be a float in [0, 1] or None, got {alpha!r}')
-    gamma = _as_gamma(gamma, channels, logits)
+    gamma = _as_gamma(gamma, channels, logits, checks)
+    checks.run()
 
     inputs = _Inputs(logits3, target3, row_weight, elem_weight, class_weight,
                      alpha, ignore_index, use_sigmoid)
@@ -524,19 +561,22 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     return out if reduce_sum else out.view(logits.shape)
 
 
-def _check_label_range(labels, channels, use_sigmoid, ignore_index):
-    """Raise ValueError for labels outside the valid range (one small sync)."""
+def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):
+    """Raise ValueError (at ``checks.run()``) for labels outside the valid range."""
     if labels.numel() == 0:
         return
     high = channels if use_sigmoid else channels - 1
     masked = labels if ignore_index is None else labels.masked_fill(
         labels == ignore_index, 0)
-    lo, hi = torch.aminmax(masked)
-    lo, hi = int(lo), int(hi)
-    if lo < 0 or hi > high:
-        bad = lo if lo < 0 else hi
-        meaning = (f'0..{channels - 1} for classes and {channels} for background'
-                   if use_sigmoid else f'0..{channels - 1}')
-        raise ValueError(f'label {bad} out of range: expected {meaning}'
-                         + (f' or ignore_index={ignore_index}'
-                            if ignore_index is not None else ''))
+
+    def verdict(lo_hi):
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
+        if lo < 0 or hi > high:
+            bad = lo if lo < 0 else hi
+            meaning = (f'0..{channels - 1} for classes and {channels} for background'
+                       if use_sigmoid else f'0..{channels - 1}')
+            raise ValueError(f'label {bad} out of range: expected {meaning}'
+                             + (f' or ignore_index={ignore_index}'
+                                if ignore_index is not None else ''))
+
+    checks.add(torch.stack(torch.aminmax(masked)), verdict)

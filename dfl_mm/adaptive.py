@@ -225,7 +225,7 @@ def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],
                       apply_to: str = 'element') -> Tensor:
     """Static weights from class counts, by the adaptive weights' formula.
 
-    .. math:: w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}},\\quad f_c = n_c / \\textstyle\\sum_k n_k
+    .. math:: w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}},\\ f_c = n_c / \\sum_k n_k
 
     Args:
         counts (Tensor): (C,) number of targets of each class.

@@ -324,7 +324,7 @@ def summarise(records, tasks):
     return '\n'.join(lines)
 
 
-SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'CE + weights')
+SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'DFL learnable + weights', 'CE + weights')
 SHARE_AT = (50, 250, 500, 1000)
 
 

@@ -259,8 +259,6 @@ class DualFocalLoss(nn.Module):
                 avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
             loss = self._call_core(pred, target, gamma, weight, reduction,
                                    avg_factor, ignore_index)
-        if self.adaptive is not None and self.training:
-            self._observe(pred, target, ignore_index)
         if self.learnable_gamma and reduction != 'none':
             pull = self.gamma_pull(gamma)
             self.last_gamma_pull = pull.detach()
@@ -271,15 +269,17 @@ class DualFocalLoss(nn.Module):
                    ignore_index):
         class_weight = self.class_weight
         if self.adaptive is not None:
-            weight, class_weight = self._adaptive_weights(pred, target, weight)
+            weight, class_weight = self._adaptive_weights(pred, target, weight, ignore_index)
         return dual_focal_loss(
             pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
             class_weight=class_weight, alpha=self.alpha,
             ignore_index=ignore_index, reduction=reduction,
             avg_factor=avg_factor)
 
-    def _adaptive_weights(self, pred, labels, weight):
-        """The call's (weight, class_weight) with the adaptive weights in."""
+    def _adaptive_weights(self, pred, labels, weight, ignore_index):
+        """The call's (weight, class_weight) with the adaptive weights in; in
+        training, also counts the call's rows (the core's labels: a binary
+        head's are already mapped) for later steps."""
         if labels.is_floating_point():
             raise TypeError("class_weight='adaptive' needs integer labels, got a "
                             'float target')
@@ -289,6 +289,8 @@ class DualFocalLoss(nn.Module):
         if self.training:
             self.adaptive.start_call()
         class_weight = self.adaptive.weights().to(pred.device)
+        if self.training:  # after taking the weights: they never use this batch
+            self._observe(pred, labels, ignore_index)
         if self.adaptive.apply_to == 'element':
             return weight, class_weight
         # per row by its target's class; background / ignored rows weigh 1
@@ -301,8 +303,6 @@ class DualFocalLoss(nn.Module):
     def _observe(self, pred, labels, ignore_index):
         """Count this call's labelled rows (and their hits) for the adaptive weights."""
         channels = pred.shape[1]
-        if pred.dim() > 2 and channels == 1 and self.use_sigmoid:
-            labels = 1 - labels  # a binary head's label 1 is the core's class 0
         counted = (labels >= 0) & (labels < channels)
         if ignore_index is not None:
             counted &= labels != ignore_index

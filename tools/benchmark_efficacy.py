@@ -101,8 +101,9 @@ def seg_loss(name, loss_weight, args):
                 loss_weight=loss_weight, loss_name='loss_dfl', **adaptive(name, args, 4))
 
 
-def register_pixel_focal_loss():
-    """torchvision's sigmoid focal loss as an mmseg decode-head loss."""
+def register_study_losses():
+    """The study's own mmseg decode-head losses: torchvision's sigmoid focal
+    loss over one-hot pixels, and CE with the adaptive class weights."""
     import torch.nn.functional as F
     from mmseg.registry import MODELS
     from torchvision.ops import sigmoid_focal_loss
@@ -393,7 +394,7 @@ def main(argv=None):
     import dfl_mm  # noqa: F401
     import dfl_mm.demo.detection  # noqa: F401
     import dfl_mm.demo.segmentation  # noqa: F401
-    register_pixel_focal_loss()
+    register_study_losses()
 
     study_start = time.perf_counter()
     records_file = osp.join(args.work_dir, 'records.json')

@@ -5,14 +5,32 @@
 registries) and ``DFLGammaHook`` (HOOKS). The tools and ``DFLGammaHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
 other ``torch.load`` (see ``dfl_mm.checkpoint``).
+
+The loss itself (``dfl_mm.functional``, ``dfl_mm.core`` and the kernels)
+needs only torch: without mmengine, ``import dfl_mm`` gives
+``dual_focal_loss`` and the registered adapters raise an ImportError that
+says so.
 """
-from .checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
-                         scope_checkpoint_loads)
+import importlib.util
+
 from .functional import dual_focal_loss
-from .hooks import DFLGammaHook, gamma_scalars
-from .loss import DualFocalLoss
 from .version import __version__
 
-__all__ = ['DualFocalLoss', 'DFLGammaHook', 'allow_mmengine_checkpoints',
-           'mmengine_checkpoint_loading', 'scope_checkpoint_loads',
-           'dual_focal_loss', 'gamma_scalars', '__version__']
+_ADAPTERS = {
+    'DualFocalLoss': 'loss', 'DFLGammaHook': 'hooks', 'gamma_scalars': 'hooks',
+    'allow_mmengine_checkpoints': 'checkpoint', 'mmengine_checkpoint_loading': 'checkpoint',
+    'scope_checkpoint_loads': 'checkpoint'}
+__all__ = ['dual_focal_loss', '__version__', *_ADAPTERS]
+
+if importlib.util.find_spec('mmengine') is not None:
+    from .checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
+                             scope_checkpoint_loads)
+    from .hooks import DFLGammaHook, gamma_scalars
+    from .loss import DualFocalLoss
+else:
+    def __getattr__(name):
+        if name in _ADAPTERS:
+            raise ImportError(f'dfl_mm.{name} needs mmengine (pip install mmengine); '
+                              'without it only the loss function is available: '
+                              'from dfl_mm.functional import dual_focal_loss')
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

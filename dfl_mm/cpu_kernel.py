@@ -121,6 +121,9 @@ def _load():
     return _lib
 
 
+NAME = 'cpu_kernel'
+
+
 def _open(path: str):
     """Load the library and declare its functions."""
     lib = ctypes.CDLL(path)
@@ -133,14 +136,16 @@ def _open(path: str):
         backward_fn = getattr(lib, f'dfl_{name}_backward')
         backward_fn.argtypes = common + [f32, pointer, ctypes.c_int]
         backward_fn.restype = ctypes.c_double
+    # the softmax backward allocates scratch: it reports a failed malloc
+    lib.dfl_softmax_backward.argtypes.append(ctypes.POINTER(ctypes.c_int))
     return lib
 
 
-def should_use(inputs, gamma) -> bool:
+def should_use(inputs, gamma, reduce_sum: bool) -> bool:
     """Whether this call goes through the C kernel (see module docstring)."""
     logits, target = inputs.logits, inputs.target
     applies = (
-        logits.device.type == 'cpu' and logits.dtype == torch.float32
+        reduce_sum and logits.device.type == 'cpu' and logits.dtype == torch.float32
         and logits.is_contiguous() and not target.is_floating_point()
         and inputs.elem_weight is None and gamma.dim() == 0
         and (logits.shape[2] == 1 or not inputs.use_sigmoid))
@@ -177,18 +182,39 @@ def _arguments(inputs, gamma):
     return args, keep
 
 
-def forward(inputs, gamma) -> torch.Tensor:
-    """Sum of the weighted element losses (float32 scalar)."""
+def call(name: str, *args) -> float:
+    """Run ``dfl_<name>`` of the library; MemoryError if its scratch allocation failed."""
+    function = getattr(_load(), f'dfl_{name}')
+    if name != 'softmax_backward':
+        return function(*args)
+    failed = ctypes.c_int(0)
+    result = function(*args, ctypes.byref(failed))
+    if failed.value:
+        classes = args[7]
+        raise MemoryError(f'dfl_mm CPU kernel: could not allocate the softmax backward '
+                          f'scratch for {classes} classes (2 x 4 bytes x classes x block '
+                          'per thread); DFL_MM_CPU_KERNEL=0 uses the PyTorch core')
+    return result
+
+
+def forward(inputs, gamma, reduce_sum: bool = True) -> torch.Tensor:
+    """Sum of the weighted element losses (float32 scalar); only sums are supported."""
     args, _keep = _arguments(inputs, gamma)
-    function = _lib.dfl_sigmoid_forward if inputs.use_sigmoid else _lib.dfl_softmax_forward
-    total = function(*args, torch.get_num_threads())
-    return torch.tensor(total, dtype=torch.float32)
+    mode = 'sigmoid' if inputs.use_sigmoid else 'softmax'
+    return torch.tensor(call(f'{mode}_forward', *args, torch.get_num_threads()),
+                        dtype=torch.float32)
 
 
-def backward(inputs, gamma, scale: torch.Tensor):
-    """Gradients of ``scale`` times the summed loss: (d / d logits (B, C, S), d / d gamma)."""
+def backward(inputs, gamma, grad_out: torch.Tensor, reduce_sum: bool = True):
+    """Gradients of ``grad_out`` times the summed loss, scaled as the kernel writes them.
+
+    Returns:
+        (d / d logits (B, C, S) float32, d / d gamma 0-d float32).
+    """
+    scale = float(grad_out)
     grad = torch.empty_like(inputs.logits)
     args, _keep = _arguments(inputs, gamma)
-    function = _lib.dfl_sigmoid_backward if inputs.use_sigmoid else _lib.dfl_softmax_backward
-    grad_gamma = function(*args, float(scale), grad.data_ptr(), torch.get_num_threads())
-    return grad, torch.tensor(grad_gamma * float(scale), dtype=torch.float32)
+    mode = 'sigmoid' if inputs.use_sigmoid else 'softmax'
+    grad_gamma = call(f'{mode}_backward', *args, scale, grad.data_ptr(),
+                      torch.get_num_threads())
+    return grad, torch.tensor(grad_gamma * scale, dtype=torch.float32)

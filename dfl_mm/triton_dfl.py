@@ -1,21 +1,24 @@
 """Triton kernels of the Dual Focal Loss: one pass over the logits per call.
 
-The forward kernel reads logits and labels once and writes either per-block
-partial sums or the element map; the backward kernel reads them once more and
-writes the gradient (and per-block or per-class partial sums of d loss / d
-gamma). Same maths as ``dfl_mm.functional`` (the reference), in float32:
-log1p/expm1 use Kahan's accurate forms built from exp/log, so the kernels also
-run in Triton's CPU interpreter (``TRITON_INTERPRET=1``), which is how CI tests
-them.
+Both kernels walk (B, C, S) logits in (classes x rows) tiles, rows being the
+B * S samples or pixels: the sigmoid kernel tiles the classes too, the softmax
+kernel holds a row's classes in one tile (its normaliser needs them all). The
+forward launch reads logits and labels once and writes per-program partial
+sums or the element map; the backward launch reads them once more and writes
+the gradient, already scaled by the incoming gradient, and per-program (or,
+for per-class gamma, block-reduced per-class) sums of d loss / d gamma. Same
+maths as ``dfl_mm.core`` (the reference), in float32: log1p/expm1 use Kahan's
+accurate forms built from exp/log, so the kernels also run in Triton's CPU
+interpreter (``TRITON_INTERPRET=1``), which is how CI tests them. Offsets are
+64-bit: an LVIS batch (2M anchors x 1203 classes) has more than 2^31 logits.
 
-Used automatically for float16/bfloat16/float32 CUDA tensors with integer
-labels; ``DFL_MM_TRITON=0`` turns it off, ``DFL_MM_TRITON=1`` forces it (on
-CPU together with ``TRITON_INTERPRET=1``).
+Which calls they take, and the probe that guards their first use on each
+device, is ``dfl_mm.backends``'s business.
 """
-import math
-import os
-
 import torch
+
+from .core import LN2, TAIL
+from .inputs import KernelMode, LossInputs
 
 try:
     import triton
@@ -23,31 +26,35 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ['available', 'should_use', 'forward', 'backward']
+__all__ = ['available', 'applies', 'forward', 'backward']
 
-LN2 = math.log(2.0)
-TAIL = -30.0
-BLOCK = 1024
-BLOCK_ROWS = 32
+NAME = 'triton'
+ELEMENTS_PER_PROGRAM = 1024  # sigmoid tile size (classes x rows)
+SOFTMAX_ROWS = 32  # rows per softmax tile (each with all its classes)
+MAX_CLASS_BLOCK = 32  # the sigmoid kernel's widest class tile
+# what the kernels read of the incoming gradient
+UPSTREAM_NONE, UPSTREAM_SCALAR, UPSTREAM_MAP = 0, 1, 2
 
 
 def available() -> bool:
     return triton is not None
 
 
-def should_use(inputs) -> bool:
-    """Whether the kernels take this call (see module docstring)."""
-    setting = os.environ.get('DFL_MM_TRITON', 'auto')
-    if setting == '0' or triton is None:
-        return False
-    if inputs.target.is_floating_point() or inputs.logits.dtype == torch.float64:
-        return False  # soft targets and float64 stay on the reference path
-    if setting == '1':
-        return True
-    return inputs.logits.is_cuda
+def applies(inputs: LossInputs) -> bool:
+    """Whether the kernels implement this call: integer labels, no float64."""
+    return (triton is not None and not inputs.soft_target
+            and inputs.logits.dtype != torch.float64)
+
+
+def class_block(channels: int) -> int:
+    """The sigmoid kernel's class tile: the power of two <= 32 padding C least."""
+    candidates = [1 << k for k in range(MAX_CLASS_BLOCK.bit_length())]
+    return min(candidates, key=lambda b: (-(-channels // b) * b, -b))
 
 
 if triton is not None:
+    _TAIL = tl.constexpr(TAIL)
+    _LN2 = tl.constexpr(LN2)
 
     @triton.jit
     def _log1p(x):
@@ -69,12 +76,12 @@ if triton is not None:
         s = gamma * surprise
         e_gamma = tl.exp(-s)
         one_minus = _one_minus_exp_neg(s, e_gamma)
-        tail = u < -30.0
+        tail = u < _TAIL
         loss = u * 0.0
         grad_u = u * 0.0
         grad_gamma = u * 0.0
         if WITH_LOSS:
-            loss = tl.where(s < 0.6931471805599453, -tl.log(one_minus), -_log1p(-e_gamma))
+            loss = tl.where(s < _LN2, -tl.log(one_minus), -_log1p(-e_gamma))
             loss = tl.where(tail, -(tl.log(gamma) + u), loss)
         if WITH_GRAD:
             ratio = -e_gamma / one_minus
@@ -84,22 +91,43 @@ if triton is not None:
         return loss, grad_u, grad_gamma
 
     @triton.jit
-    def _weights(offs, row, c, is_pos, label, mask, row_w_ptr, elem_w_ptr, class_w_ptr,
-                 upstream_ptr, ignore_index, alpha, HAS_ROW_W: tl.constexpr,
-                 HAS_ELEM_W: tl.constexpr, HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                 HAS_IGNORE: tl.constexpr, HAS_UPSTREAM: tl.constexpr):
+    def _tile(row_block, class_block, n_rows, C, S, BLOCK_C: tl.constexpr,
+              BLOCK_R: tl.constexpr):
+        """A (BLOCK_C, BLOCK_R) tile of (B, C, S) logits.
+
+        Returns the 64-bit element offsets ``b * C * S + c * S + s`` (tile), the
+        row ids ``b * S + s`` (BLOCK_R, int64), the class ids (BLOCK_C) and the
+        in-bounds mask (tile).
+        """
+        rows = row_block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cls = class_block * BLOCK_C + tl.arange(0, BLOCK_C)
+        b = rows // S
+        s = rows - b * S
+        offs = (b * C * S + s)[None, :] + cls.to(tl.int64)[:, None] * S
+        mask = (cls < C)[:, None] & (rows < n_rows)[None, :]
+        return offs, rows, cls, mask
+
+    @triton.jit
+    def _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
+                 class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W: tl.constexpr,
+                 HAS_ELEM_W: tl.constexpr, HAS_CLASS_W: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, HAS_IGNORE: tl.constexpr, UPSTREAM: tl.constexpr):
+        """Each element's weight (tile): 0 out of bounds and on ignored rows."""
         w = tl.where(mask, 1.0, 0.0)
         if HAS_IGNORE:
-            w = tl.where(label != ignore_index, w, 0.0)
+            w = tl.where((label != ignore_index)[None, :], w, 0.0)
         if HAS_ROW_W:
-            w = w * tl.load(row_w_ptr + row, mask=mask, other=0.0).to(tl.float32)
+            row_w = tl.load(row_w_ptr + rows, mask=rows < n_rows, other=0.0)
+            w = w * row_w.to(tl.float32)[None, :]
         if HAS_ELEM_W:
             w = w * tl.load(elem_w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_CLASS_W:
-            w = w * tl.load(class_w_ptr + c, mask=mask, other=0.0).to(tl.float32)
+            w = w * tl.load(class_w_ptr + cls, mask=cls < C, other=0.0).to(tl.float32)[:, None]
         if HAS_ALPHA:
             w = w * tl.where(is_pos, alpha, 1.0 - alpha)
-        if HAS_UPSTREAM:
+        if UPSTREAM == 1:
+            w = w * tl.load(upstream_ptr).to(tl.float32)
+        if UPSTREAM == 2:
             w = w * tl.load(upstream_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         return w
 
@@ -109,45 +137,52 @@ if triton is not None:
         return tl.where(w == 0.0, 0.0, x * w)
 
     @triton.jit
-    def _sigmoid_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
-                        upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
-                        n_elem, C, S, ignore_index, alpha,
-                        MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr,
-                        HAS_ROW_W: tl.constexpr, HAS_ELEM_W: tl.constexpr,
-                        HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                        HAS_IGNORE: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
-                        BLOCK: tl.constexpr):
-        # MODE 0: partial loss sums, 1: loss map, 2: gradients
-        pid = tl.program_id(0)
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n_elem
-        b = offs // (C * S)
-        c = (offs // S) % C
-        row = b * S + offs % S
-        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        label = tl.load(label_ptr + row, mask=mask, other=0)
-        is_pos = label == c
+    def _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA: tl.constexpr):
         if PER_CLASS_GAMMA:
-            gamma = tl.load(gamma_ptr + c, mask=mask, other=1.0)
-        else:
-            gamma = tl.load(gamma_ptr + offs * 0)
-        u = tl.where(is_pos, z, -z)
-        w = _weights(offs, row, c, is_pos, label, mask, row_w_ptr, elem_w_ptr, class_w_ptr,
-                     upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W, HAS_CLASS_W,
-                     HAS_ALPHA, HAS_IGNORE, HAS_UPSTREAM)
-        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
+            return tl.load(gamma_ptr + cls, mask=cls < C, other=1.0)[:, None]
+        return tl.load(gamma_ptr)
+
+    @triton.jit
+    def _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
+               gamma_grad_ptr, MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr):
+        """Write what ``MODE`` computes (see ``KernelMode``)."""
         if MODE == 0:
-            tl.store(out_ptr + pid, tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=0))
+            tl.store(out_ptr + program,
+                     tl.sum(tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=1), axis=0))
         elif MODE == 1:
             tl.store(out_ptr + offs, _times(loss, w), mask=mask)
         else:
-            grad_z = _times(tl.where(is_pos, grad_u, -grad_u), w)
             tl.store(grad_ptr + offs, grad_z, mask=mask)
             gg = tl.where(mask, _times(grad_gamma, w), 0.0)
-            if PER_CLASS_GAMMA:
-                tl.atomic_add(gamma_grad_ptr + c, gg, mask=mask)
+            if PER_CLASS_GAMMA:  # one atomic per class and program
+                tl.atomic_add(gamma_grad_ptr + cls, tl.sum(gg, axis=1), mask=cls < C)
             else:
-                tl.store(gamma_grad_ptr + pid, tl.sum(gg, axis=0))
+                tl.store(gamma_grad_ptr + program, tl.sum(tl.sum(gg, axis=1), axis=0))
+
+    @triton.jit
+    def _sigmoid_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
+                        upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
+                        n_rows, C, S, ignore_index, alpha,
+                        MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr,
+                        HAS_ROW_W: tl.constexpr, HAS_ELEM_W: tl.constexpr,
+                        HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
+                        HAS_IGNORE: tl.constexpr, UPSTREAM: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        offs, rows, cls, mask = _tile(tl.program_id(0), tl.program_id(1), n_rows, C, S,
+                                      BLOCK_C, BLOCK_R)
+        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        label = tl.load(label_ptr + rows, mask=rows < n_rows, other=0)
+        is_pos = cls[:, None] == label[None, :]
+        u = tl.where(is_pos, z, -z)
+        w = _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
+                     class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
+                     HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
+        gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
+        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
+        grad_z = _times(tl.where(is_pos, grad_u, -grad_u), w)
+        _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
+               gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 
     @triton.jit
     def _softmax_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
@@ -156,18 +191,12 @@ if triton is not None:
                         MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr,
                         HAS_ROW_W: tl.constexpr, HAS_ELEM_W: tl.constexpr,
                         HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                        HAS_IGNORE: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
+                        HAS_IGNORE: tl.constexpr, UPSTREAM: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
-        pid = tl.program_id(0)
-        rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-        cls = tl.arange(0, BLOCK_C)
+        program = tl.program_id(0)
+        offs, rows, cls, mask = _tile(program, 0, n_rows, C, S, BLOCK_C, BLOCK_R)
         row_ok = rows < n_rows
-        b = rows // S
-        s = rows % S
-        offs = b[None, :] * (C * S) + cls[:, None] * S + s[None, :]
-        c = cls[:, None] + rows[None, :] * 0
-        row = rows[None, :] + cls[:, None] * 0
-        mask = (cls[:, None] < C) & row_ok[None, :]
+        c = cls[:, None] + tl.zeros([BLOCK_C, BLOCK_R], dtype=tl.int32)
         z_raw = tl.load(z_ptr + offs, mask=mask, other=-float('inf')).to(tl.float32)
         z_max = tl.max(z_raw, axis=0)
         z_max = tl.where(row_ok, z_max, 0.0)
@@ -184,23 +213,16 @@ if triton is not None:
         p = tl.where(mask, tl.exp(log_p), 0.0)
         v = tl.where(is_max, z_max[None, :] - lse_rest[None, :], log_p - _log1p(-p))
         label = tl.load(label_ptr + rows, mask=row_ok, other=0)
-        label2 = label[None, :] + cls[:, None] * 0
-        is_pos = c == label2
+        is_pos = c == label[None, :]
         u = tl.where(mask, tl.where(is_pos, v, -v), 0.0)
-        if PER_CLASS_GAMMA:
-            gamma = tl.load(gamma_ptr + c, mask=mask, other=1.0)
-        else:
-            gamma = tl.load(gamma_ptr + c * 0)
-        w = _weights(offs, row, c, is_pos, label2, mask, row_w_ptr, elem_w_ptr, class_w_ptr,
-                     upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W, HAS_CLASS_W,
-                     HAS_ALPHA, HAS_IGNORE, HAS_UPSTREAM)
+        w = _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
+                     class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
+                     HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
+        gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
         loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
-        if MODE == 0:
-            tl.store(out_ptr + pid,
-                     tl.sum(tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=1), axis=0))
-        elif MODE == 1:
-            tl.store(out_ptr + offs, _times(loss, w), mask=mask)
-        else:
+        grad_z = u * 0.0
+        if MODE == 2:
+            # the chain rule of dfl_mm.core._softmax_chunk (classes mix here)
             grad_v = tl.where(mask, _times(tl.where(is_pos, grad_u, -grad_u), w), 0.0)
             h = tl.where(is_max, grad_v, grad_v / (1.0 - p))
             k = tl.sum(tl.where(is_max, 0.0, h), axis=0)
@@ -210,18 +232,19 @@ if triton is not None:
             # a row whose every element weighs 0 gets no gradient
             active = tl.max(tl.where(w != 0.0, 1, 0), axis=0) > 0
             grad_z = tl.where(active[None, :], grad_z, 0.0)
-            tl.store(grad_ptr + offs, grad_z, mask=mask)
-            gg = tl.where(mask, _times(grad_gamma, w), 0.0)
-            if PER_CLASS_GAMMA:
-                tl.atomic_add(gamma_grad_ptr + cls, tl.sum(gg, axis=1), mask=cls < C)
-            else:
-                tl.store(gamma_grad_ptr + pid, tl.sum(tl.sum(gg, axis=1), axis=0))
+        _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
+               gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 
 
-def _launch(inputs, gamma, mode, upstream=None):
-    """Run the kernel of ``inputs.use_sigmoid`` in ``mode`` (0 sum, 1 map, 2 grad)."""
+def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
+    """Run the kernel of ``inputs.use_sigmoid`` in ``mode``.
+
+    ``upstream``: None, a 0-d incoming gradient (scales every element) or a
+    (B, C, S) one (per element). Returns (out, grad, gamma_grad).
+    """
     logits = inputs.logits.contiguous()
     batch, channels, spatial = logits.shape
+    n_rows = batch * spatial
     device = logits.device
     labels = inputs.target.reshape(-1).contiguous()
     per_class = gamma.dim() > 0 and gamma.numel() > 1
@@ -231,51 +254,56 @@ def _launch(inputs, gamma, mode, upstream=None):
     def ptr(t):
         return dummy if t is None else t.reshape(-1).contiguous()
 
-    n_elem = logits.numel()
     if inputs.use_sigmoid:
-        grid = (triton.cdiv(n_elem, BLOCK), )
+        block_c = class_block(channels)
+        block_r = ELEMENTS_PER_PROGRAM // block_c
+        grid = (triton.cdiv(n_rows, block_r), triton.cdiv(channels, block_c))
+        kernel = _sigmoid_kernel
     else:
-        grid = (triton.cdiv(batch * spatial, BLOCK_ROWS), )
+        block_c, block_r = triton.next_power_of_2(channels), SOFTMAX_ROWS
+        grid = (triton.cdiv(n_rows, block_r), 1)
+        kernel = _softmax_kernel
+    programs = grid[0] * grid[1]
     out = grad = gamma_grad = dummy
-    if mode == 0:
-        out = torch.empty(grid[0], device=device, dtype=torch.float32)
-    elif mode == 1:  # the kernel computes in float32 and stores in the logits' dtype
+    if mode == KernelMode.SUM:
+        out = torch.empty(programs, device=device, dtype=torch.float32)
+    elif mode == KernelMode.MAP:  # computed in float32, stored in the logits' dtype
         out = torch.empty_like(logits)
     else:
         grad = torch.empty_like(logits)
-        gamma_grad = torch.zeros(channels if per_class else grid[0], device=device,
+        gamma_grad = torch.zeros(channels if per_class else programs, device=device,
                                  dtype=torch.float32)
+    if upstream is None:
+        upstream_mode = UPSTREAM_NONE
+    else:
+        upstream_mode = UPSTREAM_SCALAR if upstream.dim() == 0 else UPSTREAM_MAP
+        upstream = upstream.to(device=device, dtype=torch.float32)
     ignore = inputs.ignore_index
-    flags = dict(MODE=mode, PER_CLASS_GAMMA=per_class,
+    flags = dict(MODE=int(mode), PER_CLASS_GAMMA=per_class,
                  HAS_ROW_W=inputs.row_weight is not None,
                  HAS_ELEM_W=inputs.elem_weight is not None,
                  HAS_CLASS_W=inputs.class_weight is not None,
                  HAS_ALPHA=inputs.alpha is not None, HAS_IGNORE=ignore is not None,
-                 HAS_UPSTREAM=upstream is not None)
-    args = (logits, labels, gamma32, ptr(inputs.row_weight), ptr(inputs.elem_weight),
-            ptr(inputs.class_weight), ptr(upstream), out, grad, gamma_grad)
-    scalars = (channels, spatial, -1 if ignore is None else int(ignore),
-               0.0 if inputs.alpha is None else float(inputs.alpha))
-    if inputs.use_sigmoid:
-        _sigmoid_kernel[grid](*args, n_elem, *scalars, **flags, BLOCK=BLOCK)
-    else:
-        block_c = triton.next_power_of_2(channels)
-        _softmax_kernel[grid](*args, batch * spatial, *scalars, **flags,
-                              BLOCK_C=block_c, BLOCK_R=BLOCK_ROWS)
+                 UPSTREAM=upstream_mode, BLOCK_C=block_c, BLOCK_R=block_r)
+    kernel[grid](logits, labels, gamma32, ptr(inputs.row_weight), ptr(inputs.elem_weight),
+                 ptr(inputs.class_weight), ptr(upstream), out, grad, gamma_grad,
+                 n_rows, channels, spatial, -1 if ignore is None else int(ignore),
+                 0.0 if inputs.alpha is None else float(inputs.alpha), **flags)
     return out, grad, gamma_grad
 
 
-def forward(inputs, gamma, reduce_sum):
+def forward(inputs: LossInputs, gamma, reduce_sum: bool):
     """Summed loss (0-d, float32) or the element map (B, C, S, logits' dtype)."""
-    out, _, _ = _launch(inputs, gamma, 0 if reduce_sum else 1)
+    out, _, _ = _launch(inputs, gamma, KernelMode.SUM if reduce_sum else KernelMode.MAP)
     return out.sum() if reduce_sum else out
 
 
-def backward(inputs, gamma, upstream=None):
-    """d loss / d logits (B, C, S, logits' dtype) and d loss / d gamma (float32).
+def backward(inputs: LossInputs, gamma, grad_out, reduce_sum: bool):
+    """Gradients of ``sum(grad_out * loss)``, scaled in the kernel as it writes them.
 
-    ``upstream``: the per-element incoming gradient for a 'none' reduction.
+    Returns:
+        (d / d logits (B, C, S, logits' dtype), d / d gamma (float32, shaped like gamma)).
     """
-    _, grad, gamma_grad = _launch(inputs, gamma, 2, upstream)
+    _, grad, gamma_grad = _launch(inputs, gamma, KernelMode.GRAD, grad_out)
     per_class = gamma.dim() > 0 and gamma.numel() > 1
     return grad, (gamma_grad if per_class else gamma_grad.sum()).reshape(gamma.shape)

@@ -124,7 +124,7 @@ def test_softmax_kernel_matches_the_pytorch_core(kernel, options, gamma):
 
 
 def test_kernel_dispatch_covers_exactly_its_cases(kernel):
-    from dfl_mm.functional import _Inputs
+    from dfl_mm.inputs import LossInputs as _Inputs
     logits, labels = _inputs(rows=8, classes=3)
     row = torch.ones(8, 1, 1)
 
@@ -135,21 +135,22 @@ def test_kernel_dispatch_covers_exactly_its_cases(kernel):
         return _Inputs(logits3, target, **fields)
 
     scalar, per_class = torch.tensor(2.0), torch.full((3, ), 2.0)
-    assert cpu_kernel.should_use(inputs(), scalar)
-    assert not cpu_kernel.should_use(inputs(), per_class)
-    assert not cpu_kernel.should_use(inputs(logits3=logits.double().view(8, 3, 1)), scalar)
-    assert not cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4)), scalar)  # dense map
+    assert cpu_kernel.should_use(inputs(), scalar, True)
+    assert not cpu_kernel.should_use(inputs(), per_class, True)
+    assert not cpu_kernel.should_use(inputs(), scalar, False)  # 'none': the core
+    assert not cpu_kernel.should_use(inputs(logits3=logits.double().view(8, 3, 1)), scalar, True)
+    assert not cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4)), scalar, True)  # dense map
     assert cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4), target=labels.view(2, 1, 4),
-                                        use_sigmoid=False, row_weight=None), scalar)
-    assert not cpu_kernel.should_use(inputs(target=torch.rand(8, 3, 1)), scalar)  # soft targets
-    assert not cpu_kernel.should_use(inputs(elem_weight=torch.rand(8, 3, 1)), scalar)
+                                        use_sigmoid=False, row_weight=None), scalar, True)
+    assert not cpu_kernel.should_use(inputs(target=torch.rand(8, 3, 1)), scalar, True)  # soft targets
+    assert not cpu_kernel.should_use(inputs(elem_weight=torch.rand(8, 3, 1)), scalar, True)
     assert not cpu_kernel.should_use(inputs(logits3=logits.t().contiguous().t().view(8, 3, 1)),
-                                     scalar)  # not contiguous
+                                     scalar, True)  # not contiguous
     kernel.setenv('DFL_MM_CPU_KERNEL', '0')
-    assert not cpu_kernel.should_use(inputs(), scalar)
+    assert not cpu_kernel.should_use(inputs(), scalar, True)
     kernel.setenv('DFL_MM_CPU_KERNEL', 'yes')
     with pytest.raises(ValueError, match="DFL_MM_CPU_KERNEL must be 'auto', '0' or '1'"):
-        cpu_kernel.should_use(inputs(), scalar)
+        cpu_kernel.should_use(inputs(), scalar, True)
 
 
 def test_learnable_gamma_through_the_mmdet_call(kernel):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dfl_mm.functional as fn
+from dfl_mm import core
 from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
 
@@ -188,8 +189,8 @@ def test_chunking_does_not_change_the_result(monkeypatch):
     labels = torch.randint(0, 5, (3, 7, 11))
     labels[1, 2] = 255
     results = []
-    for chunk in (fn.CHUNK_ELEMENTS, 7, 64):
-        monkeypatch.setattr(fn, 'CHUNK_ELEMENTS', chunk)
+    for chunk in (core.CHUNK_ELEMENTS, 7, 64):
+        monkeypatch.setattr(core, "CHUNK_ELEMENTS", chunk)
         for use_sigmoid in (True, False):
             out = dual_focal_loss(z, labels, 1.5, use_sigmoid=use_sigmoid, ignore_index=255,
                                   reduction='none')

@@ -8,8 +8,9 @@ import warnings
 import pytest
 import torch
 
-from dfl_mm import triton_dfl
+from dfl_mm import backends, triton_dfl
 from dfl_mm.functional import dual_focal_loss
+from dfl_mm.inputs import LossInputs
 
 pytestmark = pytest.mark.skipif(not triton_dfl.available(), reason='triton is not installed')
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -19,8 +20,13 @@ def _run(monkeypatch, use_triton, z, labels, gamma, **kwargs):
     monkeypatch.setenv('DFL_MM_TRITON', '1' if use_triton else '0')
     launches = []
     launch = triton_dfl._launch
-    monkeypatch.setattr(triton_dfl, '_launch',
-                        lambda *a, **k: launches.append(a[2]) or launch(*a, **k))
+
+    def counted(inputs, *args, **kwargs):  # this call's launches, not the probe's
+        if inputs.logits.numel() == z.numel():
+            launches.append(int(args[1]))
+        return launch(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(triton_dfl, '_launch', counted)
     z = z.detach().clone().requires_grad_()
     gamma = gamma.detach().clone().requires_grad_()
     with warnings.catch_warnings():
@@ -78,16 +84,22 @@ def test_triton_matches_reference(monkeypatch, case):
 
 
 def test_triton_is_chosen_only_when_asked_or_on_cuda(monkeypatch):
-    from dfl_mm.functional import _Inputs
     logits = torch.zeros(1, 2, 1, device=DEVICE)
     labels = torch.zeros(1, 1, 1, dtype=torch.long, device=DEVICE)
-    inputs = _Inputs(logits, labels, None, None, None, None, None, True)
+    inputs = LossInputs(logits, labels)
+    gamma = torch.tensor(2.0)
+
+    def chosen():
+        return backends.select(inputs, gamma, True) is triton_dfl
+
     monkeypatch.setenv('DFL_MM_TRITON', '0')
-    assert not triton_dfl.should_use(inputs)
+    assert not chosen()
     monkeypatch.setenv('DFL_MM_TRITON', 'auto')
-    assert triton_dfl.should_use(inputs) == (DEVICE == 'cuda')
+    assert chosen() == (DEVICE == 'cuda')
     monkeypatch.setenv('DFL_MM_TRITON', '1')
-    assert triton_dfl.should_use(inputs)
-    soft = _Inputs(logits, torch.zeros(1, 2, 1, device=DEVICE), None, None, None, None,
-                   None, True)
-    assert not triton_dfl.should_use(soft)  # soft targets stay on the reference path
+    assert chosen()
+    soft = LossInputs(logits, torch.zeros(1, 2, 1, device=DEVICE))
+    assert backends.select(soft, gamma, True) is not triton_dfl  # soft targets: the core
+    monkeypatch.setenv('DFL_MM_TRITON', 'yes')
+    with pytest.raises(ValueError, match="DFL_MM_TRITON must be 'auto', '0' or '1', got 'yes'"):
+        chosen()

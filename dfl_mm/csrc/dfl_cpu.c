@@ -18,6 +18,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TAIL (-30.0f)
@@ -232,16 +233,30 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
                             const float *class_weight, int64_t has_ignore,
                             int64_t ignore_index, int64_t batch, int64_t classes,
                             int64_t spatial, float gamma, float scale, float *grad,
-                            int threads) {
+                            int threads, int *failed) {
   const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
   double total = 0.0;
+  *failed = 0;
+  /* scratch of one block per thread: refuse sizes that overflow size_t */
+  if (classes < 0 || (uint64_t)classes > SIZE_MAX / (sizeof(float) * BLOCK)) {
+    *failed = 1;
+    return NAN;
+  }
+  const size_t scratch = sizeof(float) * (size_t)classes * BLOCK;
 #pragma omp parallel reduction(+ : total) num_threads(threads)
   {
     /* h_c and p_c of one block, kept between the two passes over classes */
-    float *h = malloc(sizeof(float) * classes * BLOCK);
-    float *prob = malloc(sizeof(float) * classes * BLOCK);
+    float *h = malloc(scratch);
+    float *prob = malloc(scratch);
+    if (h == NULL || prob == NULL) {
+#pragma omp atomic write
+      *failed = 1;
+    }
+    /* every thread must reach the worksharing loop: it skips the jobs instead */
+    const int ok = h != NULL && prob != NULL;
 #pragma omp for schedule(static)
     for (int64_t job = 0; job < batch * blocks; ++job) {
+      if (!ok) continue;
       PixelStats st;
       pixel_stats(logits, labels, weight, has_ignore, ignore_index, classes, spatial, job, &st);
       const float *zb = logits + st.offset;

@@ -11,8 +11,6 @@ needs only torch: without mmengine, ``import dfl_mm`` gives
 ``dual_focal_loss`` and the registered adapters raise an ImportError that
 says so.
 """
-import importlib.util
-
 from .functional import dual_focal_loss
 from .version import __version__
 
@@ -22,7 +20,12 @@ _ADAPTERS = {
     'scope_checkpoint_loads': 'checkpoint'}
 __all__ = ['dual_focal_loss', '__version__', *_ADAPTERS]
 
-if importlib.util.find_spec('mmengine') is not None:
+try:
+    import mmengine  # noqa: F401
+except ImportError:
+    mmengine = None
+
+if mmengine is not None:
     from .checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
                              scope_checkpoint_loads)
     from .hooks import DFLGammaHook, gamma_scalars

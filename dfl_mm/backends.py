@@ -26,7 +26,12 @@ import torch
 from . import core, cpu_kernel, triton_dfl
 from .inputs import LossInputs
 
-__all__ = ['select', 'forward', 'backward', 'triton_setting', 'probe_triton']
+__all__ = ['select', 'forward', 'backward', 'triton_setting', 'probe_triton',
+           'TritonFallbackWarning']
+
+
+class TritonFallbackWarning(UserWarning):
+    """The Triton kernels failed somewhere; the PyTorch core takes those calls."""
 
 # devices on which 'auto' uses the Triton kernels
 TRITON_AUTO_DEVICES = ('cuda', )
@@ -64,7 +69,7 @@ def _fail(key, reason: str) -> None:
     if first:
         warnings.warn(f'dfl_mm: the Triton kernels failed ({_describe(key)}): {reason}; '
                       'these calls use the PyTorch core from now on (DFL_MM_TRITON=0 '
-                      'silences this, DFL_MM_TRITON=1 makes it an error)', RuntimeWarning)
+                      'silences this, DFL_MM_TRITON=1 makes it an error)', TritonFallbackWarning)
 
 
 def _probe_inputs(device, dtype, use_sigmoid: bool):

@@ -4,7 +4,6 @@ import argparse
 import os
 import os.path as osp
 import subprocess
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -110,7 +109,7 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
-def _slurm_env(port: Optional[str] = None) -> None:
+def _slurm_env() -> None:
     """Environment of torch.distributed from SLURM's, as mmengine does for GPUs."""
     proc_id = int(os.environ['SLURM_PROCID'])
     ntasks = int(os.environ['SLURM_NTASKS'])
@@ -118,7 +117,7 @@ def _slurm_env(port: Optional[str] = None) -> None:
     if 'MASTER_ADDR' not in os.environ:
         os.environ['MASTER_ADDR'] = subprocess.getoutput(
             f'scontrol show hostname {node_list} | head -n1')
-    os.environ.setdefault('MASTER_PORT', port or '29500')
+    os.environ.setdefault('MASTER_PORT', '29500')
     os.environ['WORLD_SIZE'] = str(ntasks)
     os.environ['RANK'] = str(proc_id)
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')

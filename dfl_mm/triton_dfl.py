@@ -47,9 +47,17 @@ def applies(inputs: LossInputs) -> bool:
 
 
 def class_block(channels: int) -> int:
-    """The sigmoid kernel's class tile: the power of two <= 32 padding C least."""
-    candidates = [1 << k for k in range(MAX_CLASS_BLOCK.bit_length())]
-    return min(candidates, key=lambda b: (-(-channels // b) * b, -b))
+    """The sigmoid kernel's class tile.
+
+    Up to 32 classes fit one tile; beyond, the widest of 32/16/8 that pads the
+    classes by at most 1/8 (wide tiles read (N, C) logits in long runs).
+    """
+    if channels <= MAX_CLASS_BLOCK:
+        return 1 << max(channels - 1, 0).bit_length()
+    for block in (32, 16, 8):
+        if -(-channels // block) * block * 8 <= channels * 9:
+            return block
+    return 8
 
 
 if triton is not None:

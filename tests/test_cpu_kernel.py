@@ -198,3 +198,18 @@ def test_build_is_cached_and_failure_falls_back_or_raises(kernel, tmp_path):
     with pytest.raises(RuntimeError, match='DFL_MM_CPU_KERNEL=1 but the CPU kernel is '
                        'unavailable'):
         dual_focal_loss(logits, labels, 2.0)
+
+
+@pytest.mark.parametrize('classes', [2**40, 2**62], ids=['malloc-fails', 'size-overflows'])
+def test_failed_scratch_allocation_raises_memory_error(kernel, classes):
+    """The softmax backward's per-thread scratch (classes x block floats) can not be
+    allocated: a MemoryError naming it, not a crash. No pixel is read (batch 0)."""
+    logits, labels = torch.zeros(4), torch.zeros(4, dtype=torch.int64)
+    class_weight, grad = torch.ones(4), torch.zeros(4)
+    args = [logits.data_ptr(), labels.data_ptr(), None, class_weight.data_ptr(), 0, 0,
+            0, classes, 0, 2.0, 1.0, grad.data_ptr(), 2]
+    with pytest.raises(MemoryError, match=f'could not allocate the softmax backward scratch '
+                       f'for {classes} classes'):
+        cpu_kernel.call('softmax_backward', *args)
+    args[7] = 3  # the same call with a sane class count runs
+    assert cpu_kernel.call('softmax_backward', *args) == 0.0

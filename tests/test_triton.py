@@ -48,6 +48,11 @@ CASES = [
     dict(shape=(40, 3), use_sigmoid=False, elem_weight=True, reduction='mean'),
     dict(shape=(3, 19, 4, 9), use_sigmoid=False, row_weight=True, class_weight=True,
          reduction='sum'),
+    # several class tiles (37 classes in tiles of 8) with per-class gamma
+    dict(shape=(45, 37), use_sigmoid=True, per_class=True, elem_weight=True, ignore=True),
+    dict(shape=(45, 37), use_sigmoid=True, per_class=True, class_weight=True,
+         reduction='none'),
+    dict(shape=(2, 1, 7, 5), use_sigmoid=True, ignore=True),  # binary head, one channel
 ]
 
 
@@ -103,3 +108,181 @@ def test_triton_is_chosen_only_when_asked_or_on_cuda(monkeypatch):
     monkeypatch.setenv('DFL_MM_TRITON', 'yes')
     with pytest.raises(ValueError, match="DFL_MM_TRITON must be 'auto', '0' or '1', got 'yes'"):
         chosen()
+
+
+# --- the guard of the first use: probe, fallback, strict mode ---------------
+
+@pytest.fixture
+def fresh_probe(monkeypatch):
+    """'auto' takes CPU tensors too (the interpreter), with no probe run yet."""
+    monkeypatch.setattr(backends, 'TRITON_AUTO_DEVICES', ('cuda', 'cpu'))
+    monkeypatch.setattr(backends, '_triton_state', {})
+    monkeypatch.setenv('DFL_MM_TRITON', 'auto')
+    return monkeypatch
+
+
+def _seg_call():
+    torch.manual_seed(3)
+    z = (3 * torch.randn(2, 4, 5, 6)).requires_grad_()
+    labels = torch.randint(0, 4, (2, 5, 6))
+    labels[0, 0] = 255
+    return z, labels
+
+
+def _loss_and_grad(z, labels):
+    z = z.detach().clone().requires_grad_()
+    out = dual_focal_loss(z, labels, 2.0, use_sigmoid=False, ignore_index=255)
+    out.backward()
+    return out.detach(), z.grad
+
+
+def _core_result(monkeypatch, z, labels):
+    with monkeypatch.context() as m:
+        m.setenv('DFL_MM_TRITON', '0')
+        return _loss_and_grad(z, labels)
+
+
+def _fallback_warnings(record):
+    return [w for w in record if issubclass(w.category, backends.TritonFallbackWarning)]
+
+
+def _calls(fn, times):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        results = [fn() for _ in range(times)]
+    return results, _fallback_warnings(record)
+
+
+def test_launch_error_warns_once_and_the_core_takes_over(fresh_probe):
+    launched = []
+
+    def broken(*args, **kwargs):
+        launched.append(1)
+        raise RuntimeError('simulated PTX compile failure')
+
+    fresh_probe.setattr(triton_dfl, '_launch', broken)
+    z, labels = _seg_call()
+    results, warned = _calls(lambda: _loss_and_grad(z, labels), 3)
+    assert len(warned) == 1, [str(w.message) for w in warned]
+    message = str(warned[0].message)
+    assert 'simulated PTX compile failure' in message and 'softmax float32 on cpu' in message
+    assert len(launched) == 1  # the probe's; then the core, without retrying
+    want = _core_result(fresh_probe, z, labels)
+    for got in results:
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_wrong_result_is_caught_by_the_probe(fresh_probe):
+    launch = triton_dfl._launch
+
+    def wrong(inputs, gamma, mode, upstream=None):
+        out, grad, gamma_grad = launch(inputs, gamma, mode, upstream)
+        return out * 1.01, grad, gamma_grad  # loss off by 1 %, gradients right
+
+    fresh_probe.setattr(triton_dfl, '_launch', wrong)
+    z, labels = _seg_call()
+    results, warned = _calls(lambda: _loss_and_grad(z, labels), 2)
+    assert len(warned) == 1
+    assert 'loss differs from the PyTorch core on a probe: relative error 0.01' in str(
+        warned[0].message)
+    for got in results:
+        torch.testing.assert_close(got, _core_result(fresh_probe, z, labels), rtol=0, atol=0)
+
+
+def test_wrong_gradient_is_caught_by_the_probe(fresh_probe):
+    launch = triton_dfl._launch
+
+    def wrong(inputs, gamma, mode, upstream=None):
+        out, grad, gamma_grad = launch(inputs, gamma, mode, upstream)
+        return out, -grad, gamma_grad
+
+    fresh_probe.setattr(triton_dfl, '_launch', wrong)
+    z, labels = _seg_call()
+    _, warned = _calls(lambda: _loss_and_grad(z, labels), 1)
+    assert len(warned) == 1 and 'd loss / d logits differs' in str(warned[0].message)
+
+
+def test_strict_mode_raises_instead_of_falling_back(fresh_probe):
+    def broken(*args, **kwargs):
+        raise RuntimeError('simulated launch failure')
+
+    fresh_probe.setattr(triton_dfl, '_launch', broken)
+    fresh_probe.setenv('DFL_MM_TRITON', '1')
+    z, labels = _seg_call()
+    for _ in range(2):  # every call, not only the first
+        with pytest.raises(RuntimeError, match=r'Triton kernels failed \(softmax float32 on '
+                           r'cpu\): RuntimeError: simulated launch failure .*DFL_MM_TRITON=1'):
+            _loss_and_grad(z, labels)
+
+
+def test_a_launch_failure_after_the_probe_falls_back_mid_run(fresh_probe):
+    """A specialisation the probe did not compile (per-class gamma) fails in backward."""
+    launch = triton_dfl._launch
+
+    def fails_on_per_class_grad(inputs, gamma, mode, upstream=None):
+        if gamma.dim() and mode == triton_dfl.KernelMode.GRAD:
+            raise RuntimeError('simulated out of shared memory')
+        return launch(inputs, gamma, mode, upstream)
+
+    fresh_probe.setattr(triton_dfl, '_launch', fails_on_per_class_grad)
+    z, labels = _seg_call()
+    gamma = torch.linspace(1.0, 3.0, 4)
+
+    def call():
+        zz, g = z.detach().clone().requires_grad_(), gamma.clone().requires_grad_()
+        out = dual_focal_loss(zz, labels, g, use_sigmoid=False, ignore_index=255)
+        out.backward()
+        return out.detach(), zz.grad, g.grad
+
+    got, warned = _calls(call, 2)
+    assert len(warned) == 1 and 'simulated out of shared memory' in str(warned[0].message)
+    fresh_probe.setenv('DFL_MM_TRITON', '0')
+    want = call()
+    for result in got:
+        for g, w in zip(result, want):
+            torch.testing.assert_close(g, w, rtol=2e-4, atol=2e-5)
+
+
+def test_the_probe_passes_on_the_real_kernels(fresh_probe):
+    for sigmoid in (True, False):
+        assert backends.probe_triton(DEVICE, torch.float32, sigmoid) is None
+        assert backends.probe_triton(DEVICE, torch.bfloat16, sigmoid) is None
+
+
+# --- 64-bit offsets -------------------------------------------------------------
+
+if triton_dfl.available():
+    import triton
+    import triton.language as tl
+
+    from dfl_mm.triton_dfl import _tile
+
+    @triton.jit
+    def _tile_offsets_kernel(offs_ptr, rows_ptr, row_block, class_block, n_rows, C, S,
+                             BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        offs, rows, cls, mask = _tile(row_block, class_block, n_rows, C, S, BLOCK_C, BLOCK_R)
+        i = tl.arange(0, BLOCK_C)[:, None] * BLOCK_R + tl.arange(0, BLOCK_R)[None, :]
+        tl.store(offs_ptr + i, offs)
+        tl.store(rows_ptr + tl.arange(0, BLOCK_R), rows)
+
+
+@pytest.mark.parametrize('classes,spatial,first_row,class_block', [
+    (1203, 1, 55784 * 32, 0),  # LVIS (2M anchors x 1203 classes): rows * C crosses 2^31
+    (1203, 1, 55784 * 32, 37),  # a far class tile of the same rows
+    (19, 1 << 20, 107 << 20, 0),  # a dense map: b * C * S + c * S crosses 2^31
+])
+def test_tile_offsets_are_64_bit_past_2_31(classes, spatial, first_row, class_block):
+    """The kernels' index arithmetic at element offsets just below and past 2^31."""
+    block_c = block_r = 32
+    row_block = first_row // block_r
+    offs = torch.empty(block_c * block_r, dtype=torch.int64, device=DEVICE)
+    rows = torch.empty(block_r, dtype=torch.int64, device=DEVICE)
+    _tile_offsets_kernel[(1, )](offs, rows, row_block, class_block, 2**40, classes, spatial,
+                                BLOCK_C=block_c, BLOCK_R=block_r)
+    want_rows = row_block * block_r + torch.arange(block_r, dtype=torch.int64)
+    cls = class_block * block_c + torch.arange(block_c, dtype=torch.int64)
+    b, s = want_rows // spatial, want_rows % spatial
+    want = (b * classes * spatial + s)[None, :] + cls[:, None] * spatial
+    assert want.min() < 2**31 <= want.max()  # the case does cross 2^31
+    assert torch.equal(rows.cpu(), want_rows)
+    assert torch.equal(offs.cpu().view(block_c, block_r), want)

@@ -93,18 +93,6 @@ def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int =
     return write_once(root, osp.join('annotations', 'val.json'), fill)
 
 
-def class_statistics(root: str = DEFAULT_ROOT, split: str = 'train') -> dict:
-    """Objects and images per class of a generated split."""
-    with open(osp.join(root, 'annotations', f'{split}.json')) as f:
-        data = json.load(f)
-    stats = {name: dict(objects=0, images=set()) for name in CLASSES}
-    for ann in data['annotations']:
-        entry = stats[CLASSES[ann['category_id'] - 1]]
-        entry['objects'] += 1
-        entry['images'].add(ann['image_id'])
-    return {k: dict(objects=v['objects'], images=len(v['images'])) for k, v in stats.items()}
-
-
 @DATASETS.register_module()
 class DFLDemoCocoDataset(CocoDataset):
     """The demo detection data as a CocoDataset, generated on first use.

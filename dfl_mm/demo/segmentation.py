@@ -84,19 +84,6 @@ def generate_segmentation_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: in
     return write_once(root, osp.join('ann_dir', 'val'), fill)
 
 
-def pixel_statistics(root: str = DEFAULT_ROOT, split: str = 'train') -> dict:
-    """Fraction of labelled pixels per class (and of ignored pixels)."""
-    folder = osp.join(root, 'ann_dir', split)
-    counts = np.zeros(256, dtype=np.int64)
-    for name in sorted(os.listdir(folder)):
-        counts += np.bincount(np.array(Image.open(osp.join(folder, name))).ravel(),
-                              minlength=256)
-    total = counts.sum()
-    stats = {name: counts[i] / total for i, name in enumerate(CLASSES)}
-    stats['ignored'] = counts[IGNORE_INDEX] / total
-    return stats
-
-
 @DATASETS.register_module()
 class DFLDemoSegDataset(BaseSegDataset):
     """The demo segmentation data, generated on first use.

@@ -1,0 +1,335 @@
+"""Is the GPU path right, and how fast is it? The first command to run on a GPU.
+
+Needs only torch and Triton (no mmengine, mmdet or mmseg, nothing installed):
+from a checkout,
+
+    python tools/gpu_check.py                 # CUDA device 0, 1-3 minutes
+    python tools/gpu_check.py --device cpu    # the accuracy part in Triton's CPU
+                                              # interpreter, small shapes (CI runs this)
+
+It prints three markdown tables (paste them into the README):
+
+(a) accuracy: the Triton kernels against the PyTorch core in float64 on the
+    same inputs, sigmoid and softmax modes, float32 and bfloat16, scalar and
+    per-class gamma, ignored rows with row and class weights, 'none'
+    reduction: max abs and max relative error (relative to the largest
+    reference value) of the loss, d/d logits and d/d gamma, against stated
+    tolerances, PASS or FAIL; and the first-use probe's verdict per mode/dtype;
+(b) speed: forward + backward in ms, median of --repeats, at
+    RetinaNet scale (1.875M anchors x 80 classes, sigmoid) and DeepLab scale
+    (8 x 19 x 512 x 1024, softmax, 3 % ignored), against a clone() of the
+    logits (the bandwidth floor), torchvision's sigmoid_focal_loss,
+    F.binary_cross_entropy_with_logits and F.cross_entropy, and the PyTorch
+    core on the same device (on CPU: tiny shapes, which test the script only);
+(c) memory (CUDA only): peak memory above the inputs during forward +
+    backward, in copies of the logits (the gradient itself is one).
+
+Exit status 1 when any accuracy check fails.
+"""
+import argparse
+import datetime
+import math
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+import warnings
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# Tolerances of (a): max |triton - float64 core| / max |float64 core|. float32
+# kernels agree to ~1e-6; bfloat16 logits are rounded before both run, and the
+# gradient is stored in bfloat16 (8 bits of mantissa: 2^-8 = 3.9e-3).
+TOLERANCE = {'float32': 1e-4, 'bfloat16': 1e-2}
+RETINANET = (1_875_000, 80)
+DEEPLAB = (8, 19, 512, 1024)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog=__doc__[__doc__.index('It prints'):],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cuda',
+                        help="'cuda' (default) or 'cpu' (Triton's interpreter: accuracy only)")
+    parser.add_argument('--repeats', type=int, default=10, help='timed runs per row (median)')
+    parser.add_argument('--skip-speed', action='store_true', help='only the accuracy table')
+    return parser.parse_args(argv)
+
+
+def _setup(device: str):
+    """Import torch and dfl_mm for ``device`` (the interpreter for 'cpu')."""
+    if device == 'cpu':
+        os.environ.setdefault('TRITON_INTERPRET', '1')  # read when kernels are defined
+    sys.path.insert(0, ROOT)
+    import torch
+
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        sys.exit('gpu_check: no CUDA device (use --device cpu for the interpreter check)')
+    from dfl_mm import backends, triton_dfl
+    if not triton_dfl.available():
+        sys.exit('gpu_check: Triton is not installed')
+    return torch, backends
+
+
+def _case_inputs(torch, mode, dtype, variant, device, small):
+    """(logits, labels, gamma, kwargs) of one accuracy case."""
+    gen = torch.Generator().manual_seed(0)
+    if mode == 'sigmoid':
+        shape = (257, 37) if small else (8192, 80)
+        labels = torch.randint(0, shape[1] + 1, (shape[0], ), generator=gen)
+    else:
+        shape = (2, 19, 6, 7) if small else (2, 19, 64, 96)
+        labels = torch.randint(0, shape[1], (shape[0], ) + shape[2:], generator=gen)
+    logits = 4 * torch.randn(shape, generator=gen)
+    logits.view(-1)[:4] = torch.tensor([40.0, -40.0, 25.0, -25.0])  # the far tails
+    kwargs = dict(use_sigmoid=mode == 'sigmoid', reduction='sum')
+    gamma = torch.tensor(2.0)
+    if variant == 'per-class gamma':
+        gamma = torch.linspace(0.5, 4.0, shape[1])
+    elif variant == 'ignore + weights':
+        labels.view(-1)[::9] = 255
+        kwargs.update(ignore_index=255, weight=torch.rand(labels.shape, generator=gen),
+                      class_weight=(torch.rand(shape[1], generator=gen) + 0.5).tolist())
+        if mode == 'sigmoid':
+            kwargs['alpha'] = 0.25
+    elif variant == "'none' reduction":
+        kwargs['reduction'] = 'none'
+    logits = logits.to(dtype=getattr(torch, dtype), device=device)
+    if 'weight' in kwargs:
+        kwargs['weight'] = kwargs['weight'].to(device)
+    return logits, labels.to(device), gamma.to(device), kwargs
+
+
+def _loss_and_grads(torch, logits, labels, gamma, kwargs, triton: bool):
+    from dfl_mm.functional import dual_focal_loss
+    os.environ['DFL_MM_TRITON'] = '1' if triton else '0'  # strict: Triton or an error
+    z = logits.detach().clone().requires_grad_()
+    g = gamma.detach().clone().requires_grad_()
+    out = dual_focal_loss(z, labels, g, **kwargs)
+    upstream = torch.rand(out.shape, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64).to(device=out.device, dtype=out.dtype)
+    (out * upstream).sum().backward()
+    return out.detach(), z.grad, g.grad
+
+
+def accuracy_rows(device: str, small: bool):
+    """One row per case: errors of the Triton kernels against the float64 core."""
+    import torch
+    rows = []
+    saved = os.environ.get('DFL_MM_TRITON')
+    try:
+        for mode in ('sigmoid', 'softmax'):
+            for dtype in ('float32', 'bfloat16'):
+                for variant in ('scalar gamma', 'per-class gamma', 'ignore + weights',
+                                "'none' reduction"):
+                    logits, labels, gamma, kwargs = _case_inputs(torch, mode, dtype, variant,
+                                                                 device, small)
+                    row = dict(mode=mode, dtype=dtype, case=variant, tol=TOLERANCE[dtype])
+                    reference = _loss_and_grads(torch, logits.double(), labels, gamma.double(),
+                                                kwargs, triton=False)
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
+                            got = _loss_and_grads(torch, logits, labels, gamma, kwargs,
+                                                  triton=True)
+                    except Exception as error:  # noqa: BLE001 - reported, not raised
+                        row.update(error=f'{type(error).__name__}: {str(error)[:200]}',
+                                   ok=False)
+                        rows.append(row)
+                        continue
+                    worst = 0.0
+                    for name, g, r in zip(('loss', 'grad_logits', 'grad_gamma'), got,
+                                          reference):
+                        g, r = g.double().cpu(), r.cpu()
+                        abs_err = (g - r).abs().max().item()
+                        rel = abs_err / max(r.abs().max().item(), 1e-30)
+                        row[name] = (abs_err, rel)
+                        worst = max(worst, rel) if not math.isnan(rel) else math.inf
+                    row['ok'] = worst <= row['tol']
+                    rows.append(row)
+    finally:
+        if saved is None:
+            os.environ.pop('DFL_MM_TRITON', None)
+        else:
+            os.environ['DFL_MM_TRITON'] = saved
+    return rows
+
+
+def _fmt_err(pair):
+    return f'{pair[0]:.1e} / {pair[1]:.1e}'
+
+
+def print_accuracy(rows, probes):
+    print('(a) accuracy: Triton vs the PyTorch core in float64 '
+          '(max abs / max relative error)\n')
+    print('| mode | dtype | case | loss | d/d logits | d/d gamma | tolerance | result |')
+    print('|---|---|---|---|---|---|---:|---|')
+    for r in rows:
+        if 'error' in r:
+            cells = f"{r['error']} | | "
+        else:
+            cells = ' | '.join(_fmt_err(r[k]) for k in ('loss', 'grad_logits', 'grad_gamma'))
+        print(f"| {r['mode']} | {r['dtype']} | {r['case']} | {cells} | {r['tol']:g} | "
+              f"{'PASS' if r['ok'] else 'FAIL'} |")
+    print('\nfirst-use probe (dfl_mm.backends): ' + '; '.join(
+        f'{k}: {"pass" if v is None else "FAIL (" + v + ")"}' for k, v in probes.items()))
+    failed = sum(not r['ok'] for r in rows)
+    print(f'\n{len(rows) - failed} of {len(rows)} accuracy checks passed')
+    return failed
+
+
+def _time(torch, fn, repeats, cuda: bool):
+    """Median ms of ``fn()`` (forward + backward), after warm-up runs."""
+    for _ in range(2 if cuda else 1):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _peak_extra(torch, fn, logits_bytes, cuda: bool):
+    if not cuda:
+        return math.nan
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / logits_bytes
+
+
+def speed_rows(torch, device, repeats, small):
+    """Rows (scale, dtype, implementation, ms, peak extra in logits copies)."""
+    import torch.nn.functional as F
+
+    from dfl_mm.functional import dual_focal_loss
+    try:
+        from torchvision.ops import sigmoid_focal_loss
+    except ImportError:
+        sigmoid_focal_loss = None
+    rows = []
+    retinanet = (RETINANET[0] // 10000, RETINANET[1]) if small else RETINANET
+    deeplab = (1, 19, 8, 16) if small else DEEPLAB
+    for dtype_name in ('float32', 'bfloat16'):
+        dtype = getattr(torch, dtype_name)
+        gen = torch.Generator(device=device).manual_seed(0)
+        # RetinaNet scale, sigmoid: labels in [0, 80] with 80 = background (most anchors)
+        n, c = retinanet
+        z = torch.randn(n, c, device=device, dtype=dtype, generator=gen)
+        labels = torch.randint(0, c + 1, (n, ), device=device, generator=gen)
+        labels[torch.rand(n, device=device, generator=gen) < 0.9] = c
+        onehot = F.one_hot(labels, c + 1)[:, :c].to(dtype)
+        peers = {
+            'clone() of the logits (floor)': lambda z: z.clone().sum(),
+            'DFL, Triton': lambda z: dual_focal_loss(z, labels, 2.0, reduction='sum'),
+            'DFL, PyTorch core': lambda z: dual_focal_loss(z, labels, 2.0, reduction='sum'),
+            'F.binary_cross_entropy_with_logits': lambda z: F.binary_cross_entropy_with_logits(
+                z, onehot, reduction='sum'),
+        }
+        if sigmoid_focal_loss is not None:
+            peers['torchvision sigmoid_focal_loss'] = lambda z: sigmoid_focal_loss(
+                z, onehot, reduction='sum')
+        rows += _measure(torch, f'RetinaNet {n} x {c}', dtype_name, z, peers, repeats)
+        del z, onehot, labels
+        # DeepLab scale, softmax, 3 % ignored pixels
+        z = torch.randn(deeplab, device=device, dtype=dtype, generator=gen)
+        labels = torch.randint(0, deeplab[1], (deeplab[0], ) + deeplab[2:], device=device,
+                               generator=gen)
+        labels[torch.rand(labels.shape, device=device, generator=gen) < 0.03] = 255
+        peers = {
+            'clone() of the logits (floor)': lambda z: z.clone().sum(),
+            'DFL, Triton': lambda z: dual_focal_loss(z, labels, 2.0, use_sigmoid=False,
+                                                     ignore_index=255),
+            'DFL, PyTorch core': lambda z: dual_focal_loss(z, labels, 2.0, use_sigmoid=False,
+                                                           ignore_index=255),
+            'F.cross_entropy': lambda z: F.cross_entropy(z, labels, ignore_index=255),
+        }
+        rows += _measure(torch, 'DeepLab ' + ' x '.join(map(str, deeplab)), dtype_name, z,
+                         peers, repeats)
+        del z, labels
+    return rows
+
+
+def _measure(torch, scale, dtype_name, z, peers, repeats):
+    rows = []
+    z = z.requires_grad_()
+    cuda = z.is_cuda
+    for name, loss_fn in peers.items():
+        os.environ['DFL_MM_TRITON'] = '0' if 'core' in name else '1'
+
+        def step():
+            z.grad = None
+            loss_fn(z).float().backward()
+
+        reps = max(1, repeats // 5) if 'core' in name else repeats
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
+                ms = _time(torch, step, reps, cuda)
+                z.grad = None
+                peak = _peak_extra(torch, step, z.numel() * z.element_size(), cuda)
+        except Exception as error:  # noqa: BLE001 - one failing row must not hide the rest
+            print(f'{scale} {dtype_name} {name}: {type(error).__name__}: {str(error)[:300]}')
+            ms = peak = math.nan
+        rows.append(dict(scale=scale, dtype=dtype_name, name=name, ms=ms, peak=peak))
+    floor = rows[0]['ms']
+    for row in rows:
+        row['vs_floor'] = row['ms'] / floor
+    z.grad = None
+    return rows
+
+
+def print_speed(rows, small):
+    print('\n(b) speed and (c) memory: forward + backward, median ms; peak memory above '
+          'the inputs in copies of the logits\n')
+    if small:
+        print('CPU: Triton runs in its interpreter on tiny shapes: these '
+              'rows test this script, they measure nothing\n')
+    print('| scale | dtype | implementation | ms | x clone() | peak extra |')
+    print('|---|---|---|---:|---:|---:|')
+    for r in rows:
+        print(f"| {r['scale']} | {r['dtype']} | {r['name']} | {r['ms']:.2f} | "
+              f"{r['vs_floor']:.2f} | {r['peak']:.2f} |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch, backends = _setup(args.device)
+    import triton
+    started = time.time()
+    name = (torch.cuda.get_device_name(0) if args.device.startswith('cuda') else
+            'CPU (Triton interpreter)')
+    print(f'# dfl_mm gpu_check, {datetime.date.today()}: {name}; torch {torch.__version__}, '
+          f'triton {triton.__version__}\n')
+    probes = {}
+    for mode in ('sigmoid', 'softmax'):
+        for dtype in (torch.float32, torch.bfloat16):
+            key = f"{mode} {str(dtype).replace('torch.', '')}"
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)
+                probes[key] = backends.probe_triton(args.device, dtype, mode == 'sigmoid')
+    failed = print_accuracy(accuracy_rows(args.device, small=args.device == 'cpu'), probes)
+    if not args.skip_speed:
+        small = args.device == 'cpu'
+        print_speed(speed_rows(torch, args.device, 1 if small else args.repeats, small), small)
+    print(f'\ntotal time {time.time() - started:.0f} s')
+    return 1 if failed or any(v is not None for v in probes.values()) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -11,7 +11,9 @@ from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_
 
 DET_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'retinanet*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'retinanet' / '*.py')) +
-                     glob.glob(str(ROOT / 'configs' / 'demo' / 'retinanet*.py')))
+                     glob.glob(str(ROOT / 'configs' / 'demo' / 'retinanet*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'fcos' / '*.py')) +
+                     glob.glob(str(ROOT / 'configs' / 'atss' / '*.py')))
 DEMO = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8',
          'test_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
@@ -20,7 +22,7 @@ SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=
 
 @pytest.mark.parametrize('config', DET_CONFIGS, ids=lambda p: Path(p).name)
 def test_detection_config_builds_and_trains_one_step(config):
-    from mmdet.models.dense_heads import RetinaHead
+    from mmdet.models.dense_heads import ATSSHead, FCOSHead, RetinaHead
     from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -34,7 +36,8 @@ def test_detection_config_builds_and_trains_one_step(config):
     assert 'dfl_mm' in cfg.custom_imports['imports']
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
-    assert isinstance(model.bbox_head, RetinaHead)
+    head = {'fcos': FCOSHead, 'atss': ATSSHead}.get(Path(config).parent.name, RetinaHead)
+    assert type(model.bbox_head) is head
     loss_module = model.bbox_head.loss_cls
     assert isinstance(loss_module, dfl_mm.DualFocalLoss) and loss_module.use_sigmoid
     assert any(h['type'] == 'DFLGammaHook' for h in cfg.custom_hooks)

@@ -12,7 +12,9 @@ from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_
 SEG_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'deeplabv3*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'deeplabv3' / '*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'deeplabv3plus' / '*.py')) +
-                     glob.glob(str(ROOT / 'configs' / 'demo' / 'deeplabv3*.py')))
+                     glob.glob(str(ROOT / 'configs' / 'demo' / 'deeplabv3*.py')) +
+                [str(p) for name in ('pspnet', 'upernet', 'segformer')
+                 for p in sorted((ROOT / 'configs' / name).glob('*.py'))])
 DEMO = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=4',
          'test_dataloader.dataset.indices=4', 'train_dataloader.batch_size=4',

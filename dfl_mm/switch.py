@@ -1,0 +1,146 @@
+"""Turn any mmdet/mmseg config into its DualFocalLoss version, without editing it.
+
+``dfl_overrides(cfg)`` walks ``cfg.model`` and replaces
+
+* every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
+  ``DualFocalLoss`` with a learnable gamma;
+* every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
+  (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
+  with a learnable gamma and adaptive class weights (the shipped setting; it
+  needs the head's ``num_classes``),
+
+keeping each loss's ``loss_weight`` (and mmseg's ``loss_name``). The result
+is a dict to merge into the config: each replaced loss carries
+``_delete_=True`` (FocalLoss's ``alpha`` must not merge in), and a list on the
+way to a loss (a cascade of decode heads, a list of losses) is given whole, as
+mmengine replaces lists rather than merging them. ``tools/dfl_switch.py``
+writes it as a config that inherits the original.
+"""
+import copy
+from typing import List, Tuple
+
+__all__ = ['dfl_overrides', 'derived_config_text', 'SIGMOID_DFL', 'SOFTMAX_DFL']
+
+SIGMOID_DFL = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
+                   learnable_gamma='scalar')
+SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
+                   learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
+# loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
+SEG_LOSS_KEYS = ('loss_decode', )
+
+
+def _type_name(loss) -> str:
+    name = loss.get('type', '')
+    return name.split('.')[-1] if isinstance(name, str) else getattr(name, '__name__', '')
+
+
+def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
+    """The DFL dict replacing ``loss`` (the value of ``key`` in ``head``), or None."""
+    kind = _type_name(loss)
+    if kind == 'FocalLoss' and loss.get('use_sigmoid', True):
+        new = dict(SIGMOID_DFL)
+    elif (kind == 'CrossEntropyLoss' and key in SEG_LOSS_KEYS
+          and not loss.get('use_sigmoid', False) and not loss.get('use_mask', False)):
+        new = dict(SOFTMAX_DFL)
+        if adaptive and head.get('num_classes'):
+            new['num_classes'] = head['num_classes']
+        elif loss.get('class_weight') is not None:
+            new['class_weight'] = loss['class_weight']
+        else:
+            new.pop('class_weight')
+        if 'loss_name' in loss:
+            new['loss_name'] = loss['loss_name'].replace('_ce', '_dfl')
+    else:
+        return None
+    new['loss_weight'] = loss.get('loss_weight', 1.0)
+    return new
+
+
+def _walk(node, key, parent, adaptive, path, found) -> Tuple[object, bool]:
+    """(override of ``node``, whether anything under it changed)."""
+    if isinstance(node, dict):
+        if 'type' in node and key is not None:
+            new = _replacement(node, key, parent, adaptive)
+            if new is not None:
+                found.append(('.'.join(path), _type_name(node)))
+                return dict(_delete_=True, **new), True
+        out, changed = {}, False
+        for k, v in node.items():
+            sub, sub_changed = _walk(v, k, node, adaptive, path + [k], found)
+            if sub_changed:
+                out[k], changed = sub, True
+        return out, changed
+    if isinstance(node, (list, tuple)):
+        items, changed = [], False
+        for i, item in enumerate(node):
+            sub, sub_changed = _walk(item, key, parent, adaptive, path + [str(i)], found)
+            if sub_changed:
+                changed = True
+                # a list is replaced whole: the full item, with its losses replaced
+                sub = _merged(item, sub)
+            items.append(sub if sub_changed else copy.deepcopy(_plain(item)))
+        return type(node)(items) if isinstance(node, tuple) else items, changed
+    return node, False
+
+
+def _plain(node):
+    """ConfigDict -> dict, recursively (so the override prints as plain Python)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_plain(v) for v in node)
+    return node
+
+
+def _merged(item, override):
+    """``item`` with ``override`` applied (``_delete_`` dicts replace, others merge)."""
+    if not isinstance(item, dict) or not isinstance(override, dict):
+        return override
+    if override.get('_delete_'):
+        return {k: v for k, v in override.items() if k != '_delete_'}
+    out = _plain(item)
+    for k, v in override.items():
+        out[k] = _merged(item.get(k), v) if isinstance(v, dict) else v
+    return out
+
+
+def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str]]]:
+    """What to merge into ``cfg`` to train it with DualFocalLoss.
+
+    Args:
+        cfg (mmengine.Config | dict): a full (merged) config with ``model``.
+        adaptive (bool): adaptive class weights for the softmax (mmseg) losses.
+
+    Returns:
+        (overrides, replaced): ``overrides`` has ``model`` (the new losses),
+        ``custom_imports``, ``custom_hooks`` (``DFLGammaHook`` added) and an
+        ``optim_wrapper`` that exempts gamma from weight decay; ``replaced``
+        lists (path, old loss type). Empty overrides when nothing is replaced.
+    """
+    found: List[Tuple[str, str]] = []
+    model, changed = _walk(cfg['model'], None, None, adaptive, ['model'], found)
+    if not changed:
+        return {}, []
+    imports = list(cfg.get('custom_imports', {}).get('imports', []))
+    hooks = [_plain(h) for h in cfg.get('custom_hooks', [])]
+    if not any(h.get('type') == 'DFLGammaHook' for h in hooks):
+        hooks.append(dict(type='DFLGammaHook'))
+    overrides = dict(
+        model=model,
+        custom_imports=dict(imports=imports + ['dfl_mm'] * ('dfl_mm' not in imports),
+                            allow_failed_imports=False),
+        custom_hooks=hooks,
+        optim_wrapper=dict(paramwise_cfg=dict(
+            custom_keys={'gamma_logit': dict(decay_mult=0.0)})))
+    return overrides, found
+
+
+def derived_config_text(base: str, overrides: dict, replaced) -> str:
+    """A config file that inherits ``base`` and applies ``overrides``."""
+    import pprint
+    lines = [f'# {base} with DualFocalLoss (written by tools/dfl_switch.py)',
+             *[f'#   {path}: {old} -> DualFocalLoss' for path, old in replaced],
+             f'_base_ = {base!r}', '']
+    for key, value in overrides.items():
+        lines.append(f'{key} = {pprint.pformat(value, width=90, sort_dicts=False)}')
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,68 @@
+"""Write the DualFocalLoss version of any mmdet/mmseg config, without editing it.
+
+    python tools/train.py $(python tools/dfl_switch.py mmdet::fsaf/fsaf_r50_fpn_1x_coco.py)
+    python tools/dfl_switch.py my_config.py -o configs/my_config_dfl.py
+
+The written config inherits CONFIG (``_base_``) and replaces every FocalLoss
+with a sigmoid DualFocalLoss and every softmax CrossEntropyLoss of an mmseg
+decode/auxiliary head with a softmax DualFocalLoss (learnable gamma; adaptive
+class weights unless --no-adaptive), keeping each loss weight; it adds
+``custom_imports=['dfl_mm']``, ``DFLGammaHook`` and no weight decay on gamma
+(see ``dfl_mm.switch``). It prints the written file's path (stdout) and what
+it replaced (stderr).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def resolve(config: str) -> str:
+    """The file behind CONFIG: a path, or ``package::relative/path.py``."""
+    if '::' not in config:
+        if not osp.isfile(config):
+            raise SystemExit(f'dfl_switch: no such config file: {config}')
+        return osp.abspath(config)
+    from mmengine.utils import get_installed_path, is_installed
+    package, relative = config.split('::', 1)
+    if not is_installed(package):
+        raise SystemExit(f'dfl_switch: {config}: package {package!r} is not installed')
+    path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
+    if not osp.isfile(path):
+        raise SystemExit(f'dfl_switch: {config}: no such config in {package} ({path})')
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     epilog=__doc__.split('\n\n', 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='a config file, or mmdet::... / mmseg::...')
+    parser.add_argument('-o', '--out', help='where to write (default: '
+                        'work_dirs/dfl_configs/<name>_dfl.py)')
+    parser.add_argument('--no-adaptive', action='store_true',
+                        help='softmax losses without adaptive class weights')
+    args = parser.parse_args(argv)
+    from mmengine.config import Config
+
+    from dfl_mm.switch import derived_config_text, dfl_overrides
+    cfg = Config.fromfile(resolve(args.config))
+    overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
+    if not replaced:
+        raise SystemExit(f'dfl_switch: {args.config} has no FocalLoss or mmseg softmax '
+                         'CrossEntropyLoss to replace')
+    base = args.config if '::' in args.config else osp.abspath(args.config)
+    name = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
+    out = args.out or osp.join('work_dirs', 'dfl_configs', f'{name}_dfl.py')
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        f.write(derived_config_text(base, overrides, replaced))
+    for path, old in replaced:
+        print(f'dfl_switch: {path}: {old} -> DualFocalLoss', file=sys.stderr)
+    print(out)
+
+
+if __name__ == '__main__':
+    main()

@@ -228,7 +228,8 @@ class DualFocalLoss(nn.Module):
                 logits (mmseg).
             target (Tensor): labels (N,) / (B, H, W), or float targets shaped
                 like ``pred`` (sigmoid mode).
-            weight (Tensor, optional): (N,), (N, 1), (N, C) or (B, H, W).
+            weight (Tensor, optional): (N,), (N, 1), (N, C) (also flattened
+                to (N * C,), as mmdet's FocalLoss takes it) or (B, H, W).
             avg_factor (float, optional): divisor of 'mean'.
             reduction_override (str, optional): 'none', 'mean' or 'sum'.
             ignore_index (int, optional): overrides the module's.
@@ -252,6 +253,10 @@ class DualFocalLoss(nn.Module):
             loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
                                     reduction, ignore_index)
         else:
+            if (isinstance(weight, Tensor) and weight.dim() == 1 and pred.dim() == 2
+                    and pred.shape[1] > 1 and weight.numel() == pred.numel()):
+                # mmdet's FocalLoss takes per-element weights flattened (FSAF passes them)
+                weight = weight.view(pred.shape)
             if (reduction == 'mean' and avg_factor is None and self.avg_non_ignore
                     and ignore_index is not None and isinstance(target, Tensor)):
                 # mmdet's element mean over the elements that are not ignored

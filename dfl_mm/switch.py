@@ -9,7 +9,8 @@
   with a learnable gamma and adaptive class weights (the shipped setting; it
   needs the head's ``num_classes``),
 
-keeping each loss's ``loss_weight`` (and mmseg's ``loss_name``). The result
+keeping each loss's ``loss_weight`` and ``reduction`` (and mmseg's
+``loss_name``). The result
 is a dict to merge into the config: each replaced loss carries
 ``_delete_=True`` (FocalLoss's ``alpha`` must not merge in), and a list on the
 way to a loss (a cascade of decode heads, a list of losses) is given whole, as
@@ -53,6 +54,8 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
     else:
         return None
     new['loss_weight'] = loss.get('loss_weight', 1.0)
+    if 'reduction' in loss:  # FSAF reduces the element map itself ('none')
+        new['reduction'] = loss['reduction']
     return new
 
 

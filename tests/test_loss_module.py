@@ -41,8 +41,9 @@ def test_mmdet_call_matches_mmdet_reduction_semantics():
                                0.5 * elems.sum())
     torch.testing.assert_close(loss(scores, labels, label_weights, reduction_override='none'),
                                0.5 * elems)
-    # weight (N,), (N, 1) and (N, C) agree, as in mmdet's FocalLoss
-    for w in (label_weights[:, None], label_weights[:, None].expand(30, 4)):
+    # weight (N,), (N, 1), (N, C) and (N * C,) agree, as in mmdet's FocalLoss
+    for w in (label_weights[:, None], label_weights[:, None].expand(30, 4),
+              label_weights[:, None].expand(30, 4).reshape(-1)):  # FSAF's flattened form
         torch.testing.assert_close(loss(scores, labels, w, avg_factor=7.0),
                                    loss(scores, labels, label_weights, avg_factor=7.0))
 

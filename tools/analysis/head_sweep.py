@@ -3,8 +3,8 @@
     python tools/analysis/head_sweep.py [--only det|seg] [--markdown]
 
 Detection: every config shipped inside mmdet whose model uses ``FocalLoss``,
-one per (detector, head) pair (the shortest config name of each, so schedule
-and dataset variants count once). Segmentation: one config per mmseg model
+one per (detector, heads) pair (an R50 one where there is, else the shortest
+name, so backbone, schedule and dataset variants count once). Segmentation: one config per mmseg model
 folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
 head type. Each is switched to DualFocalLoss by ``dfl_mm.switch`` (the same
 as ``tools/dfl_switch.py``), built, and trained one forward + backward step on
@@ -23,10 +23,9 @@ from collections import OrderedDict
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-IMAGE = 128
-# heads whose classification target is not a class label (out of scope), or
-# which never call their loss_cls: found by the sweep, explained in the README
-KNOWN_LIMITS = {}
+# input sizes tried in turn: tiny first; some heads need larger feature maps
+# (deformable convs or top-k over the anchors of P3-P7, LRASPP's 49-pixel pooling)
+IMAGE_SIZES = {'det': (128, 256, 512), 'seg': (128, 512)}
 
 
 def _configs_root(package: str) -> str:
@@ -63,9 +62,16 @@ def _heads(model: dict, loss_type_paths):
         for part in parts:
             node = node[int(part)] if part.isdigit() else node[part]
             name.append(part)
-            if isinstance(node, dict) and 'type' in node and part.endswith('head'):
+            in_head = part.endswith('head') or (part.isdigit() and name[-2].endswith('head'))
+            if isinstance(node, dict) and 'type' in node and in_head:
                 heads['.'.join(name)] = node['type']
     return heads
+
+
+def _preference(rel):
+    """Sort key of a head's representative: R50 first, then the shortest name."""
+    name = osp.basename(rel)
+    return ('r50' not in name, len(name), rel)
 
 
 def detection_candidates():
@@ -90,7 +96,7 @@ def detection_candidates():
         heads = _heads(cfg.model, replaced)
         key = (cfg.model.type, tuple(heads.values()))
         rel = osp.relpath(path, root)
-        if key not in chosen or (len(rel), rel) < (len(chosen[key][0]), chosen[key][0]):
+        if key not in chosen or _preference(rel) < _preference(chosen[key][0]):
             chosen[key] = (rel, heads)
     return [(rel, key, heads) for key, (rel, heads) in chosen.items()]
 
@@ -107,7 +113,7 @@ def segmentation_candidates():
         by_folder.setdefault(folder, []).append(path)
     chosen = OrderedDict()
     for folder, paths in by_folder.items():
-        for path in sorted(paths, key=lambda p: (len(osp.basename(p)), p)):
+        for path in sorted(paths, key=_preference):
             try:
                 cfg = Config.fromfile(path)
             except Exception:  # noqa: BLE001
@@ -119,19 +125,22 @@ def segmentation_candidates():
                 break  # the folder's models have no softmax CE decode head
             heads = _heads(cfg.model, replaced)
             key = (cfg.model.type, tuple(heads.values()))
-            if key not in chosen:
-                chosen[key] = (osp.relpath(path, root), heads)
+            rel = osp.relpath(path, root)
+            if key not in chosen or _preference(rel) < _preference(chosen[key][0]):
+                chosen[key] = (rel, heads)
             break
     return [(rel, key, heads) for key, (rel, heads) in chosen.items()]
 
 
-def _switched(package, rel):
+def _config(package, rel, dfl: bool):
+    """The config, switched to DualFocalLoss when ``dfl`` (else as shipped)."""
     from mmengine.config import Config
 
     from dfl_mm.switch import dfl_overrides
     cfg = Config.fromfile(osp.join(_configs_root(package), rel))
-    overrides, _ = dfl_overrides(cfg)
-    cfg.merge_from_dict(overrides, allow_list_keys=False)
+    if dfl:
+        overrides, _ = dfl_overrides(cfg)
+        cfg.merge_from_dict(overrides, allow_list_keys=False)
     return cfg
 
 
@@ -144,36 +153,58 @@ def _gamma_grads(model):
 
 
 def _build(cfg, registry):
+    """The model in training mode, with no checkpoint to fetch (offline)."""
     from mmengine.model import revert_sync_batchnorm
     cfg.model.pop('pretrained', None)
+    if 'teacher_ckpt' in cfg.model:  # LAD's teacher: random weights do for one step
+        cfg.model.teacher_ckpt = None
     backbone = cfg.model.get('backbone')
     if backbone is not None:
         backbone.pop('init_cfg', None)
         backbone.pop('pretrained', None)
-    return revert_sync_batchnorm(registry.build(cfg.model))
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()  # what the runner tells TOOD and BoxInst
+    hub.update_info('epoch', 0)
+    hub.update_info('iter', 0)
+    model = revert_sync_batchnorm(registry.build(cfg.model))
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level, logger.level = logger.level, logging.WARNING  # init_weights reports each tensor
+    try:
+        model.init_weights()  # as the runner does (Sparse R-CNN's proposals start here)
+    finally:
+        logger.setLevel(level)
+    model.train()  # (LAD's train() returns None)
+    return model
 
 
-def check_detection(rel):
-    """Train one step of ``rel`` (mmdet) with DFL: (ok, message)."""
+def _num_classes(model) -> int:
+    """The largest class count of the model's heads (an RPN has 1)."""
+    counts = [m.num_classes for m in model.modules()
+              if isinstance(getattr(m, 'num_classes', None), int)]
+    return max(counts + [2])
+
+
+def check_detection(rel, dfl=True, size=128):
+    """Train one step of ``rel`` (mmdet): (ok, message)."""
     import torch
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     torch.manual_seed(0)
-    cfg = _switched('mmdet', rel)
-    model = _build(cfg, MODELS)
-    model.train()
-    heads = [m for m in model.modules() if hasattr(m, 'num_classes')]
-    num_classes = heads[0].num_classes if heads else 80
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, IMAGE, IMAGE)] * 2,
-                            num_items=[3, 3], num_classes=num_classes)
+    model = _build(_config('mmdet', rel, dfl), MODELS)
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
+                            num_items=[3, 3], num_classes=_num_classes(model),
+                            with_mask=True)
     data = model.data_preprocessor(packed, True)
-    return _step(model, data)
+    return _step(model, data, dfl)
 
 
-def check_segmentation(rel):
-    """Train one step of ``rel`` (mmseg) with DFL: (ok, message)."""
+def check_segmentation(rel, dfl=True, size=128):
+    """Train one step of ``rel`` (mmseg): (ok, message)."""
     import torch
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
@@ -181,33 +212,61 @@ def check_segmentation(rel):
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     torch.manual_seed(0)
-    cfg = _switched('mmseg', rel)
-    cfg.model.data_preprocessor.size = (IMAGE, IMAGE)
+    cfg = _config('mmseg', rel, dfl)
+    if not cfg.model.data_preprocessor.get('size_divisor'):
+        cfg.model.data_preprocessor.size = (size, size)
     model = _build(cfg, MODELS)
-    model.train()
-    num_classes = model.decode_head.num_classes
+    num_classes = _num_classes(model)
     samples = []
     for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=(IMAGE, IMAGE),
-                                             pad_shape=(IMAGE, IMAGE),
-                                             ori_shape=(IMAGE, IMAGE)))
-        labels = torch.randint(0, num_classes, (1, IMAGE, IMAGE))
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                             ori_shape=(size, size)))
+        labels = torch.randint(0, num_classes, (1, size, size))
         labels[:, :8] = 255
         sample.gt_sem_seg = PixelData(data=labels)
+        sample.gt_edge_map = PixelData(data=(labels != labels.roll(1, -1)).long())  # PIDNet
         samples.append(sample)
-    inputs = [torch.randint(0, 255, (3, IMAGE, IMAGE), dtype=torch.uint8) for _ in range(2)]
+    inputs = [torch.randint(0, 255, (3, size, size), dtype=torch.uint8) for _ in range(2)]
     data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
-    return _step(model, data)
+    return _step(model, data, dfl)
 
 
-def _step(model, data):
+def _attempt(check, rel, dfl, size):
+    try:
+        return check(rel, dfl, size)
+    except Exception as error:  # noqa: BLE001 - a failing head is a row, not a crash
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        return False, (f'{type(error).__name__}: {str(error).splitlines()[0][:160]} '
+                       f'({osp.basename(frame.filename)}:{frame.lineno})')
+
+
+def run_one(kind, rel):
+    """(ok, message, verdict) of one config; verdict says whose failure it is.
+
+    A failure at every size is re-run with the config's own loss: failing
+    there too, it is the head's or this harness's limit, not DualFocalLoss's.
+    """
+    check = check_detection if kind == 'det' else check_segmentation
+    for size in IMAGE_SIZES[kind]:
+        ok, message = _attempt(check, rel, True, size)
+        if ok:
+            return True, f'{message} ({size} px)', 'ok'
+    own_ok, own_message = _attempt(check, rel, False, size)
+    if own_ok:
+        return False, message, 'DFL fails (its own loss trains)'
+    return False, message, 'fails with its own loss too'
+
+
+def _step(model, data, dfl=True):
     import torch
     losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)
     total.backward()
-    dfls, grads = _gamma_grads(model)
     if not torch.isfinite(total):
         return False, f'loss {float(total)}'
+    if not dfl:
+        return True, f'loss {float(total):.3f}'
+    dfls, grads = _gamma_grads(model)
     if not dfls:
         return False, 'no DualFocalLoss in the built model'
     missing = sum(g is None for g in grads)
@@ -222,19 +281,12 @@ def _step(model, data):
 def sweep(kind, log=None):
     """Rows dict(config, model, heads, ok, message, seconds) of ``kind`` ('det'/'seg')."""
     candidates = detection_candidates() if kind == 'det' else segmentation_candidates()
-    check = check_detection if kind == 'det' else check_segmentation
     rows = []
     for rel, (model_type, _), heads in candidates:
         start = time.time()
-        try:
-            ok, message = check(rel)
-        except Exception as error:  # noqa: BLE001 - a failing head is a row, not a crash
-            ok = False
-            frame = traceback.extract_tb(error.__traceback__)[-1]
-            message = (f'{type(error).__name__}: {str(error).splitlines()[0][:160]} '
-                       f'({osp.basename(frame.filename)}:{frame.lineno})')
+        ok, message, verdict = run_one(kind, rel)
         row = dict(config=rel, model=model_type, heads=', '.join(heads.values()), ok=ok,
-                   message=message, seconds=time.time() - start)
+                   message=message, verdict=verdict, seconds=time.time() - start)
         rows.append(row)
         if log:
             log(row)
@@ -248,8 +300,8 @@ def markdown(rows, kind):
            f'{"detectors" if kind == "det" else "decode heads"} with {loss} train with '
            'DualFocalLoss', '', '| model | heads | config | result |', '|---|---|---|---|']
     for r in rows:
-        out.append(f"| {r['model']} | {r['heads']} | `{r['config']}` | "
-                   f"{'ok' if r['ok'] else 'FAILS: ' + r['message']} |")
+        result = 'ok' if r['ok'] else f"{r['verdict']}: {r['message']}"
+        out.append(f"| {r['model']} | {r['heads']} | `{r['config']}` | {result} |")
     return '\n'.join(out)
 
 
@@ -262,7 +314,7 @@ def main(argv=None):
     for kind in ([args.only] if args.only else ['det', 'seg']):
         rows = sweep(kind, log=lambda r: print(
             f"{'ok  ' if r['ok'] else 'FAIL'} {r['seconds']:5.1f}s {r['config']}: "
-            f"{r['message']}", file=sys.stderr, flush=True))
+            f"{r['verdict']}: {r['message']}", file=sys.stderr, flush=True))
         print(markdown(rows, kind) + '\n')
 
 

@@ -6,9 +6,12 @@
 # Environment:
 #   VENV              virtual environment to create/use (default: .venv in the repo root)
 #   PYTHON            interpreter that creates it (default: python3.11, then python3)
-#   MMCV_WHEEL_CACHE  folder with prebuilt mmcv wheels (pip --find-links); the wheel is used only
-#                     when `import mmcv._ext` works with the installed torch, otherwise mmcv is
-#                     built from source
+#   DFL_MM_WHEEL_CACHE  per-user cache of the mmcv wheels this installer builds (default:
+#                     ${XDG_CACHE_HOME:-~/.cache}/dfl_mm/wheels, one folder per torch version):
+#                     a second environment on this machine installs mmcv in seconds
+#   MMCV_WHEEL_CACHE  another folder with prebuilt mmcv wheels (pip --find-links), tried first;
+#                     a wheel is used only when `import mmcv._ext` works with the installed
+#                     torch, otherwise mmcv is built from source
 #   FORCE_CUDA        1/0: build mmcv's CUDA ops (default: 1 when torch sees CUDA and nvcc exists)
 #   MAX_JOBS          parallel compile jobs for the mmcv build (default: all cores)
 #   TORCH_SPEC        pip spec for torch+torchvision when none works yet
@@ -21,7 +24,7 @@ WITH_TESTS=0
 for arg in "$@"; do
   case "$arg" in
     --tests) WITH_TESTS=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "install.sh: unknown argument '$arg' (expected --tests)" >&2; exit 2 ;;
   esac
 done
@@ -53,20 +56,46 @@ fi
 "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" mmengine==0.10.7
 
 mmcv_ok() { "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; }
+torch_tag="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
+USER_CACHE="${DFL_MM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dfl_mm/wheels}/torch-$torch_tag"
+
+try_wheels() {  # try_wheels DIR: install mmcv from a wheel folder, keep it only if it works
+  [ -d "$1" ] && ls "$1"/mmcv-2.1.0-*.whl >/dev/null 2>&1 || return 1
+  log "trying the mmcv wheel in $1"
+  "${PIP[@]}" --no-index --find-links "$1" --no-deps --force-reinstall mmcv==2.1.0 || true
+  mmcv_ok && return 0
+  log "that mmcv wheel does not fit this torch"
+  "$PY" -m pip uninstall -q -y mmcv || true
+  return 1
+}
+
+# follow a running build: the compiler's [n/N] steps, elapsed time, time left
+progress() {  # progress LOG PID
+  local last=""
+  while kill -0 "$2" 2>/dev/null; do
+    sleep 15
+    local step; step="$(grep -oE '\[[0-9]+/[0-9]+\]' "$1" 2>/dev/null | tail -1 | tr -d '[]')"
+    local elapsed=$((SECONDS - build_start)) left=""
+    if [ -n "$step" ] && [ "$step" != "$last" ]; then
+      local n=${step%/*} total=${step#*/}
+      [ "$n" -gt 0 ] && left=", about $(( (elapsed * (total - n) / n + 59) / 60 )) min left"
+      log "mmcv build: step $n of $total, $((elapsed / 60)) min $((elapsed % 60)) s$left"
+      last="$step"
+    elif [ $((elapsed % 60)) -lt 15 ]; then
+      log "mmcv build: ${step:+step ${step%/*} of ${step#*/}, }$((elapsed / 60)) min elapsed"
+    fi
+  done
+}
 
 if mmcv_ok; then
   log "mmcv 2.1.0 with compiled ops already works"
 else
-  if [ -n "${MMCV_WHEEL_CACHE:-}" ] && [ -d "$MMCV_WHEEL_CACHE" ]; then
-    log "trying the mmcv wheel cache at $MMCV_WHEEL_CACHE"
-    "${PIP[@]}" --no-index --find-links "$MMCV_WHEEL_CACHE" --no-deps --force-reinstall \
-      mmcv==2.1.0 || true
-    mmcv_ok || { log "cached mmcv does not fit this torch: building from source";
-                 "$PY" -m pip uninstall -q -y mmcv || true; }
-  fi
+  try_wheels "${MMCV_WHEEL_CACHE:-/nonexistent}" || try_wheels "$USER_CACHE" || true
   if ! mmcv_ok; then
     build_dir="$(mktemp -d)"
-    log "building mmcv 2.1.0 with ops from source in $build_dir (8 min measured on 2 cores with ninja; far longer without)"
+    jobs="${MAX_JOBS:-$(nproc)}"
+    # measured: 13 min on 2 idle cores (35 min under load); the C++/CUDA files compile in parallel
+    log "building mmcv 2.1.0 with ops from source in $build_dir: about $(( (26 + jobs - 1) / jobs )) min on $jobs idle cores (longer under load; FORCE_CUDA builds take longer); the wheel is kept in $USER_CACHE"
     "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
       -d "$build_dir" mmcv==2.1.0
     tar -xzf "$build_dir"/mmcv-2.1.0.tar.gz -C "$build_dir"
@@ -80,13 +109,29 @@ else
         FORCE_CUDA=1
       fi
     fi
-    log "C++ standard $cxx_std, FORCE_CUDA=$FORCE_CUDA, MAX_JOBS=${MAX_JOBS:-$(nproc)}"
-    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-      "$PY" -m pip install -q --no-build-isolation --no-deps .)
+    log "C++ standard $cxx_std, FORCE_CUDA=$FORCE_CUDA, MAX_JOBS=$jobs; compiler output in $build_dir/build.log"
+    build_start=$SECONDS
+    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="$jobs" \
+      "$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$build_dir/wheel" . \
+      > "$build_dir/build.log" 2>&1) &
+    build_pid=$!
+    progress "$build_dir/build.log" "$build_pid" &
+    progress_pid=$!
+    if ! wait "$build_pid"; then
+      kill "$progress_pid" 2>/dev/null || true
+      tail -n 40 "$build_dir/build.log" >&2
+      echo "[install] ERROR: the mmcv build failed; the full log is $build_dir/build.log" >&2
+      exit 1
+    fi
+    kill "$progress_pid" 2>/dev/null || true
+    log "mmcv built in $(( (SECONDS - build_start) / 60 )) min $(( (SECONDS - build_start) % 60 )) s"
+    "${PIP[@]}" --no-deps --force-reinstall "$build_dir"/wheel/mmcv-2.1.0-*.whl
     # mmcv's own pure-Python requirements
     "${PIP[@]}" addict packaging Pillow pyyaml yapf
-    rm -rf "$build_dir"
     mmcv_ok || { echo "[install] ERROR: mmcv built but 'import mmcv._ext' fails" >&2; exit 1; }
+    mkdir -p "$USER_CACHE" && cp "$build_dir"/wheel/mmcv-2.1.0-*.whl "$USER_CACHE"/ \
+      && log "kept the mmcv wheel in $USER_CACHE for the next environment"
+    rm -rf "$build_dir"
   fi
 fi
 

@@ -41,12 +41,12 @@ def trained(tmp_path_factory, shared_data):
                 seg=str(root / 'seg' / 'iter_2.pth'))
 
 
-def _test(trained, in_tmp, kind, *flags, work='test'):
+def _test(trained, in_tmp, kind, *flags, work='test', options=()):
     import test as test_tool
     link_data(trained['root'], in_tmp)
     config, small = (DET, DET_SMALL) if kind == 'det' else (SEG, SEG_SMALL)
     return test_tool.main([config, trained[kind], '--work-dir', str(in_tmp / work), *flags,
-                           '--cfg-options', *small])
+                           '--cfg-options', *small, *options])
 
 
 def test_help_lists_the_mmdet_and_mmseg_flags():
@@ -71,9 +71,12 @@ def test_tta_runs_with_the_configs_tta_model(trained, in_tmp):
 
 
 def test_tta_without_a_tta_pipeline_is_mmdets_default_or_a_clear_error(trained, in_tmp):
+    none = ['tta_model=None', 'tta_pipeline=None']
     with pytest.warns(UserWarning, match='no tta_pipeline in the config'):
-        metrics = _test(trained, in_tmp, 'det', '--tta', '--cfg-options', 'tta_pipeline=None')
+        metrics = _test(trained, in_tmp, 'det', '--tta', options=none)
     assert 'coco/bbox_mAP' in metrics
+    with pytest.raises(SystemExit, match='--tta needs tta_model and tta_pipeline'):
+        _test(trained, in_tmp, 'seg', '--tta', options=none)
 
 
 def test_out_takes_a_pkl_or_mmsegs_folder(trained, in_tmp):

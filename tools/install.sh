@@ -139,5 +139,8 @@ fi
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 if [ "$WITH_TESTS" = 1 ]; then
   "${PIP[@]}" -r "$ROOT/requirements/tests.txt"
+  # openmim for the mim test, without opendatalab/openxlab (they pin setuptools 60)
+  "${PIP[@]}" --no-deps openmim==0.3.9
+  "${PIP[@]}" click colorama model-index pandas requests rich tabulate
 fi
 log "done in $((SECONDS - start)) s; environment: $VENV"

@@ -68,11 +68,11 @@ def _visualize(cfg, args, scope):
 def _tta(cfg, scope):
     """Wrap the model and the test pipeline for test-time augmentation."""
     if scope == 'mmdet':
-        if 'tta_model' not in cfg:
+        if not cfg.get('tta_model'):
             warnings.warn('no tta_model in the config: using mmdet\'s default (flip, NMS 0.5)')
             cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
                 nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-        if 'tta_pipeline' not in cfg:
+        if not cfg.get('tta_pipeline'):
             warnings.warn('no tta_pipeline in the config: its test pipeline with flips')
             cfg.tta_pipeline = list(cfg.test_dataloader.dataset.pipeline)
             cfg.tta_pipeline[-1] = dict(type='TestTimeAug', transforms=[
@@ -80,7 +80,7 @@ def _tta(cfg, scope):
                 [dict(type='PackDetInputs', meta_keys=(
                     'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
                     'flip_direction'))]])
-    elif 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+    elif not cfg.get('tta_model') or not cfg.get('tta_pipeline'):
         raise SystemExit('--tta needs tta_model and tta_pipeline in the config (mmseg '
                          "dataset configs define them: e.g. tta_model = dict(type='SegTTAModel'))")
     cfg.tta_model.module = cfg.model

@@ -105,3 +105,25 @@ def test_every_config_folder_has_a_readme_and_a_complete_metafile():
             listed.add(model['Config'])
         in_folder = {f'configs/{folder}/{p.name}' for p in (ROOT / 'configs' / folder).glob('*.py')}
         assert in_folder <= listed, sorted(in_folder - listed)
+
+
+# what an entry config's "Variants (...) are in configs/<folder>/" names -> file name part
+VARIANT_WORDS = {'fixed gamma': 'fixed', 'fixed': 'fixed', 'per-class gamma': 'perclass',
+                 'per-class': 'perclass', 'R18': 'r18', 'CE + DFL': 'ce-dfl',
+                 'ADE20K': 'ade20k', 'no class weights': 'noweights'}
+
+
+def test_entry_configs_name_only_variants_that_exist():
+    import re
+    for config in sorted((ROOT / 'configs').glob('*.py')):
+        text = ' '.join(line.lstrip('# ') for line in config.read_text().splitlines()
+                        if line.startswith('#'))
+        match = re.search(r'Variants \(([^)]*)\) are in (configs/[\w.]+)/', text)
+        assert match, f'{config.name}: no "Variants (...) are in configs/<folder>/" line'
+        folder = ROOT / match.group(2)
+        names = [p.name for p in folder.glob('*.py')]
+        for word in re.split(r',\s*|/', match.group(1)):
+            word = word.strip()
+            part = VARIANT_WORDS.get(word, VARIANT_WORDS.get(word + ' gamma'))
+            assert part, f'{config.name}: unknown variant {word!r}'
+            assert any(part in name for name in names), f'{config.name}: no {word} in {folder}'

@@ -69,24 +69,6 @@ try_wheels() {  # try_wheels DIR: install mmcv from a wheel folder, keep it only
   return 1
 }
 
-# follow a running build: the compiler's [n/N] steps, elapsed time, time left
-progress() {  # progress LOG PID
-  local last=""
-  while kill -0 "$2" 2>/dev/null; do
-    sleep 15
-    local step; step="$(grep -oE '\[[0-9]+/[0-9]+\]' "$1" 2>/dev/null | tail -1 | tr -d '[]')"
-    local elapsed=$((SECONDS - build_start)) left=""
-    if [ -n "$step" ] && [ "$step" != "$last" ]; then
-      local n=${step%/*} total=${step#*/}
-      [ "$n" -gt 0 ] && left=", about $(( (elapsed * (total - n) / n + 59) / 60 )) min left"
-      log "mmcv build: step $n of $total, $((elapsed / 60)) min $((elapsed % 60)) s$left"
-      last="$step"
-    elif [ $((elapsed % 60)) -lt 15 ]; then
-      log "mmcv build: ${step:+step ${step%/*} of ${step#*/}, }$((elapsed / 60)) min elapsed"
-    fi
-  done
-}
-
 if mmcv_ok; then
   log "mmcv 2.1.0 with compiled ops already works"
 else
@@ -115,7 +97,7 @@ else
       "$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$build_dir/wheel" . \
       > "$build_dir/build.log" 2>&1) &
     build_pid=$!
-    progress "$build_dir/build.log" "$build_pid" &
+    bash "$ROOT/tools/_build_progress.sh" "$build_dir/build.log" "$build_pid" "mmcv build" &
     progress_pid=$!
     if ! wait "$build_pid"; then
       kill "$progress_pid" 2>/dev/null || true

@@ -25,3 +25,11 @@ gamma_no_decay = dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)})
 # logs gamma (and its pull term) and the class weights at every logging
 # interval, and closes each iteration of the adaptive weights
 custom_hooks = [dict(type='DFLGammaHook')]
+
+# the decode head and (at its usual weight 0.4) the auxiliary head of a
+# 19-class Cityscapes model: children write `model = _base_.cityscapes_heads`
+cityscapes_heads = dict(
+    decode_head=dict(
+        loss_decode=dict(_delete_=True, **dfl_loss, num_classes=19, loss_weight=1.0)),
+    auxiliary_head=dict(
+        loss_decode=dict(_delete_=True, **dfl_loss, num_classes=19, loss_weight=0.4)))

@@ -8,12 +8,6 @@ _base_ = [
     '../_base_/dfl_seg.py'
 ]
 
-model = dict(
-    decode_head=dict(
-        loss_decode=dict(
-            _delete_=True, **_base_.dfl_loss, num_classes=19, loss_weight=1.0)),
-    auxiliary_head=dict(
-        loss_decode=dict(
-            _delete_=True, **_base_.dfl_loss, num_classes=19, loss_weight=0.4)))
+model = _base_.cityscapes_heads
 
 optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)

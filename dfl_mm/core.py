@@ -265,3 +265,10 @@ def backward(inputs: LossInputs, gamma: Tensor, grad_out: Tensor, reduce_sum: bo
         grad_logits.mul_(grad_out)
         grad_gamma = grad_gamma * grad_out
     return grad_logits, grad_gamma
+
+
+def forward_backward(inputs: LossInputs, gamma: Tensor):
+    """The summed loss and its unscaled gradients (the kernels' fused contract,
+    here as two chunked passes: what a failed fused launch falls back to)."""
+    one = torch.ones((), dtype=inputs.dtype, device=inputs.logits.device)
+    return (forward(inputs, gamma, True), *backward(inputs, gamma, one, True))

@@ -136,6 +136,11 @@ def _open(path: str):
         backward_fn = getattr(lib, f'dfl_{name}_backward')
         backward_fn.argtypes = common + [f32, pointer, ctypes.c_int]
         backward_fn.restype = ctypes.c_double
+    # softmax: the forward pass fused into the backward one (also the loss sum)
+    fused = lib.dfl_softmax_forward_backward
+    fused.argtypes = softmax + [f32, pointer, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                ctypes.POINTER(ctypes.c_double)]
+    fused.restype = ctypes.c_double
     # the softmax backward allocates scratch: it reports a failed malloc
     lib.dfl_softmax_backward.argtypes.append(ctypes.POINTER(ctypes.c_int))
     return lib
@@ -185,10 +190,10 @@ def _arguments(inputs, gamma):
 def call(name: str, *args) -> float:
     """Run ``dfl_<name>`` of the library; MemoryError if its scratch allocation failed."""
     function = getattr(_load(), f'dfl_{name}')
-    if name != 'softmax_backward':
+    if not name.startswith('softmax_') or name == 'softmax_forward':
         return function(*args)
     failed = ctypes.c_int(0)
-    result = function(*args, ctypes.byref(failed))
+    result = function(*args[:13], ctypes.byref(failed), *args[13:])
     if failed.value:
         classes = args[7]
         raise MemoryError(f'dfl_mm CPU kernel: could not allocate the softmax backward '
@@ -203,6 +208,23 @@ def forward(inputs, gamma, reduce_sum: bool = True) -> torch.Tensor:
     mode = 'sigmoid' if inputs.use_sigmoid else 'softmax'
     return torch.tensor(call(f'{mode}_forward', *args, torch.get_num_threads()),
                         dtype=torch.float32)
+
+
+def forward_backward(inputs, gamma):
+    """Softmax mode: the summed loss and its gradients in one pass (a forward
+    pass whose gradients are needed).
+
+    Returns:
+        (loss 0-d float32, d / d logits (B, C, S) float32, d / d gamma 0-d float32),
+        unscaled: backward multiplies them by the incoming gradient.
+    """
+    grad = torch.empty_like(inputs.logits)
+    args, _keep = _arguments(inputs, gamma)
+    loss = ctypes.c_double(0.0)
+    grad_gamma = call('softmax_forward_backward', *args, 1.0, grad.data_ptr(),
+                      torch.get_num_threads(), ctypes.byref(loss))
+    return (torch.tensor(loss.value, dtype=torch.float32), grad,
+            torch.tensor(grad_gamma, dtype=torch.float32))
 
 
 def backward(inputs, gamma, grad_out: torch.Tensor, reduce_sum: bool = True):

@@ -28,19 +28,23 @@ REDUCTIONS = ('none', 'mean', 'sum')
 
 
 class _DualFocalFunction(torch.autograd.Function):
-    """Fused DFL: forward keeps only the inputs and the backend that ran;
-    backward asks the same backend for gradients already scaled by the
-    incoming one."""
+    """Fused DFL: forward keeps the inputs and the backend that ran; backward
+    asks the same backend for gradients already scaled by the incoming one.
+    Where the backend computes the gradients with the loss (the C kernel's
+    sums, when gradients are needed), forward saves them instead (one copy of
+    the logits, as cross-entropy saves) and backward only scales them."""
 
     @staticmethod
-    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool):
+    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool):
         with torch.autocast(logits.device.type, enabled=False):
             backend = backends.select(inputs, gamma, reduce_sum)
-            out, backend = backends.forward(backend, inputs, gamma, reduce_sum)
+            out, backend, grads = backends.forward(backend, inputs, gamma, reduce_sum,
+                                                   with_grad)
         ctx.backend = backend
         ctx.inputs = inputs
         ctx.reduce_sum = reduce_sum
-        ctx.save_for_backward(gamma, *inputs.tensors())
+        ctx.fused = grads is not None
+        ctx.save_for_backward(gamma, *inputs.tensors(), *(grads or ()))
         inputs.replace_tensors((None, ) * 5)  # only saved tensors are kept
         return out.to(logits.dtype)
 
@@ -48,13 +52,17 @@ class _DualFocalFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         gamma, *tensors = ctx.saved_tensors
         inputs: LossInputs = ctx.inputs
-        inputs.replace_tensors(tensors)
+        inputs.replace_tensors(tensors[:5])
         need_logits, need_gamma = ctx.needs_input_grad[:2]
         with torch.autocast(inputs.logits.device.type, enabled=False):
-            grad_logits, grad_gamma = backends.backward(ctx.backend, inputs, gamma, grad_out,
-                                                        ctx.reduce_sum)
+            if ctx.fused:  # computed with the loss: only the scale is left
+                scale = grad_out.to(inputs.dtype)
+                grad_logits, grad_gamma = tensors[5] * scale, tensors[6] * scale
+            else:
+                grad_logits, grad_gamma = backends.backward(ctx.backend, inputs, gamma,
+                                                            grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
-                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None)
+                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None)
 
 
 def check_number(name, value, low, high, low_open=True):
@@ -285,7 +293,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
 
     inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
-    out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum)
+    with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
+    out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad)
     return out if reduce_sum else out.view(logits.shape)
 
 

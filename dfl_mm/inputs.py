@@ -20,6 +20,7 @@ class KernelMode(enum.IntEnum):
     SUM = 0  # per-program partial sums of the weighted loss
     MAP = 1  # the weighted element loss map (B, C, S)
     GRAD = 2  # d loss / d logits (B, C, S) and d loss / d gamma
+    SUM_AND_GRAD = 3  # both in one launch (a forward pass that needs gradients)
 
 
 @dataclass

@@ -4,8 +4,9 @@ Both kernels walk (B, C, S) logits in (classes x rows) tiles, rows being the
 B * S samples or pixels: the sigmoid kernel tiles the classes too, the softmax
 kernel holds a row's classes in one tile (its normaliser needs them all). The
 forward launch reads logits and labels once and writes per-program partial
-sums or the element map; the backward launch reads them once more and writes
-the gradient, already scaled by the incoming gradient, and per-program (or,
+sums or the element map (and, when gradients are needed, the unscaled
+gradients in the same pass); the backward launch reads them once more and
+writes the gradient, already scaled by the incoming gradient, and per-program (or,
 for per-class gamma, block-reduced per-class) sums of d loss / d gamma. Same
 maths as ``dfl_mm.core`` (the reference), in float32: log1p/expm1 use Kahan's
 accurate forms built from exp/log, so the kernels also run in Triton's CPU
@@ -26,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ['available', 'applies', 'forward', 'backward']
+__all__ = ['available', 'applies', 'forward', 'backward', 'forward_backward']
 
 NAME = 'triton'
 ELEMENTS_PER_PROGRAM = 1024  # sigmoid tile size (classes x rows)
@@ -154,12 +155,12 @@ if triton is not None:
     def _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
                gamma_grad_ptr, MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr):
         """Write what ``MODE`` computes (see ``KernelMode``)."""
-        if MODE == 0:
+        if MODE == 0 or MODE == 3:
             tl.store(out_ptr + program,
                      tl.sum(tl.sum(tl.where(mask, _times(loss, w), 0.0), axis=1), axis=0))
-        elif MODE == 1:
+        if MODE == 1:
             tl.store(out_ptr + offs, _times(loss, w), mask=mask)
-        else:
+        if MODE >= 2:
             tl.store(grad_ptr + offs, grad_z, mask=mask)
             gg = tl.where(mask, _times(grad_gamma, w), 0.0)
             if PER_CLASS_GAMMA:  # one atomic per class and program
@@ -187,7 +188,7 @@ if triton is not None:
                      class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
                      HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
         gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
-        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
+        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE >= 2)
         grad_z = _times(tl.where(is_pos, grad_u, -grad_u), w)
         _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
                gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
@@ -227,9 +228,9 @@ if triton is not None:
                      class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
                      HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
         gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
-        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE == 2)
+        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE >= 2)
         grad_z = u * 0.0
-        if MODE == 2:
+        if MODE >= 2:
             # the chain rule of dfl_mm.core._softmax_chunk (classes mix here)
             grad_v = tl.where(mask, _times(tl.where(is_pos, grad_u, -grad_u), w), 0.0)
             h = tl.where(is_max, grad_v, grad_v / (1.0 - p))
@@ -273,11 +274,11 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
         kernel = _softmax_kernel
     programs = grid[0] * grid[1]
     out = grad = gamma_grad = dummy
-    if mode == KernelMode.SUM:
+    if mode in (KernelMode.SUM, KernelMode.SUM_AND_GRAD):
         out = torch.empty(programs, device=device, dtype=torch.float32)
     elif mode == KernelMode.MAP:  # computed in float32, stored in the logits' dtype
         out = torch.empty_like(logits)
-    else:
+    if mode in (KernelMode.GRAD, KernelMode.SUM_AND_GRAD):
         grad = torch.empty_like(logits)
         gamma_grad = torch.zeros(channels if per_class else programs, device=device,
                                  dtype=torch.float32)
@@ -304,6 +305,17 @@ def forward(inputs: LossInputs, gamma, reduce_sum: bool):
     """Summed loss (0-d, float32) or the element map (B, C, S, logits' dtype)."""
     out, _, _ = _launch(inputs, gamma, KernelMode.SUM if reduce_sum else KernelMode.MAP)
     return out.sum() if reduce_sum else out
+
+
+def forward_backward(inputs: LossInputs, gamma):
+    """The summed loss and its unscaled gradients in one launch.
+
+    Returns:
+        (loss 0-d float32, d / d logits (B, C, S, logits' dtype), d / d gamma float32).
+    """
+    out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD)
+    per_class = gamma.dim() > 0 and gamma.numel() > 1
+    return out.sum(), grad, (gamma_grad if per_class else gamma_grad.sum()).reshape(gamma.shape)
 
 
 def backward(inputs: LossInputs, gamma, grad_out, reduce_sum: bool):

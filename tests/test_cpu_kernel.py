@@ -213,3 +213,43 @@ def test_failed_scratch_allocation_raises_memory_error(kernel, classes):
         cpu_kernel.call('softmax_backward', *args)
     args[7] = 3  # the same call with a sane class count runs
     assert cpu_kernel.call('softmax_backward', *args) == 0.0
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_fused_forward_backward_matches_the_two_passes(kernel, use_sigmoid):
+    """Softmax with gradients needed: the kernel computes them with the loss (one
+    pass) and backward only scales them: same loss as the forward-only pass, same gradients
+    as the separate backward pass, and a second backward (retain_graph) the same."""
+    torch.manual_seed(3)
+    if use_sigmoid:
+        z, labels = _inputs(rows=300, classes=7)
+        kwargs = dict(weight=torch.rand(300), alpha=0.25)
+    else:
+        z = 4 * torch.randn(2, 5, 9, 11)
+        labels = torch.randint(0, 5, (2, 9, 11))
+        labels[0, :2] = 255
+        kwargs = dict(ignore_index=255, class_weight=[1.0, 2.0, 0.5, 1.5, 3.0])
+    calls = []
+    fused = cpu_kernel.forward_backward
+    kernel.setattr(cpu_kernel, 'forward_backward',
+                   lambda *a: calls.append(1) or fused(*a))
+    with torch.no_grad():  # no gradients needed: the forward-only pass
+        plain = dual_focal_loss(z, labels, 1.7, use_sigmoid=use_sigmoid, **kwargs)
+    assert not calls
+    zz = z.clone().requires_grad_()
+    gamma = torch.tensor(1.7, requires_grad=True)
+    loss = dual_focal_loss(zz, labels, gamma, use_sigmoid=use_sigmoid, **kwargs)
+    assert calls == ([] if use_sigmoid else [1])  # sigmoid: two passes, nothing saved
+    torch.testing.assert_close(loss.detach(), plain, rtol=1e-6, atol=0)
+    (3.0 * loss).backward(retain_graph=True)
+    first = (zz.grad.clone(), gamma.grad.clone())
+    zz.grad, gamma.grad = None, None
+    (3.0 * loss).backward()  # the saved gradients are scaled out of place: still there
+    torch.testing.assert_close(zz.grad, first[0], rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(gamma.grad, first[1], rtol=1e-6, atol=1e-9)
+    kernel.setenv('DFL_MM_CPU_KERNEL', '0')  # and the core agrees
+    zc = z.clone().requires_grad_()
+    gc = torch.tensor(1.7, requires_grad=True)
+    (3.0 * dual_focal_loss(zc, labels, gc, use_sigmoid=use_sigmoid, **kwargs)).backward()
+    torch.testing.assert_close(first[0], zc.grad, rtol=2e-4, atol=1e-6)
+    torch.testing.assert_close(first[1], gc.grad, rtol=2e-4, atol=1e-5)

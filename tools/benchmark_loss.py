@@ -1,11 +1,14 @@
 """Speed and memory of DualFocalLoss against its peers, side by side in one run.
 
-    python tools/benchmark_loss.py [--threads 2] [--repeats 7] [--device cpu|cuda]
+    python tools/benchmark_loss.py [--threads 2] [--repeats 9] [--device cpu|cuda]
         [--anchors 200000] [--lvis-anchors 20000 --lvis-classes 1203]
-        [--seg-shape 2 19 256 512] [--dtype float32|bfloat16] [--only GROUP]
+        [--seg-shape 2 19 256 512] [--ade-shape 2 150 128 256]
+        [--dtype float32|bfloat16] [--only sigmoid|lvis|softmax|ade]
 
 Each contender runs forward + backward on the same logits; the table shows the
-median time of ``--repeats`` runs (after one warm-up), its ratio to the
+median time of ``--repeats`` runs (after one warm-up; the runs alternate
+between the contenders of a group, so noise hits them alike) with the fastest
+and slowest run, its ratio to the
 reference of its group (mmdet's FocalLoss for sigmoid, F.cross_entropy for
 softmax), the peak extra memory during forward + backward and the bytes kept
 for backward beyond the inputs, both as multiples of the logits' bytes. Each
@@ -101,40 +104,48 @@ def kernels_off(active):
         yield
 
 
-def measure(name, loss_fn, logits, repeats, device, extra_inputs=()):
-    """Median fwd+bwd time, peak extra bytes and saved bytes of one loss.
+def measure_group(contenders, logits, repeats, device, extra_inputs=()):
+    """Median fwd+bwd time, peak extra bytes and saved bytes of each contender.
 
-    A ``loss_fn`` of None times ``logits.clone()``: the bandwidth floor.
+    The timed runs alternate between the contenders (round r times each once),
+    so machine noise hits all of them alike. A ``loss_fn`` of None times
+    ``logits.clone()``: the bandwidth floor.
     """
-    x = logits.detach().clone().requires_grad_(loss_fn is not None)
+    runs = []
+    for name, loss_fn, extra in contenders:
+        x = logits.detach().clone().requires_grad_(loss_fn is not None)
 
-    def run():
-        if loss_fn is None:
-            return x.clone()
-        x.grad = None
-        with kernels_off(getattr(loss_fn, 'core_only', False)):
-            loss_fn(x).backward()
+        def run(x=x, loss_fn=loss_fn):
+            if loss_fn is None:
+                return x.clone()
+            x.grad = None
+            with kernels_off(getattr(loss_fn, 'core_only', False)):
+                loss_fn(x).backward()
 
-    run()  # warm-up
-    times = []
+        run()  # warm-up
+        runs.append((name, loss_fn, extra, x, run))
+    times = {name: [] for name, *_ in runs}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    x.grad = None
-    if device.type == 'cuda':
-        peak = cuda_peak_extra_bytes(run, device)
-    else:
-        peak = cpu_peak_extra_bytes(run)
-    x.grad = None
-    saved = [0]
-    if loss_fn is not None:
-        with saved_bytes_counter((x, ) + tuple(extra_inputs)) as saved, \
-                kernels_off(getattr(loss_fn, 'core_only', False)):
-            loss_fn(x)
-    return dict(name=name, time=statistics.median(times), peak=peak, saved=saved[0])
+        for name, _, _, _, run in runs:
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    results = []
+    for name, loss_fn, extra, x, run in runs:
+        x.grad = None
+        peak = cuda_peak_extra_bytes(run, device) if device.type == 'cuda' else \
+            cpu_peak_extra_bytes(run)
+        x.grad = None
+        saved = [0]
+        if loss_fn is not None:
+            with saved_bytes_counter((x, ) + tuple(extra) + tuple(extra_inputs)) as saved, \
+                    kernels_off(getattr(loss_fn, 'core_only', False)):
+                loss_fn(x)
+        results.append(dict(name=name, time=statistics.median(times[name]), peak=peak,
+                            saved=saved[0], spread=(min(times[name]), max(times[name]))))
+    return results
 
 
 def sigmoid_contenders(num_classes, labels, device):
@@ -190,19 +201,21 @@ def print_group(title, logits, results):
     print(f'\n{title}: logits {tuple(logits.shape)} {logits.dtype}, '
           f'{nbytes / 2**20:.0f} MiB')
     floor = next((r for r in results if 'floor' in r['name']), None)
-    print('| loss | fwd+bwd ms | ratio | ' + ('/ clone | ' if floor else '') +
+    print('| loss | fwd+bwd ms | min-max ms | ratio | ' + ('/ clone | ' if floor else '') +
           'peak extra / logits | saved beyond inputs / logits |')
-    print('|---|---:|---:|' + ('---:|' if floor else '') + '---:|---:|')
+    print('|---|---:|---:|---:|' + ('---:|' if floor else '') + '---:|---:|')
     for r in results:
         vs_floor = f"{r['time'] / floor['time']:.2f} | " if floor else ''
-        print(f"| {r['name']} | {1e3 * r['time']:.2f} | {r['time'] / ref['time']:.3f} | "
-              f"{vs_floor}{r['peak'] / nbytes:.2f} | {r['saved'] / nbytes:.3f} |")
+        low, high = r['spread']
+        print(f"| {r['name']} | {1e3 * r['time']:.2f} | {1e3 * low:.0f}-{1e3 * high:.0f} | "
+              f"{r['time'] / ref['time']:.3f} | {vs_floor}{r['peak'] / nbytes:.2f} | "
+              f"{r['saved'] / nbytes:.3f} |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--repeats', type=int, default=9)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--anchors', type=int, default=200_000)
     parser.add_argument('--num-classes', type=int, default=80)
@@ -211,10 +224,12 @@ def main():
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
     parser.add_argument('--lvis-anchors', type=int, default=20_000)
     parser.add_argument('--lvis-classes', type=int, default=1203)
-    parser.add_argument('--only', choices=['sigmoid', 'lvis', 'softmax'])
+    parser.add_argument('--ade-shape', type=int, nargs=4, default=[2, 150, 128, 256],
+                        metavar=('B', 'C', 'H', 'W'))
+    parser.add_argument('--only', choices=['sigmoid', 'lvis', 'softmax', 'ade'])
     args = parser.parse_args()
-    if args.repeats < 5:
-        parser.error('--repeats must be >= 5 (the table reports medians)')
+    if args.repeats < 9:
+        parser.error('--repeats must be >= 9 (the table reports medians)')
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -234,20 +249,24 @@ def main():
         pos = torch.randperm(anchors, generator=gen)[:anchors // 100]
         labels[pos] = torch.randint(0, num_classes, (len(pos), ), generator=gen)
         labels = labels.to(device)
-        results = [measure(n, fn, logits, args.repeats, device, extra + (labels, ))
-                   for n, fn, extra in sigmoid_contenders(num_classes, labels, device)]
+        results = measure_group(sigmoid_contenders(num_classes, labels, device), logits,
+                                args.repeats, device, (labels, ))
         print_group(title, logits, results)
         del logits
 
-    if args.only in (None, 'softmax'):
-        b, c, h, w = args.seg_shape
+    softmax_groups = [('Softmax (DeepLab-like)', args.seg_shape, 'softmax'),
+                      ('Softmax, 150 classes (ADE20K-like)', args.ade_shape, 'ade')]
+    for title, (b, c, h, w), group in softmax_groups:
+        if args.only not in (None, group):
+            continue
         logits = (2 * torch.randn(b, c, h, w, generator=gen)).to(device, dtype)
         labels = torch.randint(0, c, (b, h, w), generator=gen)
         labels[:, :h // 16] = 255
         labels = labels.to(device)
-        results = [measure(n, fn, logits, args.repeats, device, extra + (labels, ))
-                   for n, fn, extra in softmax_contenders(labels, device)]
-        print_group('Softmax (DeepLab-like)', logits, results)
+        results = measure_group(softmax_contenders(labels, device), logits, args.repeats,
+                                device, (labels, ))
+        print_group(title, logits, results)
+        del logits
 
 
 if __name__ == '__main__':

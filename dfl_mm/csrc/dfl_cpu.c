@@ -229,13 +229,19 @@ double dfl_softmax_forward(const float *logits, const int64_t *labels, const flo
   return total;
 }
 
-double dfl_softmax_backward(const float *logits, const int64_t *labels, const float *weight,
+/* Writes scale * d(sum of weighted losses)/d logits into grad (B, C, S) and
+ * returns d(sum of weighted losses)/d gamma; with with_loss also the sum of the
+ * weighted losses into *loss (the forward pass fused into the backward one:
+ * about 1.5x faster than the two passes, for one saved copy of the gradient).
+ * *failed is set when the per-thread scratch can not be allocated. */
+INLINE double softmax_grads(const float *logits, const int64_t *labels, const float *weight,
                             const float *class_weight, int64_t has_ignore,
                             int64_t ignore_index, int64_t batch, int64_t classes,
                             int64_t spatial, float gamma, float scale, float *grad,
-                            int threads, int *failed) {
+                            int threads, int *failed, const int with_loss, double *loss) {
   const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
-  double total = 0.0;
+  const float log_gamma = logf(gamma);
+  double total = 0.0, loss_total = 0.0;
   *failed = 0;
   /* scratch of one block per thread: refuse sizes that overflow size_t */
   if (classes < 0 || (uint64_t)classes > SIZE_MAX / (sizeof(float) * BLOCK)) {
@@ -243,7 +249,7 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
     return NAN;
   }
   const size_t scratch = sizeof(float) * (size_t)classes * BLOCK;
-#pragma omp parallel reduction(+ : total) num_threads(threads)
+#pragma omp parallel reduction(+ : total, loss_total) num_threads(threads)
   {
     /* h_c and p_c of one block, kept between the two passes over classes */
     float *h = malloc(scratch);
@@ -265,12 +271,12 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
       float k_sum[BLOCK], g_max[BLOCK];
       int active[BLOCK]; /* some element of the pixel weighs != 0 */
       for (int64_t k = 0; k < len; ++k) { k_sum[k] = 0.0f; g_max[k] = 0.0f; active[k] = 0; }
-      float acc = 0.0f;
+      float acc = 0.0f, lacc = 0.0f;
       for (int64_t c = 0; c < classes; ++c) {
         const float *zc = zb + c * spatial;
         const float cw = class_weight[c];
         float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
-#pragma omp simd reduction(+ : acc)
+#pragma omp simd reduction(+ : acc, lacc)
         for (int64_t k = 0; k < len; ++k) {
           const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
           float p, log_1mp, u, sp, grad_u, grad_gamma;
@@ -282,6 +288,7 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
           const int counts = factor != 0.0f;
           const float grad_v = counts ? factor * (is_pos ? grad_u : -grad_u) : 0.0f;
           acc += counts ? factor * grad_gamma : 0.0f;
+          if (with_loss) lacc += counts ? factor * element_loss(u, sp, gamma, log_gamma) : 0.0f;
           active[k] |= counts;
           const float hk = is_max ? grad_v : grad_v / (1.0f - p);
           hc[k] = hk;
@@ -302,9 +309,30 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
         }
       }
       total += acc;
+      loss_total += lacc;
     }
     free(h);
     free(prob);
   }
+  if (with_loss) *loss = loss_total;
   return total;
+}
+
+double dfl_softmax_backward(const float *logits, const int64_t *labels, const float *weight,
+                            const float *class_weight, int64_t has_ignore,
+                            int64_t ignore_index, int64_t batch, int64_t classes,
+                            int64_t spatial, float gamma, float scale, float *grad,
+                            int threads, int *failed) {
+  return softmax_grads(logits, labels, weight, class_weight, has_ignore, ignore_index, batch,
+                       classes, spatial, gamma, scale, grad, threads, failed, 0, NULL);
+}
+
+double dfl_softmax_forward_backward(const float *logits, const int64_t *labels,
+                                    const float *weight, const float *class_weight,
+                                    int64_t has_ignore, int64_t ignore_index, int64_t batch,
+                                    int64_t classes, int64_t spatial, float gamma,
+                                    float scale, float *grad, int threads, int *failed,
+                                    double *loss) {
+  return softmax_grads(logits, labels, weight, class_weight, has_ignore, ignore_index, batch,
+                       classes, spatial, gamma, scale, grad, threads, failed, 1, loss);
 }

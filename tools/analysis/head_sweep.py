@@ -163,10 +163,6 @@ def _build(cfg, registry):
     if backbone is not None:
         backbone.pop('init_cfg', None)
         backbone.pop('pretrained', None)
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_current_instance()  # what the runner tells TOOD and BoxInst
-    hub.update_info('epoch', 0)
-    hub.update_info('iter', 0)
     model = revert_sync_batchnorm(registry.build(cfg.model))
     import logging
 
@@ -196,7 +192,7 @@ def check_detection(rel, dfl=True, size=128):
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
+    register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = _build(_config('mmdet', rel, dfl), MODELS)
     packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
@@ -213,7 +209,7 @@ def check_segmentation(rel, dfl=True, size=128):
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
+    register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     cfg = _config('mmseg', rel, dfl)
     if not cfg.model.data_preprocessor.get('size_divisor'):
@@ -250,8 +246,29 @@ def run_one(kind, rel):
     there too, it is the head's or this harness's limit, not DualFocalLoss's.
     """
     check = check_detection if kind == 'det' else check_segmentation
-    with contextlib.redirect_stdout(sys.stderr):  # some models print as they build
+    with contextlib.redirect_stdout(sys.stderr), _runner_state(kind):
         return _run_one(check, kind, rel)
+
+
+@contextlib.contextmanager
+def _runner_state(kind):
+    """What a runner sets up for a model (default scope; the epoch and iteration
+    TOOD and BoxInst read from the message hub), restored afterwards."""
+    from mmengine.logging import MessageHub
+    from mmengine.registry import DefaultScope
+    hub = MessageHub.get_current_instance()
+    saved = {key: hub.get_info(key) for key in ('epoch', 'iter')}
+    hub.update_info('epoch', 0)
+    hub.update_info('iter', 0)
+    try:
+        with DefaultScope.overwrite_default_scope('mmdet' if kind == 'det' else 'mmseg'):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                hub.runtime_info.pop(key, None)
+            else:
+                hub.update_info(key, value)
 
 
 def _run_one(check, kind, rel):
@@ -262,7 +279,7 @@ def _run_one(check, kind, rel):
     own_ok, own_message = _attempt(check, rel, False, size)
     if own_ok:
         return False, message, 'DFL fails (its own loss trains)'
-    return False, message, 'fails with its own loss too'
+    return False, f'{message}; with its own loss: {own_message}', 'fails with its own loss too'
 
 
 def _step(model, data, dfl=True):

@@ -15,7 +15,9 @@ import head_sweep  # noqa: E402
 OUTSIDE = {
     'glip/glip_atss_swin-l_fpn_dyhead_16xb2_ms-2x_funtune_coco.py': 'transformers',
     'grounding_dino/grounding_dino_r50_scratch_8xb2_1x_coco.py': 'fairscale',
-    'san/san-vit-b16_voc12aug-640x640.py': "Only support 'CrossEntropyLoss'",
+    # SAN: its head asserts a CE classification loss; with its own loss the matching
+    # costs are NaN without CLIP weights (which of the two shows first varies)
+    'san/san-vit-b16_voc12aug-640x640.py': 'matrix contains invalid numeric entries',
 }
 
 
@@ -30,7 +32,8 @@ def test_every_zoo_head_trains_a_step_with_dfl(kind):
     for config, reason in OUTSIDE.items():
         if config in by_config and not by_config[config]['ok']:
             row = by_config[config]
-            assert row['verdict'] == 'fails with its own loss too' and reason in row['message']
+            own_message = row['message'].split('; with its own loss: ')[-1]
+            assert row['verdict'] == 'fails with its own loss too' and reason in own_message
     # the README states this run's N of M
     passed = sum(r['ok'] for r in rows)
     line = head_sweep.markdown(rows, kind).splitlines()[0]

@@ -12,7 +12,8 @@ loss with its unscaled gradients, in one pass for the kernels):
 
 The Triton kernels get the safety the C kernel has: on their first use per
 (device, dtype, mode) they run a small probe against the core (loss, both
-gradients and the loss map, separately and, for softmax, from the fused launch). A compile or launch error, or a mismatch, warns once (naming the
+gradients and the loss map, separately and, for softmax, from the fused
+launch). A compile or launch error, or a mismatch, warns once (naming the
 error) and sends those calls to the core from then on. ``DFL_MM_TRITON``:
 ``auto`` (default, as described), ``0`` (never use Triton) or ``1`` (strict:
 use it wherever it applies, CPU tensors included with ``TRITON_INTERPRET=1``,
@@ -33,6 +34,7 @@ __all__ = ['select', 'forward', 'backward', 'triton_setting', 'probe_triton',
 
 class TritonFallbackWarning(UserWarning):
     """The Triton kernels failed somewhere; the PyTorch core takes those calls."""
+
 
 # backends whose forward computes the gradients too when they are needed
 FUSED = (cpu_kernel, triton_dfl)
@@ -61,6 +63,10 @@ def _describe(key) -> str:
     return f"{'sigmoid' if sigmoid else 'softmax'} {str(dtype).replace('torch.', '')} on {device}"
 
 
+def _reason(error: Exception) -> str:
+    return f'{type(error).__name__}: {str(error).strip()[:300]}'
+
+
 def _fail(key, reason: str) -> None:
     """Record that Triton does not work for ``key``: raise (strict) or warn once."""
     first = _triton_state.get(key) is None
@@ -86,9 +92,9 @@ def _probe_inputs(device, dtype, use_sigmoid: bool):
     labels.view(-1)[::7] = -1
     row_weight = torch.rand((shape[0], 1, shape[2]), generator=gen)
     class_weight = torch.rand((1, shape[1], 1), generator=gen) + 0.5
-    return LossInputs(logits.to(device=device, dtype=dtype), labels.to(device), row_weight.to(device),
-                      None, class_weight.to(device), 0.25 if use_sigmoid else None, -1,
-                      use_sigmoid)
+    return LossInputs(logits.to(device=device, dtype=dtype), labels.to(device),
+                      row_weight.to(device), None, class_weight.to(device),
+                      0.25 if use_sigmoid else None, -1, use_sigmoid)
 
 
 def probe_triton(device, dtype, use_sigmoid: bool) -> Optional[str]:
@@ -109,7 +115,7 @@ def probe_triton(device, dtype, use_sigmoid: bool) -> Optional[str]:
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - any compile/launch failure counts
-        return f'{type(error).__name__}: {str(error).strip()[:300]}'
+        return _reason(error)
     want = (core.forward(reference, gamma, True),
             *core.backward(reference, gamma, grad_out, True),
             core.forward(reference, gamma, False),
@@ -159,7 +165,7 @@ def _guarded(backend, step: str, inputs: LossInputs, *args):
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - a specialisation the probe did not compile
-        _fail(_key(inputs), f'{type(error).__name__}: {str(error).strip()[:300]}')
+        _fail(_key(inputs), _reason(error))
     return getattr(core, step)(inputs, *args), core
 
 

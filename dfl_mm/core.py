@@ -48,9 +48,6 @@ LN2 = math.log(2.0)
 # is negligible next to the logits.
 CHUNK_ELEMENTS = 1 << 16
 
-NAME = 'core'
-
-
 def dual_focal_loss_elements(u: Tensor, gamma: Tensor, with_grad: bool = True,
                              with_loss: bool = True):
     """Element loss and its derivatives in terms of the signed logit ``u``.

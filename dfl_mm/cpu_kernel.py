@@ -121,9 +121,6 @@ def _load():
     return _lib
 
 
-NAME = 'cpu_kernel'
-
-
 def _open(path: str):
     """Load the library and declare its functions."""
     lib = ctypes.CDLL(path)
@@ -187,15 +184,20 @@ def _arguments(inputs, gamma):
     return args, keep
 
 
+_SOFTMAX_CLASSES_ARG = 7  # where ``_arguments`` puts the class count (softmax)
+
+
 def call(name: str, *args) -> float:
     """Run ``dfl_<name>`` of the library; MemoryError if its scratch allocation failed."""
     function = getattr(_load(), f'dfl_{name}')
     if not name.startswith('softmax_') or name == 'softmax_forward':
         return function(*args)
+    # the softmax gradient functions take the failure flag after their 13 common
+    # arguments (``_arguments``' 10, then scale, grad and threads)
     failed = ctypes.c_int(0)
     result = function(*args[:13], ctypes.byref(failed), *args[13:])
     if failed.value:
-        classes = args[7]
+        classes = args[_SOFTMAX_CLASSES_ARG]
         raise MemoryError(f'dfl_mm CPU kernel: could not allocate the softmax backward '
                           f'scratch for {classes} classes (2 x 4 bytes x classes x block '
                           'per thread); DFL_MM_CPU_KERNEL=0 uses the PyTorch core')

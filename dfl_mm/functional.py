@@ -1,10 +1,12 @@
 """The functional Dual Focal Loss: validation, normalisation and autograd.
 
 ``dual_focal_loss`` checks a call, normalises it to (B, C, S) ``LossInputs``
-and runs one fused autograd function whose forward keeps only its inputs and
-whose backward recomputes the elements (the maths: ``dfl_mm.core``). Which
-implementation computes them (Triton, the C kernel or the PyTorch core) is
-chosen once per forward by ``dfl_mm.backends`` and kept for backward.
+and runs one fused autograd function whose forward keeps its inputs and whose
+backward recomputes the elements (the maths: ``dfl_mm.core``); a kernel's
+softmax sum whose gradients are needed computes them with the loss instead,
+and backward only scales them. Which implementation computes them (Triton,
+the C kernel or the PyTorch core) is chosen once per forward by
+``dfl_mm.backends`` and kept for backward.
 
 .. math:: \\ell = -\\ln\\bigl(1 - |y - p|^{\\gamma}\\bigr)
 

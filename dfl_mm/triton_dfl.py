@@ -29,7 +29,6 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 
 __all__ = ['available', 'applies', 'forward', 'backward', 'forward_backward']
 
-NAME = 'triton'
 ELEMENTS_PER_PROGRAM = 1024  # sigmoid tile size (classes x rows)
 SOFTMAX_ROWS = 32  # rows per softmax tile (each with all its classes)
 MAX_CLASS_BLOCK = 32  # the sigmoid kernel's widest class tile
@@ -245,6 +244,15 @@ if triton is not None:
                gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 
 
+def _per_class(gamma) -> bool:
+    return gamma.dim() > 0 and gamma.numel() > 1
+
+
+def _gamma_grad(gamma, gamma_grad):
+    """d loss / d gamma shaped like gamma: per class as written, else the programs' sum."""
+    return (gamma_grad if _per_class(gamma) else gamma_grad.sum()).reshape(gamma.shape)
+
+
 def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
     """Run the kernel of ``inputs.use_sigmoid`` in ``mode``.
 
@@ -256,7 +264,7 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
     n_rows = batch * spatial
     device = logits.device
     labels = inputs.target.reshape(-1).contiguous()
-    per_class = gamma.dim() > 0 and gamma.numel() > 1
+    per_class = _per_class(gamma)
     gamma32 = gamma.reshape(-1).to(device=device, dtype=torch.float32).contiguous()
     dummy = torch.empty(1, device=device, dtype=torch.float32)
 
@@ -314,8 +322,7 @@ def forward_backward(inputs: LossInputs, gamma):
         (loss 0-d float32, d / d logits (B, C, S, logits' dtype), d / d gamma float32).
     """
     out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD)
-    per_class = gamma.dim() > 0 and gamma.numel() > 1
-    return out.sum(), grad, (gamma_grad if per_class else gamma_grad.sum()).reshape(gamma.shape)
+    return out.sum(), grad, _gamma_grad(gamma, gamma_grad)
 
 
 def backward(inputs: LossInputs, gamma, grad_out, reduce_sum: bool):
@@ -325,5 +332,4 @@ def backward(inputs: LossInputs, gamma, grad_out, reduce_sum: bool):
         (d / d logits (B, C, S, logits' dtype), d / d gamma (float32, shaped like gamma)).
     """
     _, grad, gamma_grad = _launch(inputs, gamma, KernelMode.GRAD, grad_out)
-    per_class = gamma.dim() > 0 and gamma.numel() > 1
-    return grad, (gamma_grad if per_class else gamma_grad.sum()).reshape(gamma.shape)
+    return grad, _gamma_grad(gamma, gamma_grad)

@@ -138,7 +138,8 @@ def _open(path: str):
     fused.argtypes = softmax + [f32, pointer, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
                                 ctypes.POINTER(ctypes.c_double)]
     fused.restype = ctypes.c_double
-    # the softmax backward allocates scratch: it reports a failed malloc
+    # the softmax functions allocate scratch: they report a failed malloc
+    lib.dfl_softmax_forward.argtypes.append(ctypes.POINTER(ctypes.c_int))
     lib.dfl_softmax_backward.argtypes.append(ctypes.POINTER(ctypes.c_int))
     return lib
 
@@ -190,17 +191,18 @@ _SOFTMAX_CLASSES_ARG = 7  # where ``_arguments`` puts the class count (softmax)
 def call(name: str, *args) -> float:
     """Run ``dfl_<name>`` of the library; MemoryError if its scratch allocation failed."""
     function = getattr(_load(), f'dfl_{name}')
-    if not name.startswith('softmax_') or name == 'softmax_forward':
+    if not name.startswith('softmax_'):
         return function(*args)
-    # the softmax gradient functions take the failure flag after their 13 common
-    # arguments (``_arguments``' 10, then scale, grad and threads)
+    # the softmax functions take the failure flag after the thread count:
+    # ``_arguments``' 10, then (gradients) scale and grad, then threads
+    position = 11 if name == 'softmax_forward' else 13
     failed = ctypes.c_int(0)
-    result = function(*args[:13], ctypes.byref(failed), *args[13:])
+    result = function(*args[:position], ctypes.byref(failed), *args[position:])
     if failed.value:
         classes = args[_SOFTMAX_CLASSES_ARG]
-        raise MemoryError(f'dfl_mm CPU kernel: could not allocate the softmax backward '
-                          f'scratch for {classes} classes (2 x 4 bytes x classes x block '
-                          'per thread); DFL_MM_CPU_KERNEL=0 uses the PyTorch core')
+        raise MemoryError(f'dfl_mm CPU kernel: could not allocate the softmax '
+                          f'scratch for {classes} classes (up to 3 x 4 bytes x classes x '
+                          'block per thread); DFL_MM_CPU_KERNEL=0 uses the PyTorch core')
     return result
 
 

@@ -114,225 +114,396 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
 }
 
 /* ------------------------------------------------------------------ softmax
- * (B, C, S) float32 logits, labels (B, S). Vectorised over pixels in blocks
- * of BLOCK; the maths of _softmax_chunk in dfl_mm/functional.py: every class
- * is a sigmoid element of its log-odds v_c = ln p_c - ln(1 - p_c), with
- * v_m = z_m - logsumexp(z without m) for the pixel's argmax m, and backward
- * dz = h - p K - pi g_m (see there). Element weight: weight[b, s] (optional,
- * 0 for ignored pixels) * class_weight[c].
+ * (B, C, S) float32 logits, labels (B, S), vectorised over the pixels of a
+ * block of BLOCK; the maths of _softmax_chunk in dfl_mm/core.py: every class
+ * is a sigmoid element of its log-odds v_c = ln p_c - ln(1 - p_c), and
+ *
+ *   d loss / d z_j = h_j - p_j K - pi_j g_m,   h_c = w_c p_c d loss_c / d p_c,
+ *   K = sum_{c != m} h_c,  g_m = h_m (1 - p_m),  pi_j = p_j / (1 - p_m)
+ *
+ * (m the pixel's argmax; h_m is never formed). Only two classes of a pixel
+ * need the log-odds form: the argmax (the one class that can have p > 1/2,
+ * where 1 - p cancels; its ln(1 - p) comes from the logsumexp of the rest)
+ * and the label. Every other class is a negative with p <= 1/2 whose terms
+ * follow from ln p = z - lse alone, one exp and one log per element:
+ *
+ *   E = p^gamma = exp(gamma ln p),  D = 1 - E,  loss = -ln D,
+ *   h = w gamma E / D,  d loss / d gamma = w ln p E / D.
+ *
+ * p_c and pi_c reuse the exp(z_c - m2) of the normaliser (m2: the largest
+ * logit but the argmax's). Element weight: weight[b, s] (optional; 0 for
+ * ignored pixels) * class_weight[c]. Sums are taken per block in a fixed
+ * order and then over the blocks in order: bitwise the same for any number of
+ * threads.
  */
-#include <stdlib.h>
-
 #define BLOCK 64
+#define CHUNKS 1024 /* the partial sums (each over consecutive blocks or rows) */
+#define LOG2E 1.44269504088896341f
+#define LN2_HI 0.693359375f /* ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits */
+#define LN2_LO (-2.12194440e-4f)
+#define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds x to an integer */
+#define SQRT2 1.41421356f
 
+typedef union { float f; int32_t i; } Bits;
+INLINE float as_float(int32_t i) { return (Bits){.i = i}.f; }
+INLINE int32_t as_int(float f) { return (Bits){.f = f}.i; }
+
+/* exp(x) for x <= 0, and 1 - exp(x) to full relative precision in *one_minus
+ * (0 and 1 below -87: no subnormals). Inline so the vector loops keep it:
+ * x = n ln 2 + r with |r| <= ln2 / 2, e^r - 1 by its Taylor series to r^7
+ * (truncation < 2^-26 relative), exp(x) = 2^n (1 + (e^r - 1)); for n = 0,
+ * 1 - exp(x) = -(e^r - 1) without cancellation, else exp(x) <= 0.71. */
+INLINE float exp_parts(float x, float *one_minus) {
+  const int under = x < -87.0f; /* false for NaN, which stays NaN */
+  const float xc = under ? -87.0f : x;
+  const float n = (xc * LOG2E + ROUNDER) - ROUNDER;
+  const float r = fmaf(-n, LN2_LO, fmaf(-n, LN2_HI, xc));
+  float q = 1.0f / 5040.0f;
+  q = fmaf(q, r, 1.0f / 720.0f);
+  q = fmaf(q, r, 1.0f / 120.0f);
+  q = fmaf(q, r, 1.0f / 24.0f);
+  q = fmaf(q, r, 1.0f / 6.0f);
+  q = fmaf(q, r, 0.5f);
+  q = fmaf(q, r, 1.0f);
+  const float em1 = q * r;
+  const int32_t ni = n >= -126.0f && n <= 127.0f ? (int32_t)n : 0; /* NaN: any scale */
+  const float scale = as_float((ni + 127) << 23);
+  const float e = fmaf(scale, em1, scale);
+  *one_minus = under ? 1.0f : (ni == 0 ? -em1 : 1.0f - e);
+  return under ? 0.0f : e;
+}
+
+/* ln d for d in (0, 1], given e = 1 - d as well: near d = 1 the logarithm
+ * uses -e, not the rounded d - 1, so a loss of 1e-13 keeps its digits; and
+ * 1 / d in *inv_d, from the same division. d = 2^k (1 + f), f in [-0.29, 0.42];
+ * ln(1 + f) = 2 atanh(t) with t = f / (2 + f), |t| <= 0.18, series to t^9
+ * (truncation < 2^-28 relative). */
+INLINE float log_parts(float d, float e, float *inv_d) {
+  const int32_t bits = as_int(d);
+  const float m = as_float((bits & 0x007fffff) | 0x3f800000); /* in [1, 2) */
+  const int big = m > SQRT2;
+  const int32_t k = (bits >> 23) - 127 + big;
+  const float f = k == 0 ? -e : (big ? 0.5f * m : m) - 1.0f;
+  const float r = 1.0f / (d * (2.0f + f));
+  *inv_d = (2.0f + f) * r;
+  const float t = f * d * r, t2 = t * t;
+  float q = 1.0f / 9.0f;
+  q = fmaf(q, t2, 1.0f / 7.0f);
+  q = fmaf(q, t2, 1.0f / 5.0f);
+  q = fmaf(q, t2, 1.0f / 3.0f);
+  const float log1p_f = fmaf(2.0f * t * t2, q, 2.0f * t);
+  const float kf = (float)k;
+  const float result = fmaf(kf, LN2_HI, fmaf(kf, LN2_LO, log1p_f));
+  return d == d ? result : d;
+}
+
+/* The partial sums' chunk of ``count`` items: [*begin, *end) of chunk ``chunk``. */
+INLINE void chunk_range(int64_t count, int64_t chunk, int64_t *begin, int64_t *end) {
+  const int64_t per = (count + CHUNKS - 1) / CHUNKS;
+  *begin = chunk * per < count ? chunk * per : count;
+  *end = *begin + per < count ? *begin + per : count;
+}
+
+INLINE double sum_in_order(const double *part) {
+  double total = 0.0;
+  for (int64_t i = 0; i < CHUNKS; ++i) total += part[i];
+  return total;
+}
+
+/* What every block of one call shares. */
 typedef struct {
-  float lse[BLOCK], lse_rest[BLOCK], zmax[BLOCK], w[BLOCK];
-  float neg_log_pmax[BLOCK]; /* -ln p of the argmax, = softplus(lse_rest - zmax) */
-  int64_t label[BLOCK], argmax[BLOCK];
-  /* the block's first logit in (B, C, S) and its pixel count; kept after the
-   * arrays, which stay aligned for the vector loads (first, they cost ~30 %) */
-  int64_t offset, len;
+  const float *logits, *weight, *class_weight;
+  const int64_t *labels;
+  int64_t has_ignore, ignore_index, classes, spatial;
+  float gamma, log_gamma, scale, class_weight_max; /* the largest |class_weight| */
+  float *grad;
+} Softmax;
+
+/* Per-pixel statistics of one block, and the terms of its argmax and label
+ * elements (the two in log-odds form). */
+typedef struct {
+  float lse[BLOCK], w[BLOCK];
+  float p_rest[BLOCK];   /* p_c = exp(z_c - m2) * p_rest: exp(m2 - lse) */
+  float pi_rest[BLOCK];  /* pi_c = exp(z_c - m2) * pi_rest: 1 / sum_{c != m} exp(z_c - m2) */
+  float p_max[BLOCK];
+  float g_max[BLOCK];    /* g_m */
+  float h_label[BLOCK];  /* h_y of a label that is not the argmax, else 0 */
+  float loss[BLOCK], grad_gamma[BLOCK]; /* of the argmax and label elements */
+  int32_t argmax[BLOCK], label[BLOCK]; /* label: -1 when not a class */
+  int32_t active[BLOCK]; /* some element of the pixel weighs != 0 */
 } PixelStats;
 
-/* Per-pixel statistics of block ``job``: pixels [s0, s0 + BLOCK) of image b,
- * with job = b * blocks + s0 / BLOCK (the last block of an image may be short). */
-static void pixel_stats(const float *z, const int64_t *labels, const float *weight,
-                        int64_t has_ignore, int64_t ignore_index, int64_t classes,
-                        int64_t spatial, int64_t job, PixelStats *st) {
-  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
-  const int64_t b = job / blocks, s0 = (job % blocks) * BLOCK;
-  const int64_t len = spatial - s0 < BLOCK ? spatial - s0 : BLOCK;
-  st->offset = b * classes * spatial + s0;
-  st->len = len;
-  float m2[BLOCK], rest[BLOCK];
+/* The log-odds terms of one element: loss, and d loss / d v and d loss / d gamma
+ * weighted by ``factor`` (exactly 0 where it is 0); u = +-v, sp = softplus(u),
+ * sigmoid = sigmoid(u). */
+INLINE void logodds_element(float u, float sp, float sigmoid, float sign, float factor,
+                            float gamma, float log_gamma, float *loss, float *grad_v,
+                            float *grad_gamma) {
+  float grad_u, gg;
+  element_grads(u, sp, sigmoid, gamma, &grad_u, &gg);
+  const float l = element_loss(u, sp, gamma, log_gamma);
+  const int counts = factor != 0.0f;
+  *loss = counts ? factor * l : 0.0f;
+  *grad_v = counts ? factor * sign * grad_u : 0.0f;
+  *grad_gamma = counts ? factor * gg : 0.0f;
+}
+
+/* Statistics of the ``len`` pixels of image b from s0 on. Scratch of
+ * classes x BLOCK floats: ``zs`` receives the block's logits (the classes of
+ * a block lie S floats apart, a power of two for most maps: read in place,
+ * every pass would miss each cache level on set conflicts), ``ez``
+ * exp(z_c - m2), 0 for the argmax. */
+INLINE void pixel_stats(const Softmax *a, int64_t b, int64_t s0, const int64_t len, float *zs,
+                        float *ez, PixelStats *st) {
+  const int64_t classes = a->classes, spatial = a->spatial;
+  float zmax[BLOCK], m2[BLOCK], rest[BLOCK];
   const int64_t base = b * spatial + s0;
   for (int64_t k = 0; k < len; ++k) {
-    st->label[k] = labels[base + k];
-    float w = weight ? weight[base + k] : 1.0f;
-    st->w[k] = (has_ignore && st->label[k] == ignore_index) ? 0.0f : w;
-    st->zmax[k] = -INFINITY; m2[k] = -INFINITY; st->argmax[k] = 0;
+    const int64_t label = a->labels[base + k];
+    const float w = a->weight ? a->weight[base + k] : 1.0f;
+    st->w[k] = (a->has_ignore && label == a->ignore_index) ? 0.0f : w;
+    st->active[k] = st->w[k] != 0.0f && st->w[k] * a->class_weight_max != 0.0f;
+    st->label[k] = label >= 0 && label < classes ? (int32_t)label : -1;
+    zmax[k] = -INFINITY; m2[k] = -INFINITY; st->argmax[k] = 0;
     rest[k] = 0.0f;
   }
-  const float *zb = z + st->offset;
-  for (int64_t c = 0; c < classes; ++c) {
+  const float *zb = a->logits + b * classes * spatial + s0;
+  for (int32_t c = 0; c < classes; ++c) {
     const float *zc = zb + c * spatial;
+    float *zsc = zs + c * BLOCK;
 #pragma omp simd
     for (int64_t k = 0; k < len; ++k) {
       const float v = zc[k];
-      const int bigger = v > st->zmax[k];
-      m2[k] = bigger ? st->zmax[k] : (v > m2[k] ? v : m2[k]);
+      zsc[k] = v;
+      const int bigger = v > zmax[k];
+      m2[k] = bigger ? zmax[k] : (v > m2[k] ? v : m2[k]);
       st->argmax[k] = bigger ? c : st->argmax[k];
-      st->zmax[k] = bigger ? v : st->zmax[k];
+      zmax[k] = bigger ? v : zmax[k];
     }
   }
-  for (int64_t c = 0; c < classes; ++c) {
-    const float *zc = zb + c * spatial;
+  for (int32_t c = 0; c < classes; ++c) {
+    const float *zc = zs + c * BLOCK;
+    float *ezc = ez + c * BLOCK;
 #pragma omp simd
     for (int64_t k = 0; k < len; ++k) {
-      rest[k] += c == st->argmax[k] ? 0.0f : expf(zc[k] - m2[k]);
+      float unused;
+      const float e = exp_parts(zc[k] - m2[k], &unused);
+      ezc[k] = c == st->argmax[k] ? 0.0f : e;
+      rest[k] += ezc[k];
     }
   }
+  const float gamma = a->gamma, log_gamma = a->log_gamma;
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) {
-    /* sum of exp(z - zmax) = 1 + rest * exp(m2 - zmax): one exp per element */
-    /* a +inf logit: NaN, not a finite loss with NaN gradients */
-    st->lse[k] = st->zmax[k] == INFINITY
-                     ? NAN
-                     : st->zmax[k] + log1pf(rest[k] * expf(m2[k] - st->zmax[k]));
-    st->lse_rest[k] = m2[k] + logf(rest[k]);
-    st->neg_log_pmax[k] = log1pf(expf(st->lse_rest[k] - st->zmax[k]));
+    /* lse = zmax + ln(1 + rest exp(m2 - zmax)): d = ln(rest) + m2 - zmax is the
+     * argmax's log-odds, negated; a +inf logit: NaN, not a finite loss with
+     * NaN gradients */
+    const float d = m2[k] + logf(rest[k]) - zmax[k];
+    const float neg_log_pmax = log1pf(expf(d));
+    const float lse = zmax[k] == INFINITY ? NAN : zmax[k] + neg_log_pmax;
+    st->lse[k] = lse;
+    st->p_rest[k] = expf(m2[k] - lse);
+    st->pi_rest[k] = 1.0f / rest[k];
+    st->p_max[k] = expf(-neg_log_pmax);
+    const int32_t m = st->argmax[k], y = st->label[k];
+    const float w = st->w[k];
+    /* the argmax: v = -d, a positive when it is the label */
+    const float sign = y == m ? 1.0f : -1.0f, u = -sign * d;
+    const float t = expf(-fabsf(u));
+    const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
+    const float sig = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
+    float loss_m, g_m, gg_m;
+    logodds_element(u, sp, sig, sign, w * a->class_weight[m], gamma, log_gamma, &loss_m,
+                    &g_m, &gg_m);
+    /* the label when it is not the argmax: p <= 1/2, v = ln p - ln(1 - p) */
+    const int other = (y >= 0) & (y != m);
+    const int32_t yc = other ? y : 0;
+    const float log_p = zs[yc * BLOCK + k] - lse;
+    const float p = expf(log_p), log_1mp = log1pf(-p);
+    float loss_y, gv_y, gg_y;
+    logodds_element(log_p - log_1mp, -log_1mp, p, 1.0f,
+                    other ? w * a->class_weight[yc] : 0.0f, gamma, log_gamma, &loss_y, &gv_y,
+                    &gg_y);
+    st->g_max[k] = g_m;
+    st->h_label[k] = gv_y == 0.0f ? 0.0f : gv_y / (1.0f - p);
+    st->loss[k] = loss_m + loss_y;
+    st->grad_gamma[k] = gg_m + gg_y;
   }
 }
 
-/* Class c of pixel k: p, and the signed logit u with sp = softplus(u) = -ln e
- * taken from ln p and ln(1 - p) (no softplus to evaluate); for the argmax
- * ln(1 - p) and its log-odds come exactly from the logsumexp of the rest. */
-INLINE void softmax_element(const PixelStats *st, int64_t k, int64_t c, float z, float *p,
-                            float *log_1mp, float *u, float *sp) {
-  const float log_p = z - st->lse[k];
-  const int is_max = c == st->argmax[k], is_pos = c == st->label[k];
-  *p = expf(log_p);
-  *log_1mp = is_max ? st->lse_rest[k] - st->lse[k] : log1pf(-*p);
-  const float v = is_max ? st->zmax[k] - st->lse_rest[k] : log_p - *log_1mp;
-  *u = is_pos ? v : -v;
-  *sp = is_pos ? -*log_1mp : (is_max ? st->neg_log_pmax[k] : -log_p);
-}
-
-double dfl_softmax_forward(const float *logits, const int64_t *labels, const float *weight,
-                           const float *class_weight, int64_t has_ignore,
-                           int64_t ignore_index, int64_t batch, int64_t classes,
-                           int64_t spatial, float gamma, int threads) {
-  const float log_gamma = logf(gamma);
-  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
-  for (int64_t job = 0; job < batch * blocks; ++job) {
-    PixelStats st;
-    pixel_stats(logits, labels, weight, has_ignore, ignore_index, classes, spatial, job, &st);
-    const float *zb = logits + st.offset;
-    const int64_t len = st.len;
-    float acc = 0.0f;
-    for (int64_t c = 0; c < classes; ++c) {
-      const float *zc = zb + c * spatial;
-      const float cw = class_weight[c];
-#pragma omp simd reduction(+ : acc)
-      for (int64_t k = 0; k < len; ++k) {
-        float p, log_1mp, u, sp;
-        softmax_element(&st, k, c, zc[k], &p, &log_1mp, &u, &sp);
-        const float factor = st.w[k] * cw;
-        const float loss = element_loss(u, sp, gamma, log_gamma);
-        acc += factor == 0.0f ? 0.0f : factor * loss;
+/* One block: its loss sum into *loss, d / d gamma into *grad_gamma, and
+ * scale * d / d logits into a->grad (with_loss, with_grad and, for full
+ * blocks, len are compile-time). */
+INLINE void softmax_block(const Softmax *a, int64_t b, int64_t s0, const int64_t len,
+                          const int with_loss, const int with_grad, float *zs, float *ez,
+                          float *h, float *loss, float *grad_gamma) {
+  const int64_t classes = a->classes, spatial = a->spatial;
+  const float gamma = a->gamma;
+  PixelStats st;
+  pixel_stats(a, b, s0, len, zs, ez, &st);
+  float k_sum[BLOCK];
+  float acc = 0.0f, lacc = 0.0f;
+  for (int64_t k = 0; k < len; ++k) {
+    k_sum[k] = st.h_label[k];
+    acc += st.grad_gamma[k];
+    lacc += st.loss[k];
+  }
+  for (int32_t c = 0; c < classes; ++c) {
+    const float *zc = zs + c * BLOCK;
+    const float cw = a->class_weight[c];
+    float *hc = with_grad ? h + c * BLOCK : NULL;
+#pragma omp simd reduction(+ : acc, lacc)
+    for (int64_t k = 0; k < len; ++k) {
+      const int is_label = c == st.label[k];
+      const float factor = st.w[k] * cw;
+      const int counts = (c != st.argmax[k]) & !is_label & (factor != 0.0f);
+      const float log_p = zc[k] - st.lse[k];
+      float d, inv_d;
+      const float e = exp_parts(gamma * log_p, &d);
+      if (with_loss) {
+        lacc += counts ? -factor * log_parts(d, e, &inv_d) : 0.0f;
+      } else {
+        inv_d = 1.0f / d;
+      }
+      if (with_grad) {
+        const float ratio = e == 0.0f ? 0.0f : e * inv_d; /* e / d; 0 for a -inf logit */
+        acc += counts ? factor * log_p * ratio : 0.0f;
+        const float hk = counts ? factor * gamma * ratio : 0.0f;
+        hc[k] = is_label ? st.h_label[k] : hk;
+        k_sum[k] += hk;
       }
     }
-    total += acc;
   }
-  return total;
+  if (with_grad) {
+    const float scale = a->scale;
+    float *gb = a->grad + b * classes * spatial + s0;
+    for (int32_t c = 0; c < classes; ++c) {
+      const float *ezc = ez + c * BLOCK, *hc = h + c * BLOCK;
+      float *restrict gc = gb + c * spatial;
+#pragma omp simd
+      for (int64_t k = 0; k < len; ++k) {
+        const float g_max = st.g_max[k] - st.p_max[k] * k_sum[k];
+        const float g = hc[k] - ezc[k] * (st.p_rest[k] * k_sum[k] + st.pi_rest[k] * st.g_max[k]);
+        gc[k] = st.active[k] ? scale * (c == st.argmax[k] ? g_max : g) : 0.0f;
+      }
+    }
+  }
+  *loss = lacc;
+  *grad_gamma = acc;
 }
 
-/* Writes scale * d(sum of weighted losses)/d logits into grad (B, C, S) and
- * returns d(sum of weighted losses)/d gamma; with with_loss also the sum of the
- * weighted losses into *loss (the forward pass fused into the backward one:
- * about 1.5x faster than the two passes, for one saved copy of the gradient).
- * *failed is set when the per-thread scratch can not be allocated. */
-INLINE double softmax_grads(const float *logits, const int64_t *labels, const float *weight,
-                            const float *class_weight, int64_t has_ignore,
-                            int64_t ignore_index, int64_t batch, int64_t classes,
-                            int64_t spatial, float gamma, float scale, float *grad,
-                            int threads, int *failed, const int with_loss, double *loss) {
-  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK;
-  const float log_gamma = logf(gamma);
-  double total = 0.0, loss_total = 0.0;
+/* The work of the three entry points (with_loss, with_grad compile-time): the
+ * loss sum into *loss, d / d gamma into *grad_gamma. *failed is set when the
+ * per-thread scratch can not be allocated. */
+INLINE void softmax_run(const Softmax *args, int64_t batch, int threads, int *failed,
+                        const int with_loss, const int with_grad, double *loss,
+                        double *grad_gamma) {
+  const int64_t classes = args->classes, spatial = args->spatial;
+  const int64_t blocks = (spatial + BLOCK - 1) / BLOCK, jobs = batch * blocks;
+  double loss_part[CHUNKS] = {0.0}, gg_part[CHUNKS] = {0.0};
   *failed = 0;
-  /* scratch of one block per thread: refuse sizes that overflow size_t */
-  if (classes < 0 || (uint64_t)classes > SIZE_MAX / (sizeof(float) * BLOCK)) {
+  /* class ids are int32; scratch of one block per thread must fit size_t */
+  if (classes < 0 || classes > INT32_MAX ||
+      (uint64_t)classes > SIZE_MAX / (sizeof(float) * BLOCK)) {
     *failed = 1;
-    return NAN;
+    return;
   }
   const size_t scratch = sizeof(float) * (size_t)classes * BLOCK;
-#pragma omp parallel reduction(+ : total, loss_total) num_threads(threads)
+  Softmax call = *args;
+  for (int64_t c = 0; c < (jobs > 0 ? classes : 0); ++c)
+    if (fabsf(call.class_weight[c]) > call.class_weight_max)
+      call.class_weight_max = fabsf(call.class_weight[c]);
+  const Softmax *a = &call;
+#pragma omp parallel num_threads(threads)
   {
-    /* h_c and p_c of one block, kept between the two passes over classes */
-    float *h = malloc(scratch);
-    float *prob = malloc(scratch);
-    if (h == NULL || prob == NULL) {
+    /* z_c, exp(z_c - m2) and h_c of one block, kept between the passes */
+    float *zs = malloc(scratch);
+    float *ez = malloc(scratch);
+    float *h = with_grad ? malloc(scratch) : NULL;
+    const int ok = zs != NULL && ez != NULL && (!with_grad || h != NULL);
+    if (!ok) {
 #pragma omp atomic write
       *failed = 1;
     }
-    /* every thread must reach the worksharing loop: it skips the jobs instead */
-    const int ok = h != NULL && prob != NULL;
+    /* every thread must reach the worksharing loop: it skips the chunks instead */
 #pragma omp for schedule(static)
-    for (int64_t job = 0; job < batch * blocks; ++job) {
-      if (!ok) continue;
-      PixelStats st;
-      pixel_stats(logits, labels, weight, has_ignore, ignore_index, classes, spatial, job, &st);
-      const float *zb = logits + st.offset;
-      float *gb = grad + st.offset;
-      const int64_t len = st.len;
-      float k_sum[BLOCK], g_max[BLOCK];
-      int active[BLOCK]; /* some element of the pixel weighs != 0 */
-      for (int64_t k = 0; k < len; ++k) { k_sum[k] = 0.0f; g_max[k] = 0.0f; active[k] = 0; }
-      float acc = 0.0f, lacc = 0.0f;
-      for (int64_t c = 0; c < classes; ++c) {
-        const float *zc = zb + c * spatial;
-        const float cw = class_weight[c];
-        float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
-#pragma omp simd reduction(+ : acc, lacc)
-        for (int64_t k = 0; k < len; ++k) {
-          const int is_max = c == st.argmax[k], is_pos = c == st.label[k];
-          float p, log_1mp, u, sp, grad_u, grad_gamma;
-          softmax_element(&st, k, c, zc[k], &p, &log_1mp, &u, &sp);
-          /* sigmoid(u) = 1 - e: p for the true class, 1 - p (exact for the argmax) else */
-          const float sigmoid = is_pos ? p : (is_max ? expf(log_1mp) : 1.0f - p);
-          element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
-          const float factor = st.w[k] * cw;
-          const int counts = factor != 0.0f;
-          const float grad_v = counts ? factor * (is_pos ? grad_u : -grad_u) : 0.0f;
-          acc += counts ? factor * grad_gamma : 0.0f;
-          if (with_loss) lacc += counts ? factor * element_loss(u, sp, gamma, log_gamma) : 0.0f;
-          active[k] |= counts;
-          const float hk = is_max ? grad_v : grad_v / (1.0f - p);
-          hc[k] = hk;
-          pc[k] = p;
-          k_sum[k] += is_max ? 0.0f : hk;
-          g_max[k] += is_max ? grad_v : 0.0f;
+    for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+      int64_t begin, end;
+      chunk_range(jobs, chunk, &begin, &end);
+      double chunk_loss = 0.0, chunk_gg = 0.0;
+      for (int64_t job = begin; ok && job < end; ++job) {
+        /* pixels [s0, s0 + BLOCK) of image b; an image's last block may be short */
+        const int64_t b = job / blocks, s0 = (job % blocks) * BLOCK;
+        float block_loss = 0.0f, block_gg = 0.0f;
+        /* literal flags and length: the variables would be runtime values in the
+         * function OpenMP outlines, and each loop would test them per vector
+         * (and mask its stores) */
+#define BLOCK_WITH(len, loss, grad) \
+  softmax_block(a, b, s0, len, loss, grad, zs, ez, h, &block_loss, &block_gg)
+        if (spatial - s0 >= BLOCK) {
+          if (with_loss && with_grad) BLOCK_WITH(BLOCK, 1, 1);
+          else if (with_loss) BLOCK_WITH(BLOCK, 1, 0);
+          else BLOCK_WITH(BLOCK, 0, 1);
+        } else {
+          if (with_loss && with_grad) BLOCK_WITH(spatial - s0, 1, 1);
+          else if (with_loss) BLOCK_WITH(spatial - s0, 1, 0);
+          else BLOCK_WITH(spatial - s0, 0, 1);
         }
+#undef BLOCK_WITH
+        chunk_loss += block_loss;
+        chunk_gg += block_gg;
       }
-      for (int64_t c = 0; c < classes; ++c) {
-        const float *zc = zb + c * spatial;
-        const float *hc = h + c * BLOCK, *pc = prob + c * BLOCK;
-        float *gc = gb + c * spatial;
-#pragma omp simd
-        for (int64_t k = 0; k < len; ++k) {
-          const int is_max = c == st.argmax[k];
-          const float pi = is_max ? 0.0f : expf(zc[k] - st.lse_rest[k]);
-          gc[k] = active[k] ? scale * (hc[k] - pc[k] * k_sum[k] - pi * g_max[k]) : 0.0f;
-        }
-      }
-      total += acc;
-      loss_total += lacc;
+      loss_part[chunk] = chunk_loss;
+      gg_part[chunk] = chunk_gg;
     }
+    free(zs);
+    free(ez);
     free(h);
-    free(prob);
   }
-  if (with_loss) *loss = loss_total;
-  return total;
+  if (with_loss) *loss = sum_in_order(loss_part);
+  if (with_grad) *grad_gamma = sum_in_order(gg_part);
 }
 
+#define SOFTMAX_ARGS                                                                    \
+  (Softmax) {                                                                           \
+    logits, weight, class_weight, labels, has_ignore, ignore_index, classes, spatial,   \
+        gamma, logf(gamma), scale, 0.0f, grad                                           \
+  }
+
+/* Returns the sum of the weighted losses (NaN when the scratch can not be
+ * allocated: *failed says so). */
+double dfl_softmax_forward(const float *logits, const int64_t *labels, const float *weight,
+                           const float *class_weight, int64_t has_ignore,
+                           int64_t ignore_index, int64_t batch, int64_t classes,
+                           int64_t spatial, float gamma, int threads, int *failed) {
+  const float scale = 1.0f;
+  float *grad = NULL;
+  double loss = NAN;
+  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 1, 0, &loss, NULL);
+  return loss;
+}
+
+/* Writes scale * d(sum of weighted losses)/d logits into grad (B, C, S) and
+ * returns d(sum of weighted losses)/d gamma. */
 double dfl_softmax_backward(const float *logits, const int64_t *labels, const float *weight,
                             const float *class_weight, int64_t has_ignore,
                             int64_t ignore_index, int64_t batch, int64_t classes,
                             int64_t spatial, float gamma, float scale, float *grad,
                             int threads, int *failed) {
-  return softmax_grads(logits, labels, weight, class_weight, has_ignore, ignore_index, batch,
-                       classes, spatial, gamma, scale, grad, threads, failed, 0, NULL);
+  double grad_gamma = NAN;
+  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 0, 1, NULL, &grad_gamma);
+  return grad_gamma;
 }
 
+/* The backward's outputs and, in *loss, the forward's, in one pass (about 1.5x
+ * faster than the two passes, for one saved copy of the gradient). */
 double dfl_softmax_forward_backward(const float *logits, const int64_t *labels,
                                     const float *weight, const float *class_weight,
                                     int64_t has_ignore, int64_t ignore_index, int64_t batch,
                                     int64_t classes, int64_t spatial, float gamma,
                                     float scale, float *grad, int threads, int *failed,
                                     double *loss) {
-  return softmax_grads(logits, labels, weight, class_weight, has_ignore, ignore_index, batch,
-                       classes, spatial, gamma, scale, grad, threads, failed, 1, loss);
+  double grad_gamma = NAN;
+  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 1, 1, loss, &grad_gamma);
+  return grad_gamma;
 }

@@ -42,6 +42,24 @@ INLINE void element_grads(float u, float sp, float sigmoid, float gamma, float *
   *grad_gamma = tail ? -1.0f / gamma : sp * ratio;
 }
 
+/* Sums are taken over CHUNKS chunks of consecutive rows (or pixel blocks), each
+ * in order, and then over the chunks in order: bitwise the same for any number
+ * of threads. */
+#define CHUNKS 1024
+
+/* The partial sums' chunk of ``count`` items: [*begin, *end) of chunk ``chunk``. */
+INLINE void chunk_range(int64_t count, int64_t chunk, int64_t *begin, int64_t *end) {
+  const int64_t per = (count + CHUNKS - 1) / CHUNKS;
+  *begin = chunk * per < count ? chunk * per : count;
+  *end = *begin + per < count ? *begin + per : count;
+}
+
+INLINE double sum_in_order(const double *part) {
+  double total = 0.0;
+  for (int64_t i = 0; i < CHUNKS; ++i) total += part[i];
+  return total;
+}
+
 static inline float row_factor(const int64_t *labels, const float *row_weight,
                                int64_t has_ignore, int64_t ignore_index, int64_t n) {
   if (has_ignore && labels[n] == ignore_index) return 0.0f;
@@ -53,26 +71,32 @@ double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
                            const float *neg_weight, int64_t has_ignore, int64_t ignore_index,
                            int64_t rows, int64_t classes, float gamma, int threads) {
   const float log_gamma = logf(gamma);
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
-  for (int64_t n = 0; n < rows; ++n) {
-    const float w = row_factor(labels, row_weight, has_ignore, ignore_index, n);
-    if (w == 0.0f) continue;
-    const float *z = logits + n * classes;
-    const int64_t label = labels[n];
-    float acc = 0.0f;
+  double part[CHUNKS] = {0.0};
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+    int64_t begin, end;
+    chunk_range(rows, chunk, &begin, &end);
+    double total = 0.0;
+    for (int64_t n = begin; n < end; ++n) {
+      const float w = row_factor(labels, row_weight, has_ignore, ignore_index, n);
+      if (w == 0.0f) continue;
+      const float *z = logits + n * classes;
+      const int64_t label = labels[n];
+      float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < classes; ++c) {
-      const int pos = c == label;
-      const float u = pos ? z[c] : -z[c];
-      const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
-      const float factor = pos ? pos_weight[c] : neg_weight[c];
-      const float loss = element_loss(u, sp, gamma, log_gamma);
-      acc += factor == 0.0f ? 0.0f : factor * loss; /* exactly 0, even for a NaN logit */
+      for (int64_t c = 0; c < classes; ++c) {
+        const int pos = c == label;
+        const float u = pos ? z[c] : -z[c];
+        const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
+        const float factor = pos ? pos_weight[c] : neg_weight[c];
+        const float loss = element_loss(u, sp, gamma, log_gamma);
+        acc += factor == 0.0f ? 0.0f : factor * loss; /* exactly 0, even for a NaN logit */
+      }
+      total += (double)w * acc;
     }
-    total += (double)w * acc;
+    part[chunk] = total;
   }
-  return total;
+  return sum_in_order(part);
 }
 
 /* Writes scale * d(sum of weighted losses)/d logits into grad (N, C) and
@@ -82,35 +106,41 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
                             const float *neg_weight, int64_t has_ignore, int64_t ignore_index,
                             int64_t rows, int64_t classes, float gamma, float scale,
                             float *grad, int threads) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
-  for (int64_t n = 0; n < rows; ++n) {
-    const float w = row_factor(labels, row_weight, has_ignore, ignore_index, n);
-    const float *z = logits + n * classes;
-    float *g = grad + n * classes;
-    if (w == 0.0f) { /* ignored or zero-weight row: no gradient, whatever its logits */
-      memset(g, 0, sizeof(float) * classes);
-      continue;
-    }
-    const int64_t label = labels[n];
-    float acc = 0.0f;
+  double part[CHUNKS] = {0.0};
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+    int64_t begin, end;
+    chunk_range(rows, chunk, &begin, &end);
+    double total = 0.0;
+    for (int64_t n = begin; n < end; ++n) {
+      const float w = row_factor(labels, row_weight, has_ignore, ignore_index, n);
+      const float *z = logits + n * classes;
+      float *g = grad + n * classes;
+      if (w == 0.0f) { /* ignored or zero-weight row: no gradient, whatever its logits */
+        memset(g, 0, sizeof(float) * classes);
+        continue;
+      }
+      const int64_t label = labels[n];
+      float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < classes; ++c) {
-      const int pos = c == label;
-      const float sign = pos ? 1.0f : -1.0f;
-      const float u = sign * z[c];
-      const float t = expf(-fabsf(u));
-      const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
-      const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
-      const float factor = w * (pos ? pos_weight[c] : neg_weight[c]);
-      float grad_u, grad_gamma;
-      element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
-      g[c] = factor == 0.0f ? 0.0f : scale * factor * sign * grad_u;
-      acc += factor == 0.0f ? 0.0f : factor * grad_gamma;
+      for (int64_t c = 0; c < classes; ++c) {
+        const int pos = c == label;
+        const float sign = pos ? 1.0f : -1.0f;
+        const float u = sign * z[c];
+        const float t = expf(-fabsf(u));
+        const float sp = (u > 0.0f ? u : 0.0f) + log1pf(t);
+        const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
+        const float factor = w * (pos ? pos_weight[c] : neg_weight[c]);
+        float grad_u, grad_gamma;
+        element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
+        g[c] = factor == 0.0f ? 0.0f : scale * factor * sign * grad_u;
+        acc += factor == 0.0f ? 0.0f : factor * grad_gamma;
+      }
+      total += acc;
     }
-    total += acc;
+    part[chunk] = total;
   }
-  return total;
+  return sum_in_order(part);
 }
 
 /* ------------------------------------------------------------------ softmax
@@ -137,7 +167,6 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
  * threads.
  */
 #define BLOCK 64
-#define CHUNKS 1024 /* the partial sums (each over consecutive blocks or rows) */
 #define LOG2E 1.44269504088896341f
 #define LN2_HI 0.693359375f /* ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits */
 #define LN2_LO (-2.12194440e-4f)
@@ -195,19 +224,6 @@ INLINE float log_parts(float d, float e, float *inv_d) {
   const float kf = (float)k;
   const float result = fmaf(kf, LN2_HI, fmaf(kf, LN2_LO, log1p_f));
   return d == d ? result : d;
-}
-
-/* The partial sums' chunk of ``count`` items: [*begin, *end) of chunk ``chunk``. */
-INLINE void chunk_range(int64_t count, int64_t chunk, int64_t *begin, int64_t *end) {
-  const int64_t per = (count + CHUNKS - 1) / CHUNKS;
-  *begin = chunk * per < count ? chunk * per : count;
-  *end = *begin + per < count ? *begin + per : count;
-}
-
-INLINE double sum_in_order(const double *part) {
-  double total = 0.0;
-  for (int64_t i = 0; i < CHUNKS; ++i) total += part[i];
-  return total;
 }
 
 /* What every block of one call shares. */

@@ -145,6 +145,11 @@ if triton is not None:
         return tl.where(w == 0.0, 0.0, x * w)
 
     @triton.jit
+    def _row_of(x, pick):
+        # each row's value of x at the (at most one) class where pick holds, else 0
+        return tl.sum(tl.where(pick, x, 0.0), axis=0)
+
+    @triton.jit
     def _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA: tl.constexpr):
         if PER_CLASS_GAMMA:
             return tl.load(gamma_ptr + cls, mask=cls < C, other=1.0)[:, None]
@@ -206,40 +211,73 @@ if triton is not None:
         row_ok = rows < n_rows
         c = cls[:, None] + tl.zeros([BLOCK_C, BLOCK_R], dtype=tl.int32)
         z_raw = tl.load(z_ptr + offs, mask=mask, other=-float('inf')).to(tl.float32)
-        z_max = tl.max(z_raw, axis=0)
-        z_max = tl.where(row_ok, z_max, 0.0)
+        z_max = tl.where(row_ok, tl.max(z_raw, axis=0), 0.0)
         first = tl.min(tl.where(z_raw == z_max[None, :], c, BLOCK_C), axis=0)
         is_max = c == first[None, :]
-        lse = z_max + tl.log(tl.sum(tl.exp(z_raw - z_max[None, :]), axis=0))
+        # the normaliser from one exp per element: e_c = exp(z_c - m2) (c != m,
+        # m2 the largest logit but the argmax's), rest = sum e_c; then
+        # p_c = e_c exp(m2 - lse), pi_c = p_c / (1 - p_m) = e_c / rest
+        others = mask & (is_max == 0)
+        m2 = tl.where(row_ok, tl.max(tl.where(others, z_raw, -float('inf')), axis=0), 0.0)
+        e_rest = tl.where(others, tl.exp(z_raw - m2[None, :]), 0.0)
+        rest = tl.sum(e_rest, axis=0)
+        d = m2 + tl.log(rest) - z_max  # the argmax's log-odds, negated
+        neg_log_pmax = _log1p(tl.exp(d))
         # a +inf logit: a NaN loss, not a finite one with NaN gradients
-        lse = tl.where(z_max == float('inf'), float('nan'), lse)
-        z_rest = tl.where(is_max, -float('inf'), z_raw)
-        rest_max = tl.where(row_ok, tl.max(z_rest, axis=0), 0.0)
-        lse_rest = rest_max + tl.log(tl.sum(tl.exp(z_rest - rest_max[None, :]), axis=0))
+        lse = tl.where(z_max == float('inf'), float('nan'), z_max + neg_log_pmax)
         z = tl.where(mask, z_raw, 0.0)
         log_p = z - lse[None, :]
-        p = tl.where(mask, tl.exp(log_p), 0.0)
-        v = tl.where(is_max, z_max[None, :] - lse_rest[None, :], log_p - _log1p(-p))
         label = tl.load(label_ptr + rows, mask=row_ok, other=0)
         is_pos = c == label[None, :]
-        u = tl.where(mask, tl.where(is_pos, v, -v), 0.0)
         w = _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
                      class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
                      HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
-        gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
-        loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE >= 2)
-        grad_z = u * 0.0
+        gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA) + tl.zeros(
+            [BLOCK_C, BLOCK_R], dtype=tl.float32)
+        # every class but the argmax and the label is a negative with p <= 1/2:
+        # E = p^gamma, D = 1 - E, loss = -ln D, h = w gamma E / D,
+        # d loss / d gamma = ln p E / D (dfl_mm/csrc/dfl_cpu.c, softmax)
+        e_gamma = tl.exp(gamma * log_p)
+        one_minus = tl.where(e_gamma > 0.5, _one_minus_exp_neg(-gamma * log_p, e_gamma),
+                             1.0 - e_gamma)
+        ratio = tl.where(e_gamma == 0.0, 0.0, e_gamma / one_minus)
+        # the argmax and the label in log-odds form, one value per row
+        is_label = is_pos & (is_max == 0)
+        pos_max = tl.sum(tl.where(is_max & is_pos, 1.0, 0.0), axis=0)
+        sign_m = 2.0 * pos_max - 1.0  # +1 where the argmax is the label
+        loss_m, grad_u_m, gg_m = _elements(-sign_m * d, _row_of(gamma, is_max),
+                                           MODE != 2, MODE >= 2)
+        p_y = tl.exp(_row_of(log_p, is_label))
+        log_1mp_y = _log1p(-p_y)
+        loss_y, grad_u_y, gg_y = _elements(_row_of(log_p, is_label) - log_1mp_y,
+                                           _row_of(gamma, is_label), MODE != 2, MODE >= 2)
+        loss = z * 0.0
+        if MODE != 2:
+            # 1 - E below 1/2 is exact: -ln D as log1p(-E) (Kahan) there
+            arg = tl.where(e_gamma < 0.5, 1.0 - e_gamma, one_minus)
+            log_arg = tl.log(arg)
+            plain = tl.where(e_gamma < 0.5,
+                             tl.where(arg == 1.0, e_gamma, log_arg * e_gamma / (arg - 1.0)),
+                             -log_arg)
+            loss = tl.where(is_max, loss_m[None, :],
+                            tl.where(is_label, loss_y[None, :], plain))
+        grad_gamma = tl.where(is_max, gg_m[None, :],
+                              tl.where(is_label, gg_y[None, :], log_p * ratio))
+        grad_z = z * 0.0
         if MODE >= 2:
-            # the chain rule of dfl_mm.core._softmax_chunk (classes mix here)
-            grad_v = tl.where(mask, _times(tl.where(is_pos, grad_u, -grad_u), w), 0.0)
-            h = tl.where(is_max, grad_v, grad_v / (1.0 - p))
-            k = tl.sum(tl.where(is_max, 0.0, h), axis=0)
-            g_max = tl.sum(tl.where(is_max, grad_v, 0.0), axis=0)
-            pi = tl.where(is_max | (mask == 0), 0.0, tl.exp(z - lse_rest[None, :]))
-            grad_z = h - p * k[None, :] - pi * g_max[None, :]
+            # d loss / d z_j = h_j - p_j K - pi_j g_m (classes mix here)
+            g_max = tl.where(row_ok, _times(sign_m * grad_u_m, _row_of(w, is_max)), 0.0)
+            h_y = _times(grad_u_y / (1.0 - p_y), _row_of(w, is_label))
+            h = tl.where(is_label, h_y[None, :], _times(gamma * ratio, w))
+            h = tl.where(others, h, 0.0)
+            k = tl.sum(h, axis=0)
+            p_rest = tl.exp(m2 - lse)
+            p_max = tl.exp(-neg_log_pmax)
+            grad_z = tl.where(is_max, (g_max - p_max * k)[None, :],
+                              h - e_rest * (p_rest * k + g_max / rest)[None, :])
             # a row whose every element weighs 0 gets no gradient
             active = tl.max(tl.where(w != 0.0, 1, 0), axis=0) > 0
-            grad_z = tl.where(active[None, :], grad_z, 0.0)
+            grad_z = tl.where(active[None, :] & mask, grad_z, 0.0)
         _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
                gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 

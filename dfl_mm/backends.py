@@ -3,8 +3,8 @@
 Three backends share one contract (``dfl_mm.inputs.LossInputs`` in, module
 functions ``forward(inputs, gamma, reduce_sum)`` and
 ``backward(inputs, gamma, grad_out, reduce_sum)`` returning gradients already
-scaled by ``grad_out``, and ``forward_backward(inputs, gamma)``: the summed
-loss with its unscaled gradients, in one pass for the kernels):
+scaled by ``grad_out``, and ``forward_backward(inputs, gamma, scale)``: the
+summed loss and its gradients, all times ``scale``, in one pass for the kernels):
 
 * ``dfl_mm.triton_dfl``: CUDA tensors (float16/bfloat16/float32, integer labels);
 * ``dfl_mm.cpu_kernel``: reduced float32 calls on CPU (see its docstring);
@@ -111,7 +111,7 @@ def probe_triton(device, dtype, use_sigmoid: bool) -> Optional[str]:
         got = (triton_dfl.forward(inputs, gamma, True),
                *triton_dfl.backward(inputs, gamma, grad_out, True),
                triton_dfl.forward(inputs, gamma, False),
-               *(() if use_sigmoid else triton_dfl.forward_backward(inputs, gamma)))
+               *(() if use_sigmoid else triton_dfl.forward_backward(inputs, gamma, 0.5)))
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - any compile/launch failure counts
@@ -119,7 +119,7 @@ def probe_triton(device, dtype, use_sigmoid: bool) -> Optional[str]:
     want = (core.forward(reference, gamma, True),
             *core.backward(reference, gamma, grad_out, True),
             core.forward(reference, gamma, False),
-            *(() if use_sigmoid else core.forward_backward(reference, gamma)))
+            *(() if use_sigmoid else core.forward_backward(reference, gamma, 0.5)))
     tolerance = PROBE_TOLERANCE.get(dtype, PROBE_TOLERANCE[torch.float16])
     names = ('loss', 'd loss / d logits', 'd loss / d gamma', 'loss map', 'fused loss',
              'fused d loss / d logits', 'fused d loss / d gamma')
@@ -170,23 +170,23 @@ def _guarded(backend, step: str, inputs: LossInputs, *args):
 
 
 def forward(backend, inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool,
-            with_grad: bool = False):
+            with_grad: bool = False, scale: float = 1.0):
     """(loss, the backend that computed it, gradients or None).
 
-    The loss is a sum (0-d) or the map (B, C, S). With ``with_grad`` the
-    kernels (``FUSED``) compute a softmax sum's gradients in the same pass and
-    return them unscaled; backward then only scales them (measured on CPU:
-    1.5x faster, for one saved copy of the gradient). Sigmoid calls keep two
+    The loss is a sum times ``scale`` (0-d) or the map (B, C, S). With
+    ``with_grad`` the kernels (``FUSED``) compute a softmax sum's gradients
+    (times ``scale``) in the same pass; backward then only applies the incoming
+    gradient (measured on CPU: 1.5x faster, for one saved copy of the gradient). Sigmoid calls keep two
     passes and save nothing but their inputs: there the fused pass bought no
     time (its forward is cheap) and cost a copy of 150M-logit RetinaNet
     gradients. The core keeps its two passes.
     """
     if with_grad and reduce_sum and backend in FUSED and not inputs.use_sigmoid:
         (loss, grad_logits, grad_gamma), backend = _guarded(backend, 'forward_backward',
-                                                            inputs, gamma)
+                                                            inputs, gamma, scale)
         return loss, backend, (grad_logits, grad_gamma)
     out, backend = _guarded(backend, 'forward', inputs, gamma, reduce_sum)
-    return out, backend, None
+    return (out * scale if reduce_sum and scale != 1.0 else out), backend, None
 
 
 def backward(backend, inputs: LossInputs, gamma: torch.Tensor, grad_out: torch.Tensor,

@@ -264,8 +264,8 @@ def backward(inputs: LossInputs, gamma: Tensor, grad_out: Tensor, reduce_sum: bo
     return grad_logits, grad_gamma
 
 
-def forward_backward(inputs: LossInputs, gamma: Tensor):
-    """The summed loss and its unscaled gradients (the kernels' fused contract,
-    here as two chunked passes: what a failed fused launch falls back to)."""
-    one = torch.ones((), dtype=inputs.dtype, device=inputs.logits.device)
-    return (forward(inputs, gamma, True), *backward(inputs, gamma, one, True))
+def forward_backward(inputs: LossInputs, gamma: Tensor, scale: float):
+    """The summed loss and its gradients, all times ``scale`` (the kernels' fused
+    contract, here as two chunked passes: what a failed fused launch falls back to)."""
+    factor = torch.tensor(scale, dtype=inputs.dtype, device=inputs.logits.device)
+    return (forward(inputs, gamma, True) * factor, *backward(inputs, gamma, factor, True))

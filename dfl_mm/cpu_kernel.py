@@ -214,21 +214,20 @@ def forward(inputs, gamma, reduce_sum: bool = True) -> torch.Tensor:
                         dtype=torch.float32)
 
 
-def forward_backward(inputs, gamma):
+def forward_backward(inputs, gamma, scale: float):
     """Softmax mode: the summed loss and its gradients in one pass (a forward
-    pass whose gradients are needed).
+    pass whose gradients are needed), all times ``scale``.
 
     Returns:
-        (loss 0-d float32, d / d logits (B, C, S) float32, d / d gamma 0-d float32),
-        unscaled: backward multiplies them by the incoming gradient.
+        (loss 0-d float32, d / d logits (B, C, S) float32, d / d gamma 0-d float32).
     """
     grad = torch.empty_like(inputs.logits)
     args, _keep = _arguments(inputs, gamma)
     loss = ctypes.c_double(0.0)
-    grad_gamma = call('softmax_forward_backward', *args, 1.0, grad.data_ptr(),
+    grad_gamma = call('softmax_forward_backward', *args, scale, grad.data_ptr(),
                       torch.get_num_threads(), ctypes.byref(loss))
-    return (torch.tensor(loss.value, dtype=torch.float32), grad,
-            torch.tensor(grad_gamma, dtype=torch.float32))
+    return (torch.tensor(loss.value * scale, dtype=torch.float32), grad,
+            torch.tensor(grad_gamma * scale, dtype=torch.float32))
 
 
 def backward(inputs, gamma, grad_out: torch.Tensor, reduce_sum: bool = True):

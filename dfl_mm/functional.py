@@ -14,6 +14,7 @@ This module and the backends need only torch (and Triton for the kernels):
 no mmengine, mmdet or mmseg.
 """
 import math
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -32,21 +33,29 @@ REDUCTIONS = ('none', 'mean', 'sum')
 class _DualFocalFunction(torch.autograd.Function):
     """Fused DFL: forward keeps the inputs and the backend that ran; backward
     asks the same backend for gradients already scaled by the incoming one.
-    Where the backend computes the gradients with the loss (the C kernel's
-    sums, when gradients are needed), forward saves them instead (one copy of
-    the logits, as cross-entropy saves) and backward only scales them."""
+    Where the backend computes the gradients with the loss (the kernels'
+    softmax sums, when gradients are needed), forward keeps them instead (one
+    copy of the logits, as cross-entropy saves) and the first backward hands
+    them out, times the incoming gradient; a later one (``retain_graph``)
+    recomputes them. A sum comes out times ``scale``, the mean's divisor folded
+    in: the kept gradients are final, and for an incoming gradient of 1 (a mean
+    loss of weight 1) backward makes no pass over the logits at all."""
 
     @staticmethod
-    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool):
+    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool,
+                scale: float = 1.0):
         with torch.autocast(logits.device.type, enabled=False):
             backend = backends.select(inputs, gamma, reduce_sum)
             out, backend, grads = backends.forward(backend, inputs, gamma, reduce_sum,
-                                                   with_grad)
+                                                   with_grad, scale)
         ctx.backend = backend
         ctx.inputs = inputs
         ctx.reduce_sum = reduce_sum
-        ctx.fused = grads is not None
-        ctx.save_for_backward(gamma, *inputs.tensors(), *(grads or ()))
+        ctx.scale = scale
+        # kept on ctx, not saved: backward hands them out once (no copy) and a
+        # second backward (retain_graph) recomputes them from the saved inputs
+        ctx.grads = grads
+        ctx.save_for_backward(gamma, *inputs.tensors())
         inputs.replace_tensors((None, ) * 5)  # only saved tensors are kept
         return out.to(logits.dtype)
 
@@ -54,17 +63,27 @@ class _DualFocalFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         gamma, *tensors = ctx.saved_tensors
         inputs: LossInputs = ctx.inputs
-        inputs.replace_tensors(tensors[:5])
+        inputs.replace_tensors(tensors)
         need_logits, need_gamma = ctx.needs_input_grad[:2]
+        grads, ctx.grads = ctx.grads, None
         with torch.autocast(inputs.logits.device.type, enabled=False):
-            if ctx.fused:  # computed with the loss: only the scale is left
-                scale = grad_out.to(inputs.dtype)
-                grad_logits, grad_gamma = tensors[5] * scale, tensors[6] * scale
+            if grads is not None:  # computed with the loss: only the incoming gradient is left
+                grad_logits, grad_gamma = grads
+                if not _is_one(grad_out):
+                    scale = grad_out.to(inputs.dtype)
+                    grad_logits, grad_gamma = grad_logits * scale, grad_gamma * scale
             else:
+                if ctx.scale != 1.0:
+                    grad_out = grad_out * ctx.scale
                 grad_logits, grad_gamma = backends.backward(ctx.backend, inputs, gamma,
                                                             grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
-                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None)
+                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
+
+
+def _is_one(grad_out: Tensor) -> bool:
+    # read on CPU only: on CUDA the read would wait for the stream
+    return grad_out.device.type == 'cpu' and grad_out.numel() == 1 and float(grad_out) == 1.0
 
 
 def check_number(name, value, low, high, low_open=True):
@@ -190,28 +209,31 @@ def dual_focal_loss(logits: Tensor,
         >>> labels = torch.tensor([0, 1, 2, 3, 3, 1, 0, 3])  # 3 = background
         >>> dual_focal_loss(logits, labels, gamma=2.0).backward()
     """
-    loss = _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
+    return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
                             class_weight, alpha, ignore_index,
                             reduce_sum=reduction != 'none',
                             reduction=reduction, avg_factor=avg_factor)
-    return reduce_loss_sum(loss, logits, reduction, avg_factor)
 
 
-def reduce_loss_sum(loss: Tensor, logits: Tensor, reduction: str,
-                    avg_factor: Optional[float]) -> Tensor:
-    """Turn the summed loss into the requested reduction (mmdet semantics)."""
+def _reduction(logits: Tensor, reduction: str, avg_factor):
+    """The requested reduction (mmdet semantics) of the summed loss, as
+    (factor folded into the loss's autograd function, divisor left for after it:
+    a tensor ``avg_factor``, whose value is not read here)."""
     if reduction != 'mean':
-        return loss
+        return 1.0, None
     if avg_factor is None:
-        return loss / max(logits.numel(), 1)
+        return 1.0 / max(logits.numel(), 1), None
     # mmdet's weight_reduce_loss: an eps keeps avg_factor = 0 finite (loss 0)
-    return loss / (avg_factor + torch.finfo(torch.float32).eps)
+    eps = torch.finfo(torch.float32).eps
+    if isinstance(avg_factor, numbers.Real) and not isinstance(avg_factor, bool):
+        return 1.0 / (float(avg_factor) + eps), None
+    return 1.0, avg_factor + eps
 
 
 def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                      alpha, ignore_index, *, reduce_sum, reduction='sum',
                      avg_factor=None) -> Tensor:
-    """Validate, normalise to (B, C, S) and run the fused function."""
+    """Validate, normalise to (B, C, S), run the fused function and reduce."""
     checks = Checks()  # value checks, read with one sync before the loss runs
     _check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
     _check_tensor('target', target, 'integer labels or float targets')
@@ -296,8 +318,11 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
     with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
-    out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad)
-    return out if reduce_sum else out.view(logits.shape)
+    scale, divisor = _reduction(logits, reduction, avg_factor)
+    out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
+    if not reduce_sum:
+        return out.view(logits.shape)
+    return out if divisor is None else out / divisor
 
 
 def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):

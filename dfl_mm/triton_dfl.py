@@ -353,13 +353,14 @@ def forward(inputs: LossInputs, gamma, reduce_sum: bool):
     return out.sum() if reduce_sum else out
 
 
-def forward_backward(inputs: LossInputs, gamma):
-    """The summed loss and its unscaled gradients in one launch.
+def forward_backward(inputs: LossInputs, gamma, scale: float):
+    """The summed loss and its gradients, all times ``scale``, in one launch.
 
     Returns:
         (loss 0-d float32, d / d logits (B, C, S, logits' dtype), d / d gamma float32).
     """
-    out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD)
+    factor = torch.tensor(scale, dtype=torch.float32, device=inputs.logits.device)
+    out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD, factor)
     return out.sum(), grad, _gamma_grad(gamma, gamma_grad)
 
 

@@ -309,3 +309,23 @@ def test_results_are_bitwise_the_same_for_any_thread_count(kernel, use_sigmoid):
     for sums, grad in results[1:]:
         assert sums == results[0][0]
         assert torch.equal(grad, results[0][1])
+
+
+def test_kept_gradients_are_handed_out_once_and_recomputed_after(kernel):
+    """A mean loss of weight 1 gets an incoming gradient of 1: the first backward
+    returns the gradients the forward computed, without a pass over them (a leaf
+    may take that very tensor as its .grad); every later backward (retain_graph)
+    recomputes them, so accumulating into that .grad changes nothing it reads."""
+    torch.manual_seed(4)
+    z = (4 * torch.randn(2, 5, 9, 11)).requires_grad_()
+    labels = torch.randint(0, 5, (2, 9, 11))
+    loss = dual_focal_loss(z, labels, 1.7, use_sigmoid=False)
+    loss.backward(retain_graph=True)
+    once = z.grad.clone()
+    loss.backward(retain_graph=True)
+    (2.0 * loss).backward()
+    torch.testing.assert_close(z.grad, 4.0 * once, rtol=1e-5, atol=1e-9)
+    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
+    zc = z.detach().clone().requires_grad_()
+    dual_focal_loss(zc, labels, 1.7, use_sigmoid=False).backward()
+    torch.testing.assert_close(once, zc.grad, rtol=2e-4, atol=1e-7)

@@ -176,10 +176,10 @@ def forward(backend, inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool,
     The loss is a sum times ``scale`` (0-d) or the map (B, C, S). With
     ``with_grad`` the kernels (``FUSED``) compute a softmax sum's gradients
     (times ``scale``) in the same pass; backward then only applies the incoming
-    gradient (measured on CPU: 1.5x faster, for one saved copy of the gradient). Sigmoid calls keep two
-    passes and save nothing but their inputs: there the fused pass bought no
-    time (its forward is cheap) and cost a copy of 150M-logit RetinaNet
-    gradients. The core keeps its two passes.
+    gradient (measured on CPU: 1.5x faster, for one kept copy of the gradient).
+    Sigmoid calls keep two passes and save nothing but their inputs: there the
+    fused pass bought no time (its forward is cheap) and cost a copy of
+    150M-logit RetinaNet gradients. The core keeps its two passes.
     """
     if with_grad and reduce_sum and backend in FUSED and not inputs.use_sigmoid:
         (loss, grad_logits, grad_gamma), backend = _guarded(backend, 'forward_backward',

@@ -92,7 +92,7 @@ def test_a_nonfinite_logit_that_counts_shows_in_the_loss(backend, logits, use_si
 def test_dense_ignored_pixels_are_inert(backend):
     """The mmseg layout (B, C, H, W), where the C kernel runs its pixel blocks."""
     torch.manual_seed(2)
-    z = 2 * torch.randn(2, 4, 6, 70)  # > one 64-pixel block per row of pixels
+    z = 2 * torch.randn(2, 4, 6, 70)  # several 32-pixel blocks per row of pixels
     labels = torch.randint(0, 4, (2, 6, 70))
     labels[0, 1, 3:9] = 255
     labels[1, 5, 60:] = 255

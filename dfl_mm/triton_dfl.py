@@ -33,7 +33,7 @@ ELEMENTS_PER_PROGRAM = 1024  # sigmoid tile size (classes x rows)
 SOFTMAX_ROWS = 32  # rows per softmax tile (each with all its classes)
 MAX_CLASS_BLOCK = 32  # the sigmoid kernel's widest class tile
 # what the kernels read of the incoming gradient
-UPSTREAM_NONE, UPSTREAM_SCALAR, UPSTREAM_MAP = 0, 1, 2
+UPSTREAM_NONE, UPSTREAM_SCALAR, UPSTREAM_MAP, UPSTREAM_VALUE = 0, 1, 2, 3
 
 
 def available() -> bool:
@@ -117,7 +117,8 @@ if triton is not None:
 
     @triton.jit
     def _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
-                 class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W: tl.constexpr,
+                 class_w_ptr, upstream_ptr, ignore_index, alpha, factor,
+                 HAS_ROW_W: tl.constexpr,
                  HAS_ELEM_W: tl.constexpr, HAS_CLASS_W: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_IGNORE: tl.constexpr, UPSTREAM: tl.constexpr):
         """Each element's weight (tile): 0 out of bounds and on ignored rows."""
@@ -137,6 +138,8 @@ if triton is not None:
             w = w * tl.load(upstream_ptr).to(tl.float32)
         if UPSTREAM == 2:
             w = w * tl.load(upstream_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if UPSTREAM == 3:
+            w = w * factor
         return w
 
     @triton.jit
@@ -175,7 +178,7 @@ if triton is not None:
     @triton.jit
     def _sigmoid_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
                         upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
-                        n_rows, C, S, ignore_index, alpha,
+                        n_rows, C, S, ignore_index, alpha, factor,
                         MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr,
                         HAS_ROW_W: tl.constexpr, HAS_ELEM_W: tl.constexpr,
                         HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
@@ -189,8 +192,8 @@ if triton is not None:
         is_pos = cls[:, None] == label[None, :]
         u = tl.where(is_pos, z, -z)
         w = _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
-                     class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
-                     HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
+                     class_w_ptr, upstream_ptr, ignore_index, alpha, factor, HAS_ROW_W,
+                     HAS_ELEM_W, HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
         gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA)
         loss, grad_u, grad_gamma = _elements(u, gamma, MODE != 2, MODE >= 2)
         grad_z = _times(tl.where(is_pos, grad_u, -grad_u), w)
@@ -200,7 +203,7 @@ if triton is not None:
     @triton.jit
     def _softmax_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
                         upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
-                        n_rows, C, S, ignore_index, alpha,
+                        n_rows, C, S, ignore_index, alpha, factor,
                         MODE: tl.constexpr, PER_CLASS_GAMMA: tl.constexpr,
                         HAS_ROW_W: tl.constexpr, HAS_ELEM_W: tl.constexpr,
                         HAS_CLASS_W: tl.constexpr, HAS_ALPHA: tl.constexpr,
@@ -230,8 +233,8 @@ if triton is not None:
         label = tl.load(label_ptr + rows, mask=row_ok, other=0)
         is_pos = c == label[None, :]
         w = _weights(offs, rows, cls, is_pos, label, mask, C, n_rows, row_w_ptr, elem_w_ptr,
-                     class_w_ptr, upstream_ptr, ignore_index, alpha, HAS_ROW_W, HAS_ELEM_W,
-                     HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
+                     class_w_ptr, upstream_ptr, ignore_index, alpha, factor, HAS_ROW_W,
+                     HAS_ELEM_W, HAS_CLASS_W, HAS_ALPHA, HAS_IGNORE, UPSTREAM)
         gamma = _gamma_of(gamma_ptr, cls, C, PER_CLASS_GAMMA) + tl.zeros(
             [BLOCK_C, BLOCK_R], dtype=tl.float32)
         # every class but the argmax and the label is a negative with p <= 1/2:
@@ -294,7 +297,8 @@ def _gamma_grad(gamma, gamma_grad):
 def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
     """Run the kernel of ``inputs.use_sigmoid`` in ``mode``.
 
-    ``upstream``: None, a 0-d incoming gradient (scales every element) or a
+    ``upstream``: None, a number or a 0-d incoming gradient (scales every
+    element; a number is a kernel argument, so no host-to-device copy) or a
     (B, C, S) one (per element). Returns (out, grad, gamma_grad).
     """
     logits = inputs.logits.contiguous()
@@ -328,8 +332,11 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
         grad = torch.empty_like(logits)
         gamma_grad = torch.zeros(channels if per_class else programs, device=device,
                                  dtype=torch.float32)
+    factor = 1.0
     if upstream is None:
         upstream_mode = UPSTREAM_NONE
+    elif isinstance(upstream, float):
+        upstream_mode, factor, upstream = UPSTREAM_VALUE, upstream, None
     else:
         upstream_mode = UPSTREAM_SCALAR if upstream.dim() == 0 else UPSTREAM_MAP
         upstream = upstream.to(device=device, dtype=torch.float32)
@@ -343,7 +350,7 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
     kernel[grid](logits, labels, gamma32, ptr(inputs.row_weight), ptr(inputs.elem_weight),
                  ptr(inputs.class_weight), ptr(upstream), out, grad, gamma_grad,
                  n_rows, channels, spatial, -1 if ignore is None else int(ignore),
-                 0.0 if inputs.alpha is None else float(inputs.alpha), **flags)
+                 0.0 if inputs.alpha is None else float(inputs.alpha), factor, **flags)
     return out, grad, gamma_grad
 
 
@@ -359,8 +366,7 @@ def forward_backward(inputs: LossInputs, gamma, scale: float):
     Returns:
         (loss 0-d float32, d / d logits (B, C, S, logits' dtype), d / d gamma float32).
     """
-    factor = torch.tensor(scale, dtype=torch.float32, device=inputs.logits.device)
-    out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD, factor)
+    out, grad, gamma_grad = _launch(inputs, gamma, KernelMode.SUM_AND_GRAD, float(scale))
     return out.sum(), grad, _gamma_grad(gamma, gamma_grad)
 
 

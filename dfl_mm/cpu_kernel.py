@@ -4,7 +4,8 @@ and softmax mode on (B, C, ...) maps (mmseg's decode heads).
 
 The pure-PyTorch core needs about ten full passes of transcendental ATen ops
 per element; the C loops do the same maths in one vectorised pass per
-direction (two over the classes for softmax). The library is compiled on
+direction (softmax: loss and gradients in one call, a few passes over each
+block of pixels, deterministic for any thread count). The library is compiled on
 first use with the system C compiler (``$CC``, else ``cc``) for this CPU
 (``-march=native``) and cached under ``$DFL_MM_CACHE_DIR`` (default
 ``~/.cache/dfl_mm``), keyed by the source, the flags and the CPU, as Triton

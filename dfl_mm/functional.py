@@ -4,7 +4,8 @@
 and runs one fused autograd function whose forward keeps its inputs and whose
 backward recomputes the elements (the maths: ``dfl_mm.core``); a kernel's
 softmax sum whose gradients are needed computes them with the loss instead,
-and backward only scales them. Which implementation computes them (Triton,
+with a mean's divisor folded in, and backward only applies the incoming
+gradient. Which implementation computes them (Triton,
 the C kernel or the PyTorch core) is chosen once per forward by
 ``dfl_mm.backends`` and kept for backward.
 

@@ -225,9 +225,8 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
  *
  * p_c and pi_c reuse the exp(z_c - m2) of the normaliser (m2: the largest
  * logit but the argmax's). Element weight: weight[b, s] (optional; 0 for
- * ignored pixels) * class_weight[c]. Sums are taken per block in a fixed
- * order and then over the blocks in order: bitwise the same for any number of
- * threads.
+ * ignored pixels) * class_weight[c]. Sums: per block, then per chunk of
+ * blocks (CHUNKS, above), all in a fixed order.
  */
 /* pixels per block: its 3 x C x BLOCK floats of scratch stay in L1 / L2
  * (150 classes: 2x faster than 64 pixels; 19 classes: the same) */
@@ -253,7 +252,7 @@ typedef struct {
   float h_label[BLOCK];  /* h_y of a label that is not the argmax, else 0 */
   float loss[BLOCK], grad_gamma[BLOCK]; /* of the argmax and label elements */
   int32_t argmax[BLOCK], label[BLOCK]; /* label: -1 when not a class */
-  int32_t active[BLOCK]; /* some element of the pixel weighs != 0 */
+  int32_t active[BLOCK]; /* some w * class_weight[c] != 0: w * max |class_weight| != 0 */
 } PixelStats;
 
 /* The log-odds terms of one element: loss, and d loss / d v and d loss / d gamma
@@ -294,7 +293,7 @@ INLINE void pixel_stats(const Softmax *a, int64_t b, int64_t s0, const int64_t l
   for (int32_t c = 0; c < classes; ++c) {
     const float *zc = zb + c * spatial;
     float *zsc = zs + c * BLOCK;
-    /* C strided rows are more streams than the hardware prefetcher follows */
+    /* C strided rows: more streams than the hardware prefetcher follows */
     for (int64_t line = 0; line < BLOCK; line += 16)
       __builtin_prefetch(zc + PREFETCH_AHEAD * BLOCK + line);
 #pragma omp simd

@@ -212,7 +212,6 @@ def dual_focal_loss(logits: Tensor,
     """
     return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
                             class_weight, alpha, ignore_index,
-                            reduce_sum=reduction != 'none',
                             reduction=reduction, avg_factor=avg_factor)
 
 
@@ -232,8 +231,7 @@ def _reduction(logits: Tensor, reduction: str, avg_factor):
 
 
 def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
-                     alpha, ignore_index, *, reduce_sum, reduction='sum',
-                     avg_factor=None) -> Tensor:
+                     alpha, ignore_index, *, reduction, avg_factor=None) -> Tensor:
     """Validate, normalise to (B, C, S), run the fused function and reduce."""
     checks = Checks()  # value checks, read with one sync before the loss runs
     _check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
@@ -319,6 +317,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
     with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
+    reduce_sum = reduction != 'none'
     scale, divisor = _reduction(logits, reduction, avg_factor)
     out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
     if not reduce_sum:

@@ -4,8 +4,8 @@ Both kernels walk (B, C, S) logits in (classes x rows) tiles, rows being the
 B * S samples or pixels: the sigmoid kernel tiles the classes too, the softmax
 kernel holds a row's classes in one tile (its normaliser needs them all). The
 forward launch reads logits and labels once and writes per-program partial
-sums or the element map (and, when gradients are needed, the unscaled
-gradients in the same pass); the backward launch reads them once more and
+sums or the element map (and, when gradients are needed, the gradients
+in the same pass, times the mean's factor); the backward launch reads them once more and
 writes the gradient, already scaled by the incoming gradient, and per-program (or,
 for per-class gamma, block-reduced per-class) sums of d loss / d gamma. Same
 maths as ``dfl_mm.core`` (the reference), in float32: log1p/expm1 use Kahan's
@@ -240,9 +240,9 @@ if triton is not None:
         # every class but the argmax and the label is a negative with p <= 1/2:
         # E = p^gamma, D = 1 - E, loss = -ln D, h = w gamma E / D,
         # d loss / d gamma = ln p E / D (dfl_mm/csrc/dfl_cpu.c, softmax)
-        e_gamma = tl.exp(gamma * log_p)
-        one_minus = tl.where(e_gamma > 0.5, _one_minus_exp_neg(-gamma * log_p, e_gamma),
-                             1.0 - e_gamma)
+        s = -gamma * log_p
+        e_gamma = tl.exp(-s)
+        one_minus = tl.where(e_gamma > 0.5, _one_minus_exp_neg(s, e_gamma), 1.0 - e_gamma)
         ratio = tl.where(e_gamma == 0.0, 0.0, e_gamma / one_minus)
         # the argmax and the label in log-odds form, one value per row
         is_label = is_pos & (is_max == 0)
@@ -250,10 +250,10 @@ if triton is not None:
         sign_m = 2.0 * pos_max - 1.0  # +1 where the argmax is the label
         loss_m, grad_u_m, gg_m = _elements(-sign_m * d, _row_of(gamma, is_max),
                                            MODE != 2, MODE >= 2)
-        p_y = tl.exp(_row_of(log_p, is_label))
-        log_1mp_y = _log1p(-p_y)
-        loss_y, grad_u_y, gg_y = _elements(_row_of(log_p, is_label) - log_1mp_y,
-                                           _row_of(gamma, is_label), MODE != 2, MODE >= 2)
+        log_p_y = _row_of(log_p, is_label)
+        p_y = tl.exp(log_p_y)
+        loss_y, grad_u_y, gg_y = _elements(log_p_y - _log1p(-p_y), _row_of(gamma, is_label),
+                                           MODE != 2, MODE >= 2)
         loss = z * 0.0
         if MODE != 2:
             # 1 - E below 1/2 is exact: -ln D as log1p(-E) (Kahan) there

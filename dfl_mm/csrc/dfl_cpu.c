@@ -87,19 +87,19 @@ INLINE float log_parts(float d, float e, float *inv_d) {
   return d == d ? result : d;
 }
 
-/* Element loss from the signed logit u and sp = softplus(u) = -ln e. */
-INLINE float element_loss(float u, float sp, float gamma, float log_gamma) {
-  float d, unused;
-  const float e = exp_parts(-gamma * sp, &d);
-  return u < TAIL ? -(log_gamma + u) : -log_parts(d, e, &unused);
+/* The element terms below take u, sp = softplus(u) = -ln e and, from one
+ * exp_parts, exp_s = exp(-s) and one_minus = 1 - exp(-s) of s = gamma * sp. */
+
+/* Element loss. */
+INLINE float element_loss(float u, float exp_s, float one_minus, float log_gamma) {
+  float unused;
+  return u < TAIL ? -(log_gamma + u) : -log_parts(one_minus, exp_s, &unused);
 }
 
 /* d loss / d u and d loss / d gamma; sigmoid = sigmoid(u) = 1 - e. */
-INLINE void element_grads(float u, float sp, float sigmoid, float gamma, float *grad_u,
-                          float *grad_gamma) {
-  float d;
-  const float e = exp_parts(-gamma * sp, &d);
-  const float ratio = e == 0.0f ? 0.0f : -e / d; /* -exp(-s) / (1 - exp(-s)) */
+INLINE void element_grads(float u, float sp, float sigmoid, float gamma, float exp_s,
+                          float one_minus, float *grad_u, float *grad_gamma) {
+  const float ratio = exp_s == 0.0f ? 0.0f : -exp_s / one_minus; /* -exp(-s) / (1 - exp(-s)) */
   const int tail = u < TAIL;
   *grad_u = tail ? -1.0f : gamma * sigmoid * ratio;
   *grad_gamma = tail ? -1.0f / gamma : sp * ratio;
@@ -152,7 +152,9 @@ double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
         const float u = pos ? z[c] : -z[c];
         const float sp = (u > 0.0f ? u : 0.0f) + log1pf(expf(-fabsf(u)));
         const float factor = pos ? pos_weight[c] : neg_weight[c];
-        const float loss = element_loss(u, sp, gamma, log_gamma);
+        float one_minus;
+        const float exp_s = exp_parts(-gamma * sp, &one_minus);
+        const float loss = element_loss(u, exp_s, one_minus, log_gamma);
         acc += factor == 0.0f ? 0.0f : factor * loss; /* exactly 0, even for a NaN logit */
       }
       total += (double)w * acc;
@@ -195,7 +197,9 @@ double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
         const float sigmoid = (u >= 0.0f ? 1.0f : t) / (1.0f + t);
         const float factor = w * (pos ? pos_weight[c] : neg_weight[c]);
         float grad_u, grad_gamma;
-        element_grads(u, sp, sigmoid, gamma, &grad_u, &grad_gamma);
+        float one_minus;
+        const float exp_s = exp_parts(-gamma * sp, &one_minus);
+        element_grads(u, sp, sigmoid, gamma, exp_s, one_minus, &grad_u, &grad_gamma);
         g[c] = factor == 0.0f ? 0.0f : scale * factor * sign * grad_u;
         acc += factor == 0.0f ? 0.0f : factor * grad_gamma;
       }
@@ -262,8 +266,10 @@ INLINE void logodds_element(float u, float sp, float sigmoid, float sign, float 
                             float gamma, float log_gamma, float *loss, float *grad_v,
                             float *grad_gamma) {
   float grad_u, gg;
-  element_grads(u, sp, sigmoid, gamma, &grad_u, &gg);
-  const float l = element_loss(u, sp, gamma, log_gamma);
+  float one_minus;
+  const float exp_s = exp_parts(-gamma * sp, &one_minus);
+  element_grads(u, sp, sigmoid, gamma, exp_s, one_minus, &grad_u, &gg);
+  const float l = element_loss(u, exp_s, one_minus, log_gamma);
   const int counts = factor != 0.0f;
   *loss = counts ? factor * l : 0.0f;
   *grad_v = counts ? factor * sign * grad_u : 0.0f;
@@ -493,11 +499,13 @@ INLINE void softmax_run(const Softmax *args, int64_t batch, int threads, int *fa
   if (with_grad) *grad_gamma = sum_in_order(gg_part);
 }
 
-#define SOFTMAX_ARGS                                                                    \
-  (Softmax) {                                                                           \
-    logits, weight, class_weight, labels, has_ignore, ignore_index, classes, spatial,   \
-        gamma, logf(gamma), scale, 0.0f, grad                                           \
-  }
+static Softmax softmax_args(const float *logits, const int64_t *labels, const float *weight,
+                            const float *class_weight, int64_t has_ignore,
+                            int64_t ignore_index, int64_t classes, int64_t spatial,
+                            float gamma, float scale, float *grad) {
+  return (Softmax){logits, weight, class_weight, labels, has_ignore, ignore_index, classes,
+                   spatial, gamma, logf(gamma), scale, 0.0f, grad};
+}
 
 /* Returns the sum of the weighted losses (NaN when the scratch can not be
  * allocated: *failed says so). */
@@ -505,10 +513,10 @@ double dfl_softmax_forward(const float *logits, const int64_t *labels, const flo
                            const float *class_weight, int64_t has_ignore,
                            int64_t ignore_index, int64_t batch, int64_t classes,
                            int64_t spatial, float gamma, int threads, int *failed) {
-  const float scale = 1.0f;
-  float *grad = NULL;
+  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
+                                 ignore_index, classes, spatial, gamma, 1.0f, NULL);
   double loss = NAN;
-  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 1, 0, &loss, NULL);
+  softmax_run(&a, batch, threads, failed, 1, 0, &loss, NULL);
   return loss;
 }
 
@@ -519,8 +527,10 @@ double dfl_softmax_backward(const float *logits, const int64_t *labels, const fl
                             int64_t ignore_index, int64_t batch, int64_t classes,
                             int64_t spatial, float gamma, float scale, float *grad,
                             int threads, int *failed) {
+  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
+                                 ignore_index, classes, spatial, gamma, scale, grad);
   double grad_gamma = NAN;
-  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 0, 1, NULL, &grad_gamma);
+  softmax_run(&a, batch, threads, failed, 0, 1, NULL, &grad_gamma);
   return grad_gamma;
 }
 
@@ -532,7 +542,9 @@ double dfl_softmax_forward_backward(const float *logits, const int64_t *labels,
                                     int64_t classes, int64_t spatial, float gamma,
                                     float scale, float *grad, int threads, int *failed,
                                     double *loss) {
+  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
+                                 ignore_index, classes, spatial, gamma, scale, grad);
   double grad_gamma = NAN;
-  softmax_run(&SOFTMAX_ARGS, batch, threads, failed, 1, 1, loss, &grad_gamma);
+  softmax_run(&a, batch, threads, failed, 1, 1, loss, &grad_gamma);
   return grad_gamma;
 }

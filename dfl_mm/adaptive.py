@@ -12,10 +12,12 @@ got right (``hits``), and turns them into weights:
     w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}}\\ \\text{(frequency)},\\quad
     w_c \\propto (1 - r_c + \\epsilon)^{\\mathrm{power}}\\ \\text{(recall)}
 
-normalised so that the average weight of what they multiply is 1 (per row:
-``sum_c f_c w_c = 1``; per element: the mean over the classes seen so far is
-1) and clipped to ``[1 / max_weight, max_weight]`` so that a class never seen
-yet (``f_c = 0``) cannot explode the loss.
+normalised over the classes seen so far so that the average weight of what
+they multiply is 1 (per row: ``sum_c f_c w_c = 1``; per element: their mean is
+1) and clipped to ``[1 / max_weight, max_weight]``. A class with no
+information (never counted, ``f_c = 0``) weighs 1, the average; with nothing
+counted at all (no step yet, or only steps whose rows were all ignored or
+background) every weight is 1, so the loss keeps the unweighted scale.
 
 What one update is: the weights used in a training step come from the steps
 before it, never from the batch at hand. Inside an mmengine runner the counts
@@ -30,9 +32,14 @@ step), so every rank holds identical weights. Nothing is updated in
 ``eval()`` mode.
 
 All state is in persistent buffers (checkpointed, restored exactly by
-``--resume``, never seen by the optimizer).
+``--resume``, never seen by the optimizer). The open step's counts are a
+plain tensor, not a buffer: DDP's ``broadcast_buffers`` would otherwise
+overwrite every rank's counts with rank 0's before the fold. A call that
+raises changes nothing (``DualFocalLoss`` counts a call only once its loss
+has been computed, and :meth:`AdaptiveClassWeight.call` undoes a fold).
 """
 import math
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -84,7 +91,9 @@ class AdaptiveClassWeight(nn.Module):
         counts (C,) float64: EMA of the per-step count of targets per class.
         hits (C,) float64: EMA of those predicted right (recall basis).
         steps (int64): number of folded steps.
-        pending (2, C) float64, not saved: the open step's raw counts and hits.
+
+    The open step's raw counts and hits, (2, C) float64, are kept outside the
+    buffers (not saved, not broadcast by DDP).
     """
 
     def __init__(self, num_classes: int, basis: str = 'frequency',
@@ -110,9 +119,8 @@ class AdaptiveClassWeight(nn.Module):
         self.register_buffer('hits', zeros.clone())
         self.register_buffer('steps', torch.zeros((), dtype=torch.int64))
         # counts of the step in progress, folded at its end (DFLGammaHook), so
-        # checkpoints hold folded statistics only
-        self.register_buffer('pending', torch.zeros(2, num_classes, dtype=torch.float64),
-                             persistent=False)
+        # checkpoints hold folded statistics only; not a buffer (see above)
+        self._pending: Optional[Tensor] = None
         self._open = False  # whether pending holds an unfolded step
         self._open_iter = None  # the runner iteration it belongs to
         self._weights = None  # cache: the weights change only when a step folds
@@ -140,7 +148,7 @@ class AdaptiveClassWeight(nn.Module):
         return self._weights
 
     def _compute_weights(self) -> Tensor:
-        if int(self.steps) == 0 or self.power == 0:
+        if int(self.steps) == 0 or self.power == 0 or not bool(self.counts.any()):
             return torch.ones(self.num_classes, device=self.counts.device)
         freq = self.frequency()
         if self.basis == 'frequency':
@@ -149,10 +157,30 @@ class AdaptiveClassWeight(nn.Module):
             raw = (1 - self.recall() + self.eps).pow(self.power)
         return normalise_weights(raw, freq, self.apply_to, self.max_weight).float()
 
-    def start_call(self) -> None:
-        """Fold the open step if this call belongs to a later runner iteration."""
-        if self._open and _runner_iter() != self._open_iter:
-            self.end_step()
+    @property
+    def pending(self) -> Tensor:
+        """(2, C) float64: the open step's raw counts and hits (zeros if none)."""
+        if self._pending is None or self._pending.device != self.counts.device:
+            self._pending = torch.zeros(2, self.num_classes, dtype=torch.float64,
+                                        device=self.counts.device)
+        return self._pending
+
+    @contextmanager
+    def call(self):
+        """One training call: fold the open step first if the call belongs to a
+        later runner iteration; if the call raises, undo that fold."""
+        if not (self._open and _runner_iter() != self._open_iter):
+            yield
+            return
+        saved = [t.clone() for t in (self.counts, self.hits, self.steps, self.pending)]
+        self.end_step()
+        try:
+            yield
+        except BaseException:
+            for buffer, value in zip((self.counts, self.hits, self.steps, self.pending), saved):
+                buffer.copy_(value)
+            self._open, self._weights = True, None
+            raise
 
     def observe(self, labels: Tensor, hits: Optional[Tensor] = None) -> None:
         """Add one call's targets to the current step.
@@ -163,11 +191,12 @@ class AdaptiveClassWeight(nn.Module):
         """
         with torch.no_grad():
             labels = labels.reshape(-1)
-            self.pending[0] += torch.bincount(labels, minlength=self.num_classes).to(
+            pending = self.pending
+            pending[0] += torch.bincount(labels, minlength=self.num_classes).to(
                 self.pending.dtype)
             if hits is not None:
-                self.pending[1] += torch.bincount(
-                    labels[hits.reshape(-1)], minlength=self.num_classes).to(self.pending.dtype)
+                pending[1] += torch.bincount(
+                    labels[hits.reshape(-1)], minlength=self.num_classes).to(pending.dtype)
         self._open, self._open_iter = True, _runner_iter()
         if self._open_iter is None:  # outside a runner: every call is a step
             self.end_step()
@@ -204,6 +233,9 @@ class AdaptiveClassWeight(nn.Module):
 def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float) -> Tensor:
     """Scale ``raw`` so the average weight of what it multiplies is 1, then clip.
 
+    A class not seen (``f_c = 0``) carries no information: it weighs 1, the
+    average; with no class seen every weight is 1.
+
     Args:
         raw (Tensor): (C,) unnormalised weights.
         freq (Tensor): (C,) class shares, summing to 1 (0: class not seen).
@@ -216,7 +248,9 @@ def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: floa
     """
     seen = freq > 0
     share = freq if apply_to == 'row' else seen.to(raw.dtype) / seen.sum().clamp(min=1)
-    return (raw / (share * raw).sum()).clamp(1 / max_weight, max_weight)
+    average = (share * raw).sum()
+    weights = torch.where(seen, raw / torch.where(average > 0, average, 1), 1)
+    return weights.clamp(1 / max_weight, max_weight)
 
 
 def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],

@@ -11,13 +11,14 @@ only around the runner's own checkpoint loads (``scope_checkpoint_loads``,
 applied by the tools and by ``DFLGammaHook``).
 """
 import functools
+import pickle
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 __all__ = ['allow_mmengine_checkpoints', 'mmengine_checkpoint_loading',
-           'scope_checkpoint_loads', 'MMENGINE_CHECKPOINT_GLOBALS']
+           'scope_checkpoint_loads', 'checkpoint_getattr', 'MMENGINE_CHECKPOINT_GLOBALS']
 
 
 def _numpy_globals():
@@ -28,14 +29,42 @@ def _numpy_globals():
             *dict.fromkeys(dtypes)]
 
 
-def _mmengine_globals():
-    from mmengine.logging.history_buffer import HistoryBuffer
+# What mmengine 0.10.7 checkpoints reach through ``getattr``: a HistoryBuffer
+# (the message hub's log history) pickles its ``_statistics_methods``, the
+# functions HistoryBuffer.min / max / current / mean registered by
+# ``_set_default_statistics``, by name, which pickle protocol 2 writes as
+# ``getattr(HistoryBuffer, 'mean')``.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
-    # HistoryBuffer pickles its bound statistics methods as
-    # getattr(buffer, 'mean'). The restricted unpickler refuses to call
-    # anything not on the allow-list, so getattr can only look up attributes
-    # of objects it was allowed to build, never run them.
-    return [HistoryBuffer, getattr]
+
+def _history_buffer():
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return HistoryBuffer
+
+
+def checkpoint_getattr(obj, name):
+    """The ``getattr`` that mmengine checkpoints may call: only
+    ``HistoryBuffer.<statistic>`` for the default statistics, nothing else.
+
+    A real ``getattr`` would let a crafted pickle fetch
+    ``HistoryBuffer.__init__.__globals__`` (or ``__builtins__``) and write into
+    it; this one resolves exactly the pairs mmengine writes.
+
+    Raises:
+        pickle.UnpicklingError: any other object or attribute.
+    """
+    if obj is _history_buffer() and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint refused: getattr({getattr(obj, "__name__", type(obj).__name__)}, '
+        f'{name!r}) is not one of the HistoryBuffer statistics that mmengine '
+        f'checkpoints hold ({", ".join(HISTORY_BUFFER_STATISTICS)})')
+
+
+def _mmengine_globals():
+    # registered under the name the pickle asks for: the real getattr is never
+    # on the allow-list
+    return [_history_buffer(), (checkpoint_getattr, 'builtins.getattr')]
 
 
 MMENGINE_CHECKPOINT_GLOBALS = _numpy_globals() + _mmengine_globals()
@@ -45,17 +74,41 @@ MMENGINE_CHECKPOINT_GLOBALS = _numpy_globals() + _mmengine_globals()
 def mmengine_checkpoint_loading():
     """Allow-list mmengine's checkpoint types in ``torch.load`` inside the block only.
 
-    Every other ``torch.load(weights_only=True)`` in the process keeps stock
-    torch's allow-list: ``getattr`` (which mmengine checkpoints need) lets a
-    crafted checkpoint reach attributes of allowed objects, e.g. overwrite
-    ``HistoryBuffer``'s statistics methods, so it is allowed only here.
+    Every other ``torch.load(weights_only=True)`` of the process keeps stock
+    torch's allow-list. Inside, ``getattr`` is :func:`checkpoint_getattr`
+    (the HistoryBuffer statistics only), and the one piece of class state a
+    checkpoint writes, ``HistoryBuffer._statistics_methods`` (its
+    ``__setstate__`` updates the class's dict), is checked after the block:
+    an entry that is not ``name -> HistoryBuffer.<name>`` is undone and the
+    load refused.
+
+    Raises:
+        pickle.UnpicklingError: a checkpoint that reaches anything else.
     """
     scope = getattr(torch.serialization, 'safe_globals', None)
     if scope is None:  # torch < 2.5 loads these checkpoints unrestricted anyway
         yield
         return
-    with scope(MMENGINE_CHECKPOINT_GLOBALS):
-        yield
+    methods = _history_buffer()._statistics_methods
+    before = dict(methods)
+    try:
+        with scope(MMENGINE_CHECKPOINT_GLOBALS):
+            yield
+    finally:
+        changed = sorted(name for name in set(methods) | set(before)
+                         if methods.get(name) is not before.get(name)
+                         and not _is_default_statistic(name, methods.get(name)))
+        if changed:
+            methods.clear()
+            methods.update(before)
+            raise pickle.UnpicklingError(
+                f'checkpoint refused: it rebinds HistoryBuffer statistics {changed} '
+                '(undone)')
+
+
+def _is_default_statistic(name, method) -> bool:
+    return (name in HISTORY_BUFFER_STATISTICS
+            and method is getattr(_history_buffer(), name))
 
 
 def scope_checkpoint_loads(runner) -> None:

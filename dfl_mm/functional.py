@@ -21,7 +21,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from . import backends
+from . import backends, core
 from .core import dual_focal_loss_elements
 from .inputs import LossInputs
 
@@ -45,6 +45,7 @@ class _DualFocalFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool,
                 scale: float = 1.0):
+        dtype = inputs.dtype
         with torch.autocast(logits.device.type, enabled=False):
             backend = backends.select(inputs, gamma, reduce_sum)
             out, backend, grads = backends.forward(backend, inputs, gamma, reduce_sum,
@@ -58,7 +59,8 @@ class _DualFocalFunction(torch.autograd.Function):
         ctx.grads = grads
         ctx.save_for_backward(gamma, *inputs.tensors())
         inputs.replace_tensors((None, ) * 5)  # only saved tensors are kept
-        return out.to(logits.dtype)
+        # half-precision logits: the loss in float32, as torch's losses under autocast
+        return out.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -67,6 +69,11 @@ class _DualFocalFunction(torch.autograd.Function):
         inputs.replace_tensors(tensors)
         need_logits, need_gamma = ctx.needs_input_grad[:2]
         grads, ctx.grads = ctx.grads, None
+        backend = ctx.backend
+        if torch.is_grad_enabled():
+            # create_graph=True: the core's backward is made of differentiable
+            # torch ops, so the gradient gets a graph (the kernels' has none)
+            grads, backend = None, core
         with torch.autocast(inputs.logits.device.type, enabled=False):
             if grads is not None:  # computed with the loss: only the incoming gradient is left
                 grad_logits, grad_gamma = grads
@@ -76,7 +83,7 @@ class _DualFocalFunction(torch.autograd.Function):
             else:
                 if ctx.scale != 1.0:
                     grad_out = grad_out * ctx.scale
-                grad_logits, grad_gamma = backends.backward(ctx.backend, inputs, gamma,
+                grad_logits, grad_gamma = backends.backward(backend, inputs, gamma,
                                                             grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
                 grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
@@ -145,6 +152,53 @@ def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_op
         own.run()
 
 
+def check_ignore_index(ignore_index) -> None:
+    """Raise TypeError unless ``ignore_index`` is None or an int (not a bool)."""
+    if ignore_index is not None and (isinstance(ignore_index, bool) or
+                                     not isinstance(ignore_index, numbers.Integral)):
+        raise TypeError(f'ignore_index must be an int or None, got '
+                        f'{type(ignore_index).__name__} {ignore_index!r}')
+
+
+def check_label_dtype(target: Tensor, ignore_index) -> None:
+    """Raise ValueError if integer labels cannot hold ``ignore_index``.
+
+    torch compares ``uint8 == -1`` as 255, the C kernel in int64: refusing the
+    value gives one rule on every backend instead of two answers.
+    """
+    if ignore_index is None or target.is_floating_point() or target.dtype == torch.bool:
+        return
+    info = torch.iinfo(target.dtype)
+    if not info.min <= ignore_index <= info.max:
+        raise ValueError(f'ignore_index={ignore_index} cannot occur in {target.dtype} labels '
+                         f'(values {info.min}..{info.max}): use an ignore_index in that range '
+                         'or int64 labels')
+
+
+def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool) -> Tensor:
+    """An integer one-hot map shaped like ``logits`` as the loss takes it.
+
+    Sigmoid mode: the same map as floats (a float target). Softmax mode: the
+    labels (B, ...) of its one-hot rows. Anything else is returned unchanged.
+
+    Raises:
+        ValueError: softmax mode, a row that is not one-hot.
+    """
+    if (not isinstance(target, Tensor) or target.is_floating_point()
+            or target.dtype == torch.bool or target.is_complex()
+            or not isinstance(logits, Tensor) or logits.dim() < 2
+            or target.shape != logits.shape):
+        return target
+    if use_sigmoid:
+        return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    rows = target.sum(dim=1)
+    if not bool(((target == 0) | (target == 1)).all() & (rows == 1).all()):
+        raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
+                         'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
+                         'pixels')
+    return target.argmax(dim=1)
+
+
 def _check_tensor(name, value, expected):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of {expected}, '
@@ -174,36 +228,44 @@ def dual_focal_loss(logits: Tensor,
                     use_sigmoid: bool = True,
                     weight: Optional[Tensor] = None,
                     class_weight: Optional[Union[Tensor, list]] = None,
+                    class_weight_mode: str = 'element',
                     alpha: Optional[float] = None,
                     ignore_index: Optional[int] = None,
                     reduction: str = 'mean',
-                    avg_factor: Optional[float] = None) -> Tensor:
+                    avg_factor: Optional[Union[float, Tensor]] = None) -> Tensor:
     """Dual Focal Loss of logits against labels or float targets.
 
     .. math:: \\mathcal{L} = \\sum_{n,c} w_{nc}\\,\\bigl(-\\ln(1 - |y_{nc} - p_{nc}|^{\\gamma})\\bigr)
 
     Args:
         logits (Tensor): (N, C) or dense (B, C, d1, ...), any float dtype.
-        target (Tensor): integer labels (N,) / (B, d1, ...) or, in sigmoid
-            mode only, float targets shaped like ``logits``. Sigmoid labels
-            lie in [0, C] with C = background (the all-zero row); softmax
-            labels in [0, C). Labels equal to ``ignore_index`` contribute 0.
+        target (Tensor): integer labels (N,) / (B, d1, ...), an integer
+            one-hot map shaped like ``logits`` (the same loss as its labels)
+            or, in sigmoid mode only, float targets shaped like ``logits``.
+            Sigmoid labels lie in [0, C] with C = background (the all-zero
+            row); softmax labels in [0, C). Labels equal to ``ignore_index``
+            contribute 0; the label dtype must be able to hold it.
         gamma (float | Tensor): exponent in (0, 20], a scalar or (C,) tensor;
             a tensor that requires grad gets its gradient.
         use_sigmoid (bool): sigmoid per class (multi-label) or softmax.
         weight (Tensor, optional): per row (N,) / (N, 1) / (B, d1, ...) or per
-            element (shaped like ``logits``).
+            element (shaped like ``logits``); non-negative and finite.
         class_weight (Tensor | list, optional): (C,) factor per class.
+        class_weight_mode (str): 'element': ``class_weight[c]`` multiplies
+            the class-c element of every row; 'row': it multiplies every
+            element of the rows labelled c (as mmseg's CE), background and
+            ignored rows weigh 1 (integer labels only).
         alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
             of 1 and ``1 - alpha`` for targets of 0 (default: equal).
         ignore_index (int, optional): label to leave out, whatever its value
             (a valid class id leaves that class's rows out, as in mmseg).
         reduction (str): 'none' (element map shaped like ``logits``),
             'mean' (sum / ``avg_factor``, or over all elements) or 'sum'.
-        avg_factor (float, optional): divisor for 'mean'.
+        avg_factor (float | Tensor, optional): divisor for 'mean', >= 0.
 
     Returns:
-        Tensor: the loss, in the dtype of ``logits``.
+        Tensor: the loss, in the dtype of ``logits`` (float32 for float16 /
+        bfloat16 logits; their gradients stay in the logits' dtype).
 
     Example:
         >>> logits = torch.randn(8, 3, requires_grad=True)
@@ -211,31 +273,54 @@ def dual_focal_loss(logits: Tensor,
         >>> dual_focal_loss(logits, labels, gamma=2.0).backward()
     """
     return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
-                            class_weight, alpha, ignore_index,
-                            reduction=reduction, avg_factor=avg_factor)
+                            class_weight, alpha, ignore_index, reduction=reduction,
+                            avg_factor=avg_factor, class_weight_mode=class_weight_mode)
 
 
-def _reduction(logits: Tensor, reduction: str, avg_factor):
+def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
     """The requested reduction (mmdet semantics) of the summed loss, as
     (factor folded into the loss's autograd function, divisor left for after it:
-    a tensor ``avg_factor``, whose value is not read here)."""
+    a CUDA tensor ``avg_factor``, whose value is not read on the host)."""
+    if avg_factor is not None and not isinstance(avg_factor, Tensor) and (
+            isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real)):
+        raise TypeError(f'avg_factor must be a number or a tensor, got '
+                        f'{type(avg_factor).__name__} {avg_factor!r}')
+    if isinstance(avg_factor, Tensor):
+        if avg_factor.numel() != 1:
+            raise ValueError(f'avg_factor must hold one value, got shape '
+                             f'{tuple(avg_factor.shape)}')
+        if avg_factor.device.type == 'cpu':  # reading it costs no sync
+            avg_factor = avg_factor.item()
+        else:
+            check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
+                         low_open=False, checks=checks)
+    if isinstance(avg_factor, numbers.Real) and not (
+            math.isfinite(avg_factor) and avg_factor >= 0):
+        raise ValueError(f'avg_factor must be a finite number >= 0, got {avg_factor}')
     if reduction != 'mean':
         return 1.0, None
     if avg_factor is None:
         return 1.0 / max(logits.numel(), 1), None
     # mmdet's weight_reduce_loss: an eps keeps avg_factor = 0 finite (loss 0)
     eps = torch.finfo(torch.float32).eps
-    if isinstance(avg_factor, numbers.Real) and not isinstance(avg_factor, bool):
+    if isinstance(avg_factor, numbers.Real):
         return 1.0 / (float(avg_factor) + eps), None
     return 1.0, avg_factor + eps
 
 
 def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
-                     alpha, ignore_index, *, reduction, avg_factor=None) -> Tensor:
+                     alpha, ignore_index, *, reduction, avg_factor=None,
+                     class_weight_mode='element') -> Tensor:
     """Validate, normalise to (B, C, S), run the fused function and reduce."""
     checks = Checks()  # value checks, read with one sync before the loss runs
     _check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
     _check_tensor('target', target, 'integer labels or float targets')
+    if not isinstance(use_sigmoid, bool):
+        raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
+    check_ignore_index(ignore_index)
+    if class_weight_mode not in ('element', 'row'):
+        raise ValueError(f"class_weight_mode must be 'element' or 'row', got "
+                         f'{class_weight_mode!r}')
     if not logits.is_floating_point():
         raise TypeError(f'logits must be a floating point tensor, got {logits.dtype}')
     if logits.dim() < 2:
@@ -256,6 +341,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     row_shape = (batch, ) + tuple(spatial)
     flat = math.prod(spatial)
     logits3 = logits.reshape(batch, channels, flat)
+    target = one_hot_as_target(logits, target, use_sigmoid)
+    check_label_dtype(target, ignore_index)
 
     if target.is_floating_point():
         if not use_sigmoid:
@@ -294,6 +381,10 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(
                 f'weight must have shape {row_shape} (per row) or '
                 f'{tuple(logits.shape)} (per element), got {tuple(weight.shape)}')
+        if weight.is_complex() or weight.dtype == torch.bool:
+            raise TypeError(f'weight must hold real numbers, got {weight.dtype}')
+        check_values('weight', weight, 'non-negative finite numbers', 0, low_open=False,
+                     checks=checks)
 
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=torch.float32,
@@ -304,6 +395,19 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
                      low_open=False, checks=checks)
         class_weight = class_weight.view(1, channels, 1)
+        if class_weight_mode == 'row':
+            if target.is_floating_point():
+                raise TypeError("class_weight_mode='row' needs integer labels, got a "
+                                'float target')
+            labels = target3
+            known = (labels >= 0) & (labels < channels)
+            row = torch.where(known, class_weight.view(-1)[labels.clamp(0, channels - 1)],
+                              1.0)
+            if elem_weight is not None:
+                elem_weight = elem_weight * row
+            else:
+                row_weight = row if row_weight is None else row_weight * row
+            class_weight = None
     if alpha is not None:
         if not use_sigmoid:
             raise ValueError('alpha is a sigmoid-mode option; use class_weight '
@@ -312,13 +416,13 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                 or not 0 <= alpha <= 1:
             raise ValueError(f'alpha must be a float in [0, 1] or None, got {alpha!r}')
     gamma = _as_gamma(gamma, channels, logits, checks)
+    scale, divisor = _reduction(logits, reduction, avg_factor, checks)
     checks.run()
 
     inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
     with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
     reduce_sum = reduction != 'none'
-    scale, divisor = _reduction(logits, reduction, avg_factor)
     out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
     if not reduce_sum:
         return out.view(logits.shape)

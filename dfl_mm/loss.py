@@ -1,5 +1,8 @@
 """``DualFocalLoss``: the registered module for mmdet and mmseg configs."""
 import math
+import os
+import warnings
+from contextlib import nullcontext
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -8,7 +11,8 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
-from .functional import GAMMA_MAX, REDUCTIONS, check_number, check_values, dual_focal_loss
+from .functional import (GAMMA_MAX, REDUCTIONS, check_ignore_index, check_label_dtype,
+                         check_number, check_values, dual_focal_loss, one_hot_as_target)
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
 
@@ -16,6 +20,11 @@ LEARNABLE_MODES = (False, 'scalar', 'per_class')
 # Strength of the pull of a learnable gamma toward its initial value, from the
 # sweep in tools/analysis/sweep_gamma_reg.py (see README, "Learnable gamma").
 DEFAULT_GAMMA_REG = 0.01
+# |gamma_logit| is kept at most this: sigmoid'(12) = 6e-6, so a gamma driven
+# to a bound still has a gradient that can bring it back (gamma then lies
+# within 6e-6 * (gamma_max - gamma_min) of the bound).
+GAMMA_LOGIT_LIMIT = 12.0
+CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')
 
 
 def load_class_weight(class_weight) -> Optional[list]:
@@ -23,6 +32,11 @@ def load_class_weight(class_weight) -> Optional[list]:
     if class_weight is None:
         return None
     if isinstance(class_weight, str):
+        if not class_weight.endswith(CLASS_WEIGHT_FILES):
+            raise ValueError(f"class_weight must be 'adaptive', a list of numbers or a path "
+                             f'to a {"/".join(CLASS_WEIGHT_FILES)} file, got {class_weight!r}')
+        if '://' not in class_weight and not os.path.isfile(class_weight):
+            raise ValueError(f'class_weight file {class_weight!r} does not exist')
         if class_weight.endswith('.npy'):
             class_weight = np.load(class_weight)
         else:
@@ -142,6 +156,11 @@ class DualFocalLoss(nn.Module):
             raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
                              f'only backpropagates such keys), got {loss_name!r}')
         check_number('loss_weight', loss_weight, -math.inf, math.inf)
+        if not math.isfinite(loss_weight):
+            raise ValueError(f'loss_weight must be a finite number, got {loss_weight}')
+        check_ignore_index(ignore_index)
+        if not isinstance(avg_non_ignore, bool):
+            raise TypeError(f'avg_non_ignore must be True or False, got {avg_non_ignore!r}')
 
         self.use_sigmoid = use_sigmoid
         self.learnable_gamma = learnable_gamma
@@ -179,12 +198,20 @@ class DualFocalLoss(nn.Module):
             shape = (num_classes, ) if learnable_gamma == 'per_class' else ()
             self.gamma_min, self.gamma_max = float(gamma_min), float(gamma_max)
             self.gamma_reg = float(gamma_reg)
-            fraction = (gamma - gamma_min) / (gamma_max - gamma_min)
+            logit = self._logit_of(gamma)
+            if abs(logit) > GAMMA_LOGIT_LIMIT:
+                raise ValueError(f'a learnable gamma must start farther from its bounds '
+                                 f'({gamma_min}, {gamma_max}) (|gamma_logit| <= '
+                                 f'{GAMMA_LOGIT_LIMIT}), got gamma={gamma}')
             # gamma = gamma_min + (gamma_max - gamma_min) * sigmoid(gamma_logit):
             # smooth, bounded, never stuck at a clamp.
-            self.gamma_logit = nn.Parameter(
-                torch.full(shape, math.log(fraction / (1 - fraction))))
+            self.gamma_logit = nn.Parameter(torch.full(shape, logit))
             self.register_buffer('gamma_init', torch.full(shape, float(gamma)))
+            # the bounds gamma_logit is expressed in, saved so that a checkpoint
+            # loaded into other bounds keeps its learned gamma (see
+            # _load_from_state_dict)
+            self.register_buffer('gamma_range', torch.tensor(
+                [self.gamma_min, self.gamma_max], dtype=torch.float64))
         else:
             self.register_buffer('fixed_gamma', torch.tensor(float(gamma)))
         self.last_gamma_pull: Optional[Tensor] = None
@@ -200,11 +227,81 @@ class DualFocalLoss(nn.Module):
         return self.current_gamma().detach()
 
     def current_gamma(self) -> Tensor:
-        """The exponent as a function of ``gamma_logit`` (in the autograd graph)."""
+        """The exponent as a function of ``gamma_logit`` (in the autograd graph).
+
+        The logit counts as clipped to ``[-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT]``
+        with its gradient passed through, so a logit that an optimizer step
+        pushed far out is back in range at once (and projected there after a
+        training call).
+        """
         if not self.learnable_gamma:
             return self.fixed_gamma
+        logit = self.gamma_logit
+        with torch.no_grad():
+            excess = logit - logit.clamp(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
         span = self.gamma_max - self.gamma_min
-        return self.gamma_min + span * torch.sigmoid(self.gamma_logit)
+        return self.gamma_min + span * torch.sigmoid(logit - excess)
+
+    def _logit_of(self, gamma: float) -> float:
+        fraction = (gamma - self.gamma_min) / (self.gamma_max - self.gamma_min)
+        return math.log(fraction / (1 - fraction))
+
+    def _project_gamma_logit(self) -> None:
+        with torch.no_grad():
+            self.gamma_logit.clamp_(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Settings from the config, learned state from the checkpoint.
+
+        mmengine's ``load_from`` means weights from the file and settings from
+        the config: a fixed gamma, the initial gamma (the pull's target) and
+        the bounds are the module's own; a learned gamma is kept as a *value*,
+        re-expressed in the module's bounds (clipped into them, with a
+        warning, when outside). Same settings (``--resume``): loaded exactly.
+        """
+        saved = {name: state_dict.pop(prefix + name) for name in
+                 ('fixed_gamma', 'gamma_init', 'gamma_range') if prefix + name in state_dict}
+        logit_key = prefix + 'gamma_logit'
+        if not self.learnable_gamma:
+            ignored = state_dict.pop(logit_key, None)
+            theirs = saved.get('fixed_gamma', saved.get('gamma_init'))
+            if ignored is not None or theirs is not None:
+                state_dict[prefix + 'fixed_gamma'] = self.fixed_gamma
+                if ignored is not None or not torch.equal(theirs.to(self.fixed_gamma),
+                                                          self.fixed_gamma):
+                    what = 'learned' if ignored is not None else 'fixed'
+                    warnings.warn(f'{prefix}: the checkpoint\'s {what} gamma is not loaded: '
+                                  f'the config fixes gamma={float(self.fixed_gamma)}')
+        else:
+            if saved or logit_key in state_dict:
+                state_dict[prefix + 'gamma_init'] = self.gamma_init
+                state_dict[prefix + 'gamma_range'] = self.gamma_range
+                if logit_key not in state_dict:  # a fixed-gamma checkpoint: nothing learned
+                    state_dict[logit_key] = self.gamma_logit.detach()
+            if logit_key in state_dict and isinstance(state_dict[logit_key], Tensor):
+                state_dict[logit_key] = self._reexpressed(
+                    state_dict[logit_key], saved.get('gamma_range'), prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _reexpressed(self, logit: Tensor, saved_range: Optional[Tensor], prefix: str):
+        """A saved ``gamma_logit`` in this module's bounds (unchanged if they are the
+        checkpoint's: old checkpoints, without ``gamma_range``, were saved in them)."""
+        lo, hi = self.gamma_min, self.gamma_max
+        if saved_range is not None and not torch.equal(
+                saved_range, torch.tensor([lo, hi], dtype=saved_range.dtype)):
+            old_lo, old_hi = saved_range.double().tolist()
+            gamma = old_lo + (old_hi - old_lo) * torch.sigmoid(logit.double())
+        elif bool((logit.abs() <= GAMMA_LOGIT_LIMIT).all()):
+            return logit
+        else:
+            gamma = lo + (hi - lo) * torch.sigmoid(logit.double())
+        if bool(((gamma < lo) | (gamma > hi)).any()):
+            warnings.warn(f'{prefix}: the checkpoint\'s gamma {gamma.flatten()[:8].tolist()} '
+                          f'lies outside the config\'s bounds ({lo}, {hi}): clipped into them')
+        limit = torch.sigmoid(torch.tensor(GAMMA_LOGIT_LIMIT, dtype=torch.float64))
+        fraction = (gamma - lo) / (hi - lo)
+        fraction = fraction.clamp(1 - limit, limit)
+        return torch.log(fraction / (1 - fraction)).to(logit.dtype)
 
     def gamma_pull(self, gamma: Optional[Tensor] = None) -> Tensor:
         """``gamma_reg * mean((gamma - gamma_init) ** 2)``, 0 for a fixed gamma."""
@@ -217,26 +314,32 @@ class DualFocalLoss(nn.Module):
                 pred: Tensor,
                 target: Tensor,
                 weight: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
+                avg_factor: Optional[Union[float, Tensor]] = None,
                 reduction_override: Optional[str] = None,
                 ignore_index: Optional[int] = None,
                 **kwargs) -> Tensor:
         """Loss of ``pred`` against ``target`` in mmdet's or mmseg's convention.
 
+        A call that raises changes no state: the adaptive statistics count a
+        call only once its loss has been computed (every check passed), and
+        the learnable exponent is projected only then.
+
         Args:
             pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W)
                 logits (mmseg).
-            target (Tensor): labels (N,) / (B, H, W), or float targets shaped
-                like ``pred`` (sigmoid mode).
+            target (Tensor): labels (N,) / (B, H, W), or targets shaped like
+                ``pred``: floats (sigmoid mode) or an integer one-hot map.
             weight (Tensor, optional): (N,), (N, 1), (N, C) (also flattened
-                to (N * C,), as mmdet's FocalLoss takes it) or (B, H, W).
-            avg_factor (float, optional): divisor of 'mean'.
+                to (N * C,), as mmdet's FocalLoss takes it) or (B, H, W);
+                non-negative.
+            avg_factor (float | Tensor, optional): divisor of 'mean', >= 0.
             reduction_override (str, optional): 'none', 'mean' or 'sum'.
             ignore_index (int, optional): overrides the module's.
 
         Returns:
             Tensor: the scalar loss ('mean'/'sum', including the gamma pull),
-            (N, C) for mmdet's or (B, H, W) for mmseg's 'none'.
+            (N, C) for mmdet's or (B, H, W) for mmseg's 'none'; float32 for
+            half-precision ``pred`` (as torch's losses under autocast).
         """
         if reduction_override not in (None, ) + REDUCTIONS:
             raise ValueError(f'reduction_override must be None or one of '
@@ -246,67 +349,63 @@ class DualFocalLoss(nn.Module):
         reduction = reduction_override or self.reduction
         if ignore_index is None:
             ignore_index = self.ignore_index
+        check_ignore_index(ignore_index)
         if not isinstance(pred, Tensor):
             raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
-        gamma = self.current_gamma()
-        if pred.dim() > 2:
-            loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
-                                    reduction, ignore_index)
-        else:
-            if (isinstance(weight, Tensor) and weight.dim() == 1 and pred.dim() == 2
-                    and pred.shape[1] > 1 and weight.numel() == pred.numel()):
-                # mmdet's FocalLoss takes per-element weights flattened (FSAF passes them)
-                weight = weight.view(pred.shape)
-            if (reduction == 'mean' and avg_factor is None and self.avg_non_ignore
-                    and ignore_index is not None and isinstance(target, Tensor)):
-                # mmdet's element mean over the elements that are not ignored
-                kept = (target != ignore_index).sum().item()
-                avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
-            loss = self._call_core(pred, target, gamma, weight, reduction,
-                                   avg_factor, ignore_index)
-        if self.learnable_gamma and reduction != 'none':
-            pull = self.gamma_pull(gamma)
-            self.last_gamma_pull = pull.detach()
-            loss = loss + pull.to(loss.dtype)
+        if not isinstance(target, Tensor):
+            raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+        check_label_dtype(target, ignore_index)
+        target = one_hot_as_target(pred, target, self.use_sigmoid)
+        counting = self.adaptive is not None and self.training
+        with self.adaptive.call() if counting else nullcontext():
+            gamma = self.current_gamma()
+            if pred.dim() > 2:
+                loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
+                                        reduction, ignore_index)
+            else:
+                if (isinstance(weight, Tensor) and weight.dim() == 1 and pred.dim() == 2
+                        and pred.shape[1] > 1 and weight.numel() == pred.numel()):
+                    # mmdet's FocalLoss takes per-element weights flattened (FSAF passes them)
+                    weight = weight.view(pred.shape)
+                if (reduction == 'mean' and avg_factor is None and self.avg_non_ignore
+                        and ignore_index is not None):
+                    # mmdet's element mean over the elements that are not ignored
+                    kept = (target != ignore_index).sum()
+                    avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
+                loss = self._call_core(pred, target, gamma, weight, reduction,
+                                       avg_factor, ignore_index)
+            if self.learnable_gamma and reduction != 'none':
+                pull = self.gamma_pull(gamma)
+                self.last_gamma_pull = pull.detach()
+                loss = loss + pull.to(loss.dtype)
+        if self.learnable_gamma and self.training:
+            self._project_gamma_logit()
         return self.loss_weight * loss
 
     def _call_core(self, pred, target, gamma, weight, reduction, avg_factor,
                    ignore_index):
-        class_weight = self.class_weight
+        class_weight, mode = self.class_weight, 'element'
         if self.adaptive is not None:
-            weight, class_weight = self._adaptive_weights(pred, target, weight, ignore_index)
-        return dual_focal_loss(
+            if target.is_floating_point():
+                raise TypeError("class_weight='adaptive' needs integer labels, got a "
+                                'float target')
+            if pred.shape[1] != self.adaptive.num_classes:
+                raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive '
+                                 f'weights were built for num_classes={self.num_classes}')
+            # the weights of the steps before this one, never of this batch
+            class_weight = self.adaptive.weights().to(pred.device)
+            mode = self.adaptive.apply_to
+        loss = dual_focal_loss(
             pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
-            class_weight=class_weight, alpha=self.alpha,
-            ignore_index=ignore_index, reduction=reduction,
-            avg_factor=avg_factor)
-
-    def _adaptive_weights(self, pred, labels, weight, ignore_index):
-        """The call's (weight, class_weight) with the adaptive weights in; in
-        training, also counts the call's rows (the core's labels: a binary
-        head's are already mapped) for later steps."""
-        if labels.is_floating_point():
-            raise TypeError("class_weight='adaptive' needs integer labels, got a "
-                            'float target')
-        if pred.shape[1] != self.adaptive.num_classes:
-            raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive '
-                             f'weights were built for num_classes={self.num_classes}')
-        if self.training:
-            self.adaptive.start_call()
-        class_weight = self.adaptive.weights().to(pred.device)
-        if self.training:  # after taking the weights: they never use this batch
-            self._observe(pred, labels, ignore_index)
-        if self.adaptive.apply_to == 'element':
-            return weight, class_weight
-        # per row by its target's class; background / ignored rows weigh 1
-        known = (labels >= 0) & (labels < class_weight.numel())
-        row = torch.where(known, class_weight[labels.clamp(0, class_weight.numel() - 1)], 1.0)
-        if weight is None:
-            return row, None
-        return weight * (row if weight.dim() == row.dim() else row.unsqueeze(1)), None
+            class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
+            ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor)
+        if self.adaptive is not None and self.training:  # checked and computed: count it
+            self._observe(pred, target, ignore_index)
+        return loss
 
     def _observe(self, pred, labels, ignore_index):
-        """Count this call's labelled rows (and their hits) for the adaptive weights."""
+        """Count this call's labelled rows (the core's labels: a binary head's
+        are already mapped; and their hits) for the adaptive weights."""
         channels = pred.shape[1]
         counted = (labels >= 0) & (labels < channels)
         if ignore_index is not None:
@@ -342,7 +441,7 @@ class DualFocalLoss(nn.Module):
                 valid, 1 - labels, labels)
         if reduction == 'mean' and avg_factor is None:
             if self.avg_non_ignore and valid is not None:
-                avg_factor = valid.sum().item()
+                avg_factor = valid.sum()  # a tensor: no host sync
             else:
                 avg_factor = labels.numel() // (pred.shape[1] if labels.is_floating_point()
                                                 else 1)

@@ -48,11 +48,11 @@ def test_known_label_stream_gives_expected_frequencies_and_weights():
     assert int(loss.adaptive.steps) == 2
 
 
-def test_unseen_class_is_capped_and_element_mode_normalises_over_classes():
+def test_unseen_class_weighs_1_and_element_mode_normalises_over_classes():
     loss = _seg_loss(power=1.0, max_weight=4.0, apply_to='element')
     _step(loss, _labels(8, 2, 0))  # class 2 never seen
     weights = loss.adaptive.weights()
-    assert weights[2] == 4.0  # capped, not 1 / eps
+    assert weights[2] == 1.0  # no information: the average, not 1 / eps
     raw = torch.tensor([0.8, 0.2], dtype=torch.float64) ** -1.0
     torch.testing.assert_close(weights[:2], (raw / raw.mean()).clamp(0.25, 4).float(),
                                rtol=1e-3, atol=0)

@@ -127,7 +127,8 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
 def _param_index(ckpt, name):
     """Index of a parameter in the optimizer's state dict (model order)."""
     names = [k for k in ckpt['state_dict'] if not k.endswith(
-        ('running_mean', 'running_var', 'num_batches_tracked', 'gamma_init'))]
+        ('running_mean', 'running_var', 'num_batches_tracked', 'gamma_init',
+         'gamma_range'))]
     return names.index(name)
 
 

@@ -11,15 +11,26 @@ The tools come from ``dfl_mm/.mim/tools`` (an installed wheel) or from the
 checkout's ``tools/`` (an editable install). A config that is not a file is
 looked up under the shipped configs (``dfl_mm/.mim/configs``), as mim does.
 """
+import os
 import os.path as osp
 import runpy
 import sys
 
 __all__ = ['train', 'test', 'switch', 'gpu_check', 'main']
 
-HERE = osp.dirname(osp.abspath(__file__))
+HERE = osp.dirname(osp.realpath(__file__))
 TOOLS = {'train': 'train.py', 'test': 'test.py', 'switch': 'dfl_switch.py',
          'gpu-check': 'gpu_check.py'}
+SUMMARY = {'train': 'train a config (tools/train.py)',
+           'test': 'test a checkpoint (tools/test.py)',
+           'switch': 'write a copy of any mmdet/mmseg config with DualFocalLoss '
+                     '(tools/dfl_switch.py)',
+           'gpu-check': 'check and time the kernels on this GPU (tools/gpu_check.py)'}
+USAGE = ('usage: python -m dfl_mm {' + ','.join(TOOLS) + '} [args]\n\n'
+         'The tools of dfl_mm (Dual Focal Loss for OpenMMLab); each takes --help.\n\n'
+         'commands:\n' + ''.join(f'  {name:<10} {SUMMARY[name]}\n' for name in TOOLS)
+         + '\nA config that is not a file is looked up among the shipped configs, by its '
+           'path\nunder configs/ or by its file name alone.')
 
 
 def _root(name: str) -> str:
@@ -33,12 +44,32 @@ def _root(name: str) -> str:
     raise SystemExit(f'dfl_mm: no {name}/ shipped with this installation ({HERE})')
 
 
+def shipped_config(name: str):
+    """The shipped config ``name`` names: a path under ``configs/`` or a unique file
+    name (as ``mim`` finds them), or None.
+
+    Raises:
+        SystemExit: a file name that several shipped configs share.
+    """
+    root = osp.join(_root('configs'), 'configs')
+    relative = name[len('configs/'):] if name.startswith('configs/') else name
+    if osp.isfile(osp.join(root, relative)):
+        return osp.join(root, relative)
+    if osp.basename(name) != name:
+        return None
+    found = sorted(osp.join(folder, name) for folder, _, files in os.walk(root)
+                   if name in files)
+    if len(found) > 1:
+        raise SystemExit(f'config {name!r} is not a file and several shipped configs have '
+                         f'that name: {found}; give its path')
+    return found[0] if found else None
+
+
 def _config_arg(args):
-    """Resolve a shipped config given relative to the configs folder."""
+    """Resolve a shipped config given by name or relative to the configs folder."""
     if args and not args[0].startswith('-') and not osp.exists(args[0]) and '::' not in args[0]:
-        relative = args[0][len('configs/'):] if args[0].startswith('configs/') else args[0]
-        shipped = osp.join(_root('configs'), 'configs', relative)
-        if osp.isfile(shipped):
+        shipped = shipped_config(args[0])
+        if shipped is not None:
             return [shipped] + list(args[1:])
     return list(args)
 
@@ -67,6 +98,11 @@ def gpu_check():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ('-h', '--help'):
+        print(USAGE)
+        raise SystemExit(0)
     if not argv or argv[0] not in TOOLS:
-        raise SystemExit(f"usage: python -m dfl_mm {{{','.join(TOOLS)}}} [args]")
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2 if not argv else
+                         f'python -m dfl_mm: unknown command {argv[0]!r} (see above)')
     _run(argv[0], argv[1:])

@@ -23,6 +23,7 @@ def _short_name(path: str) -> str:
 
 # up to this many classes every adaptive weight is logged, else min / max
 LOG_EACH_WEIGHT = 10
+PER_CLASS = re.compile(r'class_weight_\d+')
 
 
 def _losses(model: torch.nn.Module):
@@ -71,12 +72,31 @@ class DFLGammaHook(Hook):
 
     The logger then shows it at every logging interval (averaged over the
     interval, like the losses) in the text log, ``scalars.json`` and any
-    visualisation backend (TensorBoard, W&B), on every rank. Before the run it
+    visualisation backend (TensorBoard, W&B), on every rank. The per-class
+    adaptive weights go to the visualisation backends only (see
+    ``per_class_interval``), so a log line carries the summary. Before the run it
     scopes the runner's checkpoint loads (``dfl_mm.checkpoint``). Use with
     ``custom_hooks = [dict(type='DFLGammaHook')]``.
     """
 
     priority = 'NORMAL'  # before LoggerHook (BELOW_NORMAL) reads the hub
+
+    def __init__(self, per_class_interval: Optional[int] = None):
+        """
+        Args:
+            per_class_interval (int, optional): write the per-class adaptive
+                weights (``class_weight_<c>``) to the visualisation backends
+                (``scalars.json``, TensorBoard, W&B) every this many
+                iterations; they stay out of the text log, which keeps the
+                summary (gamma, ``class_weight_min``/``max``). Default: the
+                LoggerHook's interval.
+        """
+        if per_class_interval is not None and (isinstance(per_class_interval, bool) or
+                                               not isinstance(per_class_interval, int)
+                                               or per_class_interval < 1):
+            raise ValueError(f'per_class_interval must be a positive int, got '
+                             f'{per_class_interval!r}')
+        self.per_class_interval = per_class_interval
 
     def before_run(self, runner) -> None:
         # load_or_resume runs after before_run: a runner built without the
@@ -89,5 +109,17 @@ class DFLGammaHook(Hook):
         for module in runner.model.modules():
             if isinstance(module, AdaptiveClassWeight):
                 module.end_step()  # before checkpoints are saved
+        per_class = {}
         for key, value in gamma_scalars(runner.model).items():
-            runner.message_hub.update_scalar(f'train/{key}', value)
+            if PER_CLASS.match(key):
+                per_class[key] = value
+            else:
+                runner.message_hub.update_scalar(f'train/{key}', value)
+        if per_class and self.every_n_train_iters(runner, self._per_class_interval(runner)):
+            runner.visualizer.add_scalars(per_class, step=runner.iter + 1)
+
+    def _per_class_interval(self, runner) -> int:
+        if self.per_class_interval is None:
+            loggers = [h for h in runner.hooks if type(h).__name__ == 'LoggerHook']
+            self.per_class_interval = loggers[0].interval if loggers else 50
+        return self.per_class_interval

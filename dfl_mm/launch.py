@@ -10,6 +10,11 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
+# the README section that says where each config expects its data
+DATASETS_SECTION = 'Datasets'
+# the demo of each task, which generates its own data on first use
+DEMOS = {'mmdet': 'configs/demo/retinanet_r18_dfl_demo.py',
+         'mmseg': 'configs/demo/deeplabv3_r18_dfl_demo.py'}
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +33,12 @@ def load_config(args: argparse.Namespace) -> Config:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if not osp.isfile(args.config):
-        raise SystemExit(f'config file not found: {args.config}')
+        from .cli import shipped_config  # a shipped config by name, as mim finds them
+        found = None if '::' in args.config else shipped_config(args.config)
+        if found is None:
+            raise SystemExit(f'config file not found: {args.config} (nor a shipped config '
+                             'of that name under configs/)')
+        args.config = found
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -146,11 +156,12 @@ def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader',
             paths.append(root)
         for path in paths:
             if '://' not in path and not osp.exists(path):
+                demo = DEMOS.get(cfg.get('default_scope'), DEMOS['mmdet'])
                 raise SystemExit(
                     f'dataset not found: {split} expects {path!r} (data_root={root!r}). '
-                    'Put the dataset there (see README, "Datasets"), point the config at '
-                    "it with --cfg-options, or try the embedded demo: "
-                    'python tools/train.py configs/demo/retinanet_r18_dfl_demo.py')
+                    f'Put the dataset there (see README, "{DATASETS_SECTION}"), point the '
+                    f'config at it with --cfg-options {split}.dataset.data_root=DIR, or '
+                    f'try the embedded demo: python tools/train.py {demo}')
 
 
 def enable_amp(cfg: Config) -> None:

@@ -66,3 +66,9 @@ def run_dist_train(config, work_dir, options, nproc=2):
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((work_dir / f'state_rank{r}.json').read_text()) for r in range(nproc)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow: end-to-end runs (zoo sweep, DDP, packaging, installer); '
+        'pytest -m "not slow" is the fast inner loop')

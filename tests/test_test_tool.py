@@ -59,8 +59,13 @@ def test_help_lists_the_mmdet_and_mmseg_flags():
 def test_show_dir_writes_painted_predictions(trained, in_tmp):
     _test(trained, in_tmp, 'det', '--show-dir', 'painted')
     assert len(glob.glob(str(in_tmp / 'test' / '*' / 'painted' / '*.*'))) == 4
-    _test(trained, in_tmp, 'seg', '--show-dir', str(in_tmp / 'seg_painted'), work='seg')
-    assert len(glob.glob(str(in_tmp / 'seg_painted' / '**' / '*.png'), recursive=True)) == 3
+    # both tasks: a relative folder lands under the work dir, never in the cwd
+    _test(trained, in_tmp, 'seg', '--show-dir', 'seg_painted', work='seg')
+    assert len(glob.glob(str(in_tmp / 'seg' / 'seg_painted' / '**' / '*.png'),
+                         recursive=True)) == 3
+    assert not (in_tmp / 'seg_painted').exists() and not (in_tmp / 'painted').exists()
+    _test(trained, in_tmp, 'seg', '--show-dir', str(in_tmp / 'abs'), work='seg')
+    assert len(glob.glob(str(in_tmp / 'abs' / '**' / '*.png'), recursive=True)) == 3
 
 
 def test_tta_runs_with_the_configs_tta_model(trained, in_tmp):

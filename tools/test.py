@@ -59,10 +59,10 @@ def _visualize(cfg, args, scope):
         hook['show'] = True
         hook['wait_time'] = args.wait_time
     if args.show_dir:
-        if scope == 'mmdet':
+        if scope == 'mmdet':  # mmdet's hook puts it under work_dir/<timestamp>/
             hook['test_out_dir'] = args.show_dir
-        else:
-            cfg.visualizer['save_dir'] = args.show_dir
+        else:  # mmseg's visualizer would write a relative folder into the cwd
+            cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, args.show_dir)
 
 
 def _tta(cfg, scope):

@@ -229,6 +229,7 @@ def _rank_main(rank, port, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # DDP
 def test_two_gloo_ranks_with_different_labels_end_with_identical_weights():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -7,6 +7,8 @@ from PIL import Image
 
 from conftest import ROOT, link_data, read_scalars
 
+pytestmark = pytest.mark.slow  # trains the demos for the analysis tools
+
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 
 

@@ -2,9 +2,12 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the environment check
 
 CHECK_ENV = str(ROOT / 'tools' / 'check_env.py')
 

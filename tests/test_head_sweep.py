@@ -10,6 +10,8 @@ from conftest import ROOT, link_data, read_scalars
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 import head_sweep  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the model-zoo sweep
+
 # heads that fail with their own loss as well, for a reason outside this project
 # (README "Every dense head"): GLIP and Grounding DINO need transformers/fairscale;
 # SAN asserts a CE classification loss, and with its own loss fails here too (NaN

@@ -3,7 +3,11 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the installer
 
 
 def test_progress_reports_steps_elapsed_time_and_time_left(tmp_path):

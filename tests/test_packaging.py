@@ -14,6 +14,8 @@ import yaml
 
 from conftest import ROOT, link_data
 
+pytestmark = pytest.mark.slow  # builds and installs wheels
+
 CONFIG_FOLDERS = sorted(p.parent.name for p in (ROOT / 'configs').glob('*/*.py')
                         if p.parent.name != '_base_')
 

@@ -9,6 +9,8 @@ import torch
 from dfl_mm import mmengine_checkpoint_loading
 from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
+pytestmark = pytest.mark.slow  # trains real segmenters end to end
+
 SEG_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'deeplabv3*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'deeplabv3' / '*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'deeplabv3plus' / '*.py')) +

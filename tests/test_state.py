@@ -242,6 +242,7 @@ def _det_tool_args(data_root):
     return config, small
 
 
+@pytest.mark.slow  # builds runners
 @pytest.mark.parametrize('payload', ['globals', 'builtins'])
 @pytest.mark.parametrize('route', ['test.py', '--resume', 'load_from'])
 def test_crafted_checkpoints_are_refused_by_every_tool_route(crafted, payload, route, in_tmp,
@@ -387,6 +388,7 @@ def _ddp_rank(rank, port, broadcast_buffers, hook, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # DDP
 @pytest.mark.parametrize('hook', [False, True])
 @pytest.mark.parametrize('broadcast_buffers', [True, False])
 def test_ddp_keeps_every_ranks_counts_whatever_broadcast_buffers(broadcast_buffers, hook):

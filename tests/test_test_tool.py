@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ROOT, link_data
 
+pytestmark = pytest.mark.slow  # trains and tests real models
+
 DET = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
 SEG = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
 DET_SMALL = ['train_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=4',

@@ -68,9 +68,9 @@ setup(
     long_description=open(osp.join(here, 'README.md')).read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['dfl_mm', 'dfl_mm.*']),
-    # the CPU kernel's C source (compiled on first use, dfl_mm/cpu_kernel.py) and
+    # the CPU kernel's C source (compiled on first use, dfl_mm/ops/cpu.py) and
     # the configs, tools and model index for mim (dfl_mm/.mim)
-    package_data={'dfl_mm': ['csrc/*.c', '.mim/*', '.mim/**/*']},
+    package_data={'dfl_mm': ['ops/csrc/*.c', '.mim/*', '.mim/**/*']},
     entry_points={'console_scripts': [
         'dfl-train=dfl_mm.cli:train', 'dfl-test=dfl_mm.cli:test',
         'dfl-switch=dfl_mm.cli:switch', 'dfl-gpu-check=dfl_mm.cli:gpu_check']},

@@ -2,12 +2,12 @@
 
 ``dual_focal_loss`` checks a call, normalises it to (B, C, S) ``LossInputs``
 and runs one fused autograd function whose forward keeps its inputs and whose
-backward recomputes the elements (the maths: ``dfl_mm.core``); a kernel's
+backward recomputes the elements (the maths: ``dfl_mm.ops.reference``); a kernel's
 softmax sum whose gradients are needed computes them with the loss instead,
 with a mean's divisor folded in, and backward only applies the incoming
 gradient. Which implementation computes them (Triton,
-the C kernel or the PyTorch core) is chosen once per forward by
-``dfl_mm.backends`` and kept for backward.
+the C kernel or the PyTorch reference) is chosen once per forward by
+``dfl_mm.ops`` (one switch, ``DFL_MM_BACKEND``) and kept for backward.
 
 .. math:: \\ell = -\\ln\\bigl(1 - |y - p|^{\\gamma}\\bigr)
 
@@ -21,9 +21,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from . import backends, core
-from .core import dual_focal_loss_elements
-from .inputs import LossInputs
+from . import ops
+from .ops import reference
+from .ops.inputs import LossInputs
+from .ops.reference import dual_focal_loss_elements
 
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX']
 
@@ -47,8 +48,8 @@ class _DualFocalFunction(torch.autograd.Function):
                 scale: float = 1.0):
         dtype = inputs.dtype
         with torch.autocast(logits.device.type, enabled=False):
-            backend = backends.select(inputs, gamma, reduce_sum)
-            out, backend, grads = backends.forward(backend, inputs, gamma, reduce_sum,
+            backend = ops.select(inputs, gamma, reduce_sum)
+            out, backend, grads = ops.forward(backend, inputs, gamma, reduce_sum,
                                                    with_grad, scale)
         ctx.backend = backend
         ctx.inputs = inputs
@@ -71,9 +72,9 @@ class _DualFocalFunction(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         backend = ctx.backend
         if torch.is_grad_enabled():
-            # create_graph=True: the core's backward is made of differentiable
+            # create_graph=True: the reference's backward is made of differentiable
             # torch ops, so the gradient gets a graph (the kernels' has none)
-            grads, backend = None, core
+            grads, backend = None, reference
         with torch.autocast(inputs.logits.device.type, enabled=False):
             if grads is not None:  # computed with the loss: only the incoming gradient is left
                 grad_logits, grad_gamma = grads
@@ -83,7 +84,7 @@ class _DualFocalFunction(torch.autograd.Function):
             else:
                 if ctx.scale != 1.0:
                     grad_out = grad_out * ctx.scale
-                grad_logits, grad_gamma = backends.backward(backend, inputs, gamma,
+                grad_logits, grad_gamma = ops.backward(backend, inputs, gamma,
                                                             grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
                 grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)

@@ -16,6 +16,33 @@ sys.path.insert(0, str(Path(__file__).parent / 'helpers'))
 
 
 @pytest.fixture
+def switch():
+    """``switch(name)``: run the rest of the test on backend ``name`` (``dfl_mm.ops.use``);
+    ``switch(None)``: back to the environment's setting."""
+    from contextlib import ExitStack
+
+    from dfl_mm import ops
+    stack = ExitStack()
+
+    def to(name):
+        stack.close()
+        if name is not None:
+            stack.enter_context(ops.use(name))
+    yield to
+    stack.close()
+
+
+@pytest.fixture(params=['reference', 'cpu', 'triton'])
+def backend(request, switch):
+    """Each backend in turn (Triton in its CPU interpreter where there is no GPU)."""
+    from dfl_mm.ops import triton_kernels
+    if request.param == 'triton' and not triton_kernels.available():
+        pytest.skip('triton is not installed')
+    switch(request.param)
+    return request.param
+
+
+@pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a fresh folder: demo data and work dirs land there."""
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.logging import MessageHub
 
-from dfl_mm import DualFocalLoss, dual_focal_loss, triton_dfl
+from dfl_mm import DualFocalLoss, dual_focal_loss, ops
 from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
 
 
@@ -180,13 +180,8 @@ def _adapted(apply_to):
 
 
 @pytest.mark.parametrize('apply_to', ['row', 'element'])
-@pytest.mark.parametrize('backend', ['core', 'c_kernel', 'triton'])
-def test_backends_agree_with_adaptive_weights(monkeypatch, apply_to, backend):
-    """The weights reach every backend: each equals the core with explicit weights."""
-    if backend == 'triton' and not triton_dfl.available():
-        pytest.skip('triton is not installed')
-    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '1' if backend == 'c_kernel' else '0')
-    monkeypatch.setenv('DFL_MM_TRITON', '1' if backend == 'triton' else '0')
+def test_backends_agree_with_adaptive_weights(backend, switch, apply_to):
+    """The weights reach every backend: each equals the reference with explicit weights."""
     loss = _adapted(apply_to).eval()
     weights = loss.adaptive.weights()
     torch.manual_seed(0)
@@ -197,8 +192,7 @@ def test_backends_agree_with_adaptive_weights(monkeypatch, apply_to, backend):
         warnings.simplefilter('ignore', RuntimeWarning)  # triton interpreter: masked lanes
         out = loss(z, labels, ignore_index=255)
         out.backward()
-    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '0')
-    monkeypatch.setenv('DFL_MM_TRITON', '0')
+    switch('reference')
     z_ref = z.detach().clone().requires_grad_()
     valid = labels != 255
     if apply_to == 'row':

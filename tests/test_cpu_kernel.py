@@ -1,6 +1,5 @@
 """The C kernel of the CPU sigmoid path against the PyTorch core and the
 golden values; when it applies, its build cache and its fallback."""
-import ctypes
 import json
 import warnings
 from pathlib import Path
@@ -8,25 +7,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfl_mm import DualFocalLoss, cpu_kernel
+from dfl_mm import DualFocalLoss, ops
 from dfl_mm.functional import dual_focal_loss
+from dfl_mm.ops import cpu as cpu_kernel
 
 CASES = json.loads((Path(__file__).parent / 'data' / 'dfl_golden.json').read_text())['cases']
 
 
 @pytest.fixture
-def kernel(monkeypatch):
-    """Run with DFL_MM_CPU_KERNEL=1 (fails if the kernel cannot be built)."""
-    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '1')
+def kernel(monkeypatch, switch):
+    """Run on the C kernel, strictly (fails if it cannot be built); ``switch`` moves."""
+    switch('cpu')
+    monkeypatch.switch = switch
     return monkeypatch
 
 
-def _loss_and_grads(setting, monkeypatch, logits, labels, gamma, use_sigmoid=True, **kwargs):
-    monkeypatch.setenv('DFL_MM_CPU_KERNEL', setting)
+def _loss_and_grads(backend, logits, labels, gamma, use_sigmoid=True, **kwargs):
     z = logits.detach().clone().requires_grad_()
     g = torch.tensor(gamma, dtype=logits.dtype, requires_grad=True)
-    loss = dual_focal_loss(z, labels, g, use_sigmoid=use_sigmoid, **kwargs)
-    loss.backward()
+    with ops.use(backend):
+        loss = dual_focal_loss(z, labels, g, use_sigmoid=use_sigmoid, **kwargs)
+        loss.backward()
     return loss.detach(), z.grad, g.grad
 
 
@@ -61,9 +62,9 @@ def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
         options['class_weight'] = torch.rand(logits.shape[1], generator=gen).tolist()
     if 'ignore_index' in options:
         labels[::7] = options['ignore_index']
-    fast = _loss_and_grads('1', kernel, logits, labels, gamma, **options)
+    fast = _loss_and_grads('cpu', logits, labels, gamma, **options)
     # truth: the core in float64
-    core = _loss_and_grads('0', kernel, logits.double(), labels, gamma, **options)
+    core = _loss_and_grads('reference', logits.double(), labels, gamma, **options)
     loss, grad, grad_gamma = fast
     assert loss.dtype == torch.float32 and torch.isfinite(grad).all()
     torch.testing.assert_close(loss.double(), core[0], rtol=1e-5, atol=1e-6)
@@ -77,7 +78,7 @@ def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
 def test_kernel_golden_values_in_float32(kernel, case):
     """The golden cases (losses down to 1e-13) through the float32 kernel."""
     logits = torch.tensor([case['logits']], dtype=torch.float32)
-    loss, grad, grad_gamma = _loss_and_grads('1', kernel, logits, torch.tensor([case['label']]),
+    loss, grad, grad_gamma = _loss_and_grads('cpu', logits, torch.tensor([case['label']]),
                                              case['gamma'], case['mode'] == 'sigmoid',
                                              reduction='sum')
     torch.testing.assert_close(loss.double(), torch.tensor(case['loss_sum'], dtype=torch.float64),
@@ -112,9 +113,9 @@ def test_softmax_kernel_matches_the_pytorch_core(kernel, options, gamma):
         options['class_weight'] = torch.rand(5, generator=gen).tolist()
     if options.pop('avg_non_ignore', False):
         options['avg_factor'] = float((labels != 255).sum())
-    fast = _loss_and_grads('1', kernel, logits, labels, gamma, False, **options)
-    core = _loss_and_grads('0', kernel, logits, labels, gamma, False, **options)
-    truth = _loss_and_grads('0', kernel, logits.double(), labels, gamma, False, **options)
+    fast = _loss_and_grads('cpu', logits, labels, gamma, False, **options)
+    core = _loss_and_grads('reference', logits, labels, gamma, False, **options)
+    truth = _loss_and_grads('reference', logits.double(), labels, gamma, False, **options)
     assert torch.isfinite(fast[1]).all() and (fast[1][1, :, 5:7] == 0).all()
     torch.testing.assert_close(fast[0], core[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(fast[2], core[2], rtol=1e-4, atol=1e-6)
@@ -127,7 +128,7 @@ def test_softmax_kernel_matches_the_pytorch_core(kernel, options, gamma):
 
 
 def test_kernel_dispatch_covers_exactly_its_cases(kernel):
-    from dfl_mm.inputs import LossInputs as _Inputs
+    from dfl_mm.ops.inputs import LossInputs as _Inputs
     logits, labels = _inputs(rows=8, classes=3)
     row = torch.ones(8, 1, 1)
 
@@ -138,22 +139,27 @@ def test_kernel_dispatch_covers_exactly_its_cases(kernel):
         return _Inputs(logits3, target, **fields)
 
     scalar, per_class = torch.tensor(2.0), torch.full((3, ), 2.0)
-    assert cpu_kernel.should_use(inputs(), scalar, True)
-    assert not cpu_kernel.should_use(inputs(), per_class, True)
-    assert not cpu_kernel.should_use(inputs(), scalar, False)  # 'none': the core
-    assert not cpu_kernel.should_use(inputs(logits3=logits.double().view(8, 3, 1)), scalar, True)
-    assert not cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4)), scalar, True)  # dense map
-    assert cpu_kernel.should_use(inputs(logits3=logits.view(2, 3, 4), target=labels.view(2, 1, 4),
+    assert cpu_kernel.applies(inputs(), scalar, True)
+    assert not cpu_kernel.applies(inputs(), per_class, True)
+    assert not cpu_kernel.applies(inputs(), scalar, False)  # 'none': the core
+    assert not cpu_kernel.applies(inputs(logits3=logits.double().view(8, 3, 1)), scalar, True)
+    assert not cpu_kernel.applies(inputs(logits3=logits.view(2, 3, 4)), scalar, True)  # dense map
+    assert cpu_kernel.applies(inputs(logits3=logits.view(2, 3, 4), target=labels.view(2, 1, 4),
                                         use_sigmoid=False, row_weight=None), scalar, True)
-    assert not cpu_kernel.should_use(inputs(target=torch.rand(8, 3, 1)), scalar, True)  # soft targets
-    assert not cpu_kernel.should_use(inputs(elem_weight=torch.rand(8, 3, 1)), scalar, True)
-    assert not cpu_kernel.should_use(inputs(logits3=logits.t().contiguous().t().view(8, 3, 1)),
+    assert not cpu_kernel.applies(inputs(target=torch.rand(8, 3, 1)), scalar, True)  # soft targets
+    assert not cpu_kernel.applies(inputs(elem_weight=torch.rand(8, 3, 1)), scalar, True)
+    assert not cpu_kernel.applies(inputs(logits3=logits.t().contiguous().t().view(8, 3, 1)),
                                      scalar, True)  # not contiguous
-    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
-    assert not cpu_kernel.should_use(inputs(), scalar, True)
-    kernel.setenv('DFL_MM_CPU_KERNEL', 'yes')
-    with pytest.raises(ValueError, match="DFL_MM_CPU_KERNEL must be 'auto', '0' or '1'"):
-        cpu_kernel.should_use(inputs(), scalar, True)
+    # the registry takes what applies to the kernel, the reference the rest
+    assert ops.select(inputs(), scalar, True) is cpu_kernel
+    assert ops.select(inputs(), per_class, True) is ops.reference
+    with ops.use('reference'):
+        assert ops.select(inputs(), scalar, True) is ops.reference
+    kernel.setenv('DFL_MM_BACKEND', 'yes')
+    kernel.switch(None)
+    with pytest.raises(ValueError, match=r"DFL_MM_BACKEND must be one of \('auto', "
+                                         r"'triton', 'cpu', 'reference'\), got 'yes'"):
+        ops.select(inputs(), scalar, True)
 
 
 def test_learnable_gamma_through_the_mmdet_call(kernel):
@@ -161,8 +167,8 @@ def test_learnable_gamma_through_the_mmdet_call(kernel):
     logits, labels = _inputs(rows=500, classes=10)
     label_weights = torch.rand(500)
     results = []
-    for setting in ('1', '0'):
-        kernel.setenv('DFL_MM_CPU_KERNEL', setting)
+    for setting in ('cpu', 'reference'):
+        kernel.switch(setting)
         loss = DualFocalLoss(use_sigmoid=True, learnable_gamma='scalar')
         with torch.no_grad():
             loss.gamma_logit.add_(0.4)
@@ -186,20 +192,22 @@ def test_build_is_cached_and_failure_falls_back_or_raises(kernel, tmp_path):
     kernel.setenv('CC', str(tmp_path / 'no-such-compiler'))
     kernel.setattr(cpu_kernel, '_lib', None)
     kernel.setattr(cpu_kernel, '_failure', None)
-    kernel.setenv('DFL_MM_CPU_KERNEL', 'auto')
+    kernel.setattr(ops, '_warned', set())
+    kernel.switch('auto')
     logits, labels = _inputs(rows=50, classes=4)
-    with pytest.warns(UserWarning, match='CPU kernel unavailable'):
+    with pytest.warns(ops.BackendFallbackWarning, match='the cpu backend .* failed: the CPU '
+                      'kernel could not be built'):
         fallback = dual_focal_loss(logits, labels, 2.0)
-    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
+    kernel.switch('reference')
     torch.testing.assert_close(fallback, dual_focal_loss(logits, labels, 2.0))
-    kernel.setenv('DFL_MM_CPU_KERNEL', 'auto')
+    kernel.switch('auto')
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # the warning is not repeated
         dual_focal_loss(logits, labels, 2.0)
     kernel.setattr(cpu_kernel, '_failure', None)
-    kernel.setenv('DFL_MM_CPU_KERNEL', '1')
-    with pytest.raises(RuntimeError, match='DFL_MM_CPU_KERNEL=1 but the CPU kernel is '
-                       'unavailable'):
+    kernel.switch('cpu')
+    with pytest.raises(RuntimeError, match='DFL_MM_BACKEND=cpu names the cpu backend .* '
+                       'could not be built'):
         dual_focal_loss(logits, labels, 2.0)
 
 
@@ -212,19 +220,31 @@ def test_failed_scratch_allocation_raises_memory_error(kernel, classes, name):
     allocated: a MemoryError naming it, not a crash. No pixel is read (batch 0)."""
     logits, labels = torch.zeros(4), torch.zeros(4, dtype=torch.int64)
     class_weight, grad = torch.ones(4), torch.zeros(4)
-    args = [logits.data_ptr(), labels.data_ptr(), None, class_weight.data_ptr(), 0, 0,
-            0, classes, 0, 2.0]
-    if name != 'softmax_forward':
-        args += [1.0, grad.data_ptr()]
-    args.append(2)
-    loss = ctypes.c_double(0.0)
-    if name == 'softmax_forward_backward':
-        args.append(ctypes.byref(loss))
+    args = cpu_kernel.DflArgs(logits=logits.data_ptr(), labels=labels.data_ptr(),
+                              pos_weight=class_weight.data_ptr(),
+                              neg_weight=class_weight.data_ptr(), batch=0, classes=classes,
+                              spatial=0, gamma=2.0, scale=1.0, grad=grad.data_ptr(), threads=2)
     with pytest.raises(MemoryError, match=f'could not allocate the softmax scratch '
                        f'for {classes} classes'):
-        cpu_kernel.call(name, *args)
-    args[7] = 3  # the same call with a sane class count runs
-    assert cpu_kernel.call(name, *args) == 0.0
+        cpu_kernel.run(name, args)
+    args.classes = 3  # the same call with a sane class count runs
+    out = cpu_kernel.run(name, args)
+    assert (out.loss == 0.0) if name != 'softmax_backward' else (out.grad_gamma == 0.0)
+
+
+@pytest.mark.parametrize('name', cpu_kernel.ENTRY_POINTS)
+def test_every_entry_point_reports_bad_arguments(kernel, name):
+    """Every entry point returns a status: arguments it can not use are refused."""
+    logits, labels, weight = torch.zeros(4), torch.zeros(4, dtype=torch.int64), torch.ones(4)
+    grad = torch.zeros(4)
+    good = dict(logits=logits.data_ptr(), labels=labels.data_ptr(), pos_weight=weight.data_ptr(),
+                neg_weight=weight.data_ptr(), batch=1, classes=4, spatial=1, gamma=2.0,
+                scale=1.0, grad=grad.data_ptr(), threads=1)
+    cpu_kernel.run(name, cpu_kernel.DflArgs(**good))
+    for field, bad in (('classes', 0), ('threads', 0), ('labels', None), ('batch', -1),
+                       ('pos_weight', None)):
+        with pytest.raises(RuntimeError, match=f'dfl_{name} refused its arguments'):
+            cpu_kernel.run(name, cpu_kernel.DflArgs(**dict(good, **{field: bad})))
 
 
 @pytest.mark.parametrize('use_sigmoid', [True, False])
@@ -259,7 +279,7 @@ def test_fused_forward_backward_matches_the_two_passes(kernel, use_sigmoid):
     (3.0 * loss).backward()  # the saved gradients are scaled out of place: still there
     torch.testing.assert_close(zz.grad, first[0], rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(gamma.grad, first[1], rtol=1e-6, atol=1e-9)
-    kernel.setenv('DFL_MM_CPU_KERNEL', '0')  # and the core agrees
+    kernel.switch('reference')  # and the reference agrees
     zc = z.clone().requires_grad_()
     gc = torch.tensor(1.7, requires_grad=True)
     (3.0 * dual_focal_loss(zc, labels, gc, use_sigmoid=use_sigmoid, **kwargs)).backward()
@@ -288,23 +308,21 @@ def test_results_are_bitwise_the_same_for_any_thread_count(kernel, use_sigmoid):
     labels = labels.reshape(-1).contiguous()
     weight = torch.rand(labels.numel(), generator=gen)
     class_weight = torch.rand(classes, generator=gen)
-    common = [z.data_ptr(), labels.data_ptr(), weight.data_ptr(), class_weight.data_ptr()]
-    if use_sigmoid:
-        common += [class_weight.data_ptr(), 0, 0, batch, classes, 1.3]
-    else:
-        common += [0, 0, batch, classes, spatial, 1.3]
+    mode = 'sigmoid' if use_sigmoid else 'softmax'
     results = []
     for threads in (1, 2, 3):
         grad = torch.empty_like(z)
-        loss = ctypes.c_double(0.0)
+        args = cpu_kernel.DflArgs(
+            logits=z.data_ptr(), labels=labels.data_ptr(), row_weight=weight.data_ptr(),
+            pos_weight=class_weight.data_ptr(), neg_weight=class_weight.data_ptr(),
+            batch=batch, classes=classes, spatial=spatial, gamma=1.3, scale=0.5,
+            grad=grad.data_ptr(), threads=threads)
+        forward = cpu_kernel.run(f'{mode}_forward', args).loss
         if use_sigmoid:
-            sums = (cpu_kernel.call('sigmoid_forward', *common, threads),
-                    cpu_kernel.call('sigmoid_backward', *common, 0.5, grad.data_ptr(),
-                                    threads))
+            sums = (forward, cpu_kernel.run('sigmoid_backward', args).grad_gamma)
         else:
-            gg = cpu_kernel.call('softmax_forward_backward', *common, 0.5, grad.data_ptr(),
-                                 threads, ctypes.byref(loss))
-            sums = (loss.value, gg, cpu_kernel.call('softmax_forward', *common, threads))
+            fused = cpu_kernel.run('softmax_forward_backward', args)
+            sums = (fused.loss, fused.grad_gamma, forward)
         results.append((sums, grad))
     for sums, grad in results[1:]:
         assert sums == results[0][0]
@@ -325,7 +343,7 @@ def test_kept_gradients_are_handed_out_once_and_recomputed_after(kernel):
     loss.backward(retain_graph=True)
     (2.0 * loss).backward()
     torch.testing.assert_close(z.grad, 4.0 * once, rtol=1e-5, atol=1e-9)
-    kernel.setenv('DFL_MM_CPU_KERNEL', '0')
+    kernel.switch('reference')
     zc = z.detach().clone().requires_grad_()
     dual_focal_loss(zc, labels, 1.7, use_sigmoid=False).backward()
     torch.testing.assert_close(once, zc.grad, rtol=2e-4, atol=1e-7)

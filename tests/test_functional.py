@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dfl_mm.functional as fn
-from dfl_mm import core
+from dfl_mm.ops import reference as core
 from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dfl_mm import backends, triton_dfl
+from dfl_mm.ops import triton_kernels as triton_dfl
 
 ROOT = Path(__file__).resolve().parents[1]
 # makes the OpenMMLab packages unimportable, as on a plain torch + Triton machine
@@ -86,7 +86,7 @@ def test_gpu_check_fails_a_wrong_kernel(monkeypatch):
         return out, grad, gamma_grad
 
     monkeypatch.setattr(triton_dfl, '_launch', wrong)
-    monkeypatch.setattr(backends, '_triton_state', {})  # its probe verdicts stay here
+    monkeypatch.setattr(triton_dfl, '_probed', {})  # its probe verdicts stay here
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
         rows = gpu_check.accuracy_rows('cpu', small=True)

@@ -12,20 +12,7 @@ import warnings
 import pytest
 import torch
 
-from dfl_mm import triton_dfl
 from dfl_mm.functional import dual_focal_loss
-
-BACKENDS = ['core', 'c_kernel', 'triton']
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request, monkeypatch):
-    if request.param == 'triton' and not triton_dfl.available():
-        pytest.skip('triton is not installed')
-    monkeypatch.setenv('DFL_MM_CPU_KERNEL', '1' if request.param == 'c_kernel' else '0')
-    monkeypatch.setenv('DFL_MM_TRITON', '1' if request.param == 'triton' else '0')
-    return request.param
-
 
 def _loss_and_grad(z, labels, **kwargs):
     z = z.clone().requires_grad_()

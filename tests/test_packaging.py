@@ -43,7 +43,7 @@ def test_wheel_ships_configs_tools_model_index_and_license(installed):
     shipped |= {str(p.relative_to(ROOT)) for p in (ROOT / 'tools').rglob('*.py')}
     missing = {f'dfl_mm/.mim/{name}' for name in shipped} - names
     assert not missing, sorted(missing)[:10]
-    for name in ('dfl_mm/.mim/model-index.yml', 'dfl_mm/csrc/dfl_cpu.c',
+    for name in ('dfl_mm/.mim/model-index.yml', 'dfl_mm/ops/csrc/dfl_cpu.c',
                  'dfl_mm-0.1.0.dist-info/licenses/LICENSE', 'dfl_mm/.mim/tools/install.sh'):
         assert name in names, name
     assert not [n for n in names if '__pycache__' in n]

@@ -1,4 +1,4 @@
-"""The Triton kernels against the reference PyTorch core.
+"""The Triton kernels against the PyTorch reference.
 
 Without a GPU they run in Triton's interpreter (TRITON_INTERPRET=1, set by
 conftest.py); with one, the same tests run the compiled kernels on CUDA.
@@ -8,16 +8,16 @@ import warnings
 import pytest
 import torch
 
-from dfl_mm import backends, triton_dfl
+from dfl_mm import ops
 from dfl_mm.functional import dual_focal_loss
-from dfl_mm.inputs import LossInputs
+from dfl_mm.ops import triton_kernels as triton_dfl
+from dfl_mm.ops.inputs import LossInputs
 
 pytestmark = pytest.mark.skipif(not triton_dfl.available(), reason='triton is not installed')
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 def _run(monkeypatch, use_triton, z, labels, gamma, **kwargs):
-    monkeypatch.setenv('DFL_MM_TRITON', '1' if use_triton else '0')
     launches = []
     launch = triton_dfl._launch
 
@@ -29,7 +29,7 @@ def _run(monkeypatch, use_triton, z, labels, gamma, **kwargs):
     monkeypatch.setattr(triton_dfl, '_launch', counted)
     z = z.detach().clone().requires_grad_()
     gamma = gamma.detach().clone().requires_grad_()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ops.use('triton' if use_triton else 'reference'):
         warnings.simplefilter('ignore', RuntimeWarning)  # interpreter: masked lanes
         out = dual_focal_loss(z, labels, gamma, **kwargs)
         upstream = torch.rand_like(out) if out.dim() else torch.tensor(1.7)
@@ -98,18 +98,36 @@ def test_triton_is_chosen_only_when_asked_or_on_cuda(monkeypatch):
     gamma = torch.tensor(2.0)
 
     def chosen():
-        return backends.select(inputs, gamma, True) is triton_dfl
+        return ops.select(inputs, gamma, True) is triton_dfl
 
-    monkeypatch.setenv('DFL_MM_TRITON', '0')
-    assert not chosen()
-    monkeypatch.setenv('DFL_MM_TRITON', 'auto')
-    assert chosen() == (DEVICE == 'cuda')
-    monkeypatch.setenv('DFL_MM_TRITON', '1')
-    assert chosen()
-    soft = LossInputs(logits, torch.zeros(1, 2, 1, device=DEVICE))
-    assert backends.select(soft, gamma, True) is not triton_dfl  # soft targets: the core
-    monkeypatch.setenv('DFL_MM_TRITON', 'yes')
-    with pytest.raises(ValueError, match="DFL_MM_TRITON must be 'auto', '0' or '1', got 'yes'"):
+    for name in ('reference', 'cpu'):
+        with ops.use(name):
+            assert not chosen()
+    with ops.use('auto'):
+        assert chosen() == (DEVICE == 'cuda')
+    with ops.use('triton'):
+        assert chosen()
+        soft = LossInputs(logits, torch.zeros(1, 2, 1, device=DEVICE))
+        assert ops.select(soft, gamma, True) is ops.reference  # soft targets: the reference
+    # the environment variable, and the previous ones (deprecated, still honoured)
+    monkeypatch.setattr(ops, '_warned', set())
+    for env, expected in ((dict(DFL_MM_BACKEND='triton'), True),
+                          (dict(DFL_MM_BACKEND='reference'), False),
+                          (dict(DFL_MM_TRITON='1'), True),
+                          (dict(DFL_MM_TRITON='0'), False)):
+        with monkeypatch.context() as m:
+            for var in ('DFL_MM_BACKEND', 'DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL'):
+                m.delenv(var, raising=False)
+            for var, value in env.items():
+                m.setenv(var, value)
+            if 'DFL_MM_TRITON' in env:
+                with pytest.warns(DeprecationWarning, match='use DFL_MM_BACKEND'):
+                    assert chosen() == expected
+                monkeypatch.setattr(ops, '_warned', set())
+            else:
+                assert chosen() == expected
+    monkeypatch.setenv('DFL_MM_BACKEND', 'yes')
+    with pytest.raises(ValueError, match="DFL_MM_BACKEND must be one of .*got 'yes'"):
         chosen()
 
 
@@ -118,9 +136,12 @@ def test_triton_is_chosen_only_when_asked_or_on_cuda(monkeypatch):
 @pytest.fixture
 def fresh_probe(monkeypatch):
     """'auto' takes CPU tensors too (the interpreter), with no probe run yet."""
-    monkeypatch.setattr(backends, 'TRITON_AUTO_DEVICES', ('cuda', 'cpu'))
-    monkeypatch.setattr(backends, '_triton_state', {})
-    monkeypatch.setenv('DFL_MM_TRITON', 'auto')
+    monkeypatch.setattr(triton_dfl, 'AUTO_DEVICES', ('cuda', 'cpu'))
+    monkeypatch.setattr(triton_dfl, '_probed', {})
+    monkeypatch.setattr(ops, '_failed', {})
+    monkeypatch.setattr(ops, '_warned', set())
+    for var in ('DFL_MM_BACKEND', 'DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL'):
+        monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
 
@@ -140,13 +161,13 @@ def _loss_and_grad(z, labels):
 
 
 def _core_result(monkeypatch, z, labels):
-    with monkeypatch.context() as m:
-        m.setenv('DFL_MM_TRITON', '0')
+    """What 'auto' gives without Triton: on CPU tensors, the C kernel."""
+    with ops.use('cpu'):
         return _loss_and_grad(z, labels)
 
 
 def _fallback_warnings(record):
-    return [w for w in record if issubclass(w.category, backends.TritonFallbackWarning)]
+    return [w for w in record if issubclass(w.category, ops.BackendFallbackWarning)]
 
 
 def _calls(fn, times):
@@ -156,7 +177,7 @@ def _calls(fn, times):
     return results, _fallback_warnings(record)
 
 
-def test_launch_error_warns_once_and_the_core_takes_over(fresh_probe):
+def test_launch_error_warns_once_and_the_next_backend_takes_over(fresh_probe):
     launched = []
 
     def broken(*args, **kwargs):
@@ -169,7 +190,7 @@ def test_launch_error_warns_once_and_the_core_takes_over(fresh_probe):
     assert len(warned) == 1, [str(w.message) for w in warned]
     message = str(warned[0].message)
     assert 'simulated PTX compile failure' in message and 'softmax float32 on cpu' in message
-    assert len(launched) == 1  # the probe's; then the core, without retrying
+    assert len(launched) == 1  # the probe's; then the next backend, without retrying
     want = _core_result(fresh_probe, z, labels)
     for got in results:
         torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -186,7 +207,7 @@ def test_wrong_result_is_caught_by_the_probe(fresh_probe):
     z, labels = _seg_call()
     results, warned = _calls(lambda: _loss_and_grad(z, labels), 2)
     assert len(warned) == 1
-    assert 'loss differs from the PyTorch core on a probe: relative error 0.01' in str(
+    assert 'loss differs from the PyTorch reference on a probe: relative error 0.01' in str(
         warned[0].message)
     for got in results:
         torch.testing.assert_close(got, _core_result(fresh_probe, z, labels), rtol=0, atol=0)
@@ -210,11 +231,11 @@ def test_strict_mode_raises_instead_of_falling_back(fresh_probe):
         raise RuntimeError('simulated launch failure')
 
     fresh_probe.setattr(triton_dfl, '_launch', broken)
-    fresh_probe.setenv('DFL_MM_TRITON', '1')
     z, labels = _seg_call()
     for _ in range(2):  # every call, not only the first
-        with pytest.raises(RuntimeError, match=r'Triton kernels failed \(softmax float32 on '
-                           r'cpu\): RuntimeError: simulated launch failure .*DFL_MM_TRITON=1'):
+        with ops.use('triton'), pytest.raises(
+                RuntimeError, match=r'DFL_MM_BACKEND=triton names the triton backend \(softmax '
+                r'float32 on cpu\), which failed: RuntimeError: simulated launch failure'):
             _loss_and_grad(z, labels)
 
 
@@ -239,8 +260,8 @@ def test_a_launch_failure_after_the_probe_falls_back_mid_run(fresh_probe):
 
     got, warned = _calls(call, 2)
     assert len(warned) == 1 and 'simulated out of shared memory' in str(warned[0].message)
-    fresh_probe.setenv('DFL_MM_TRITON', '0')
-    want = call()
+    with ops.use('reference'):
+        want = call()
     for result in got:
         for g, w in zip(result, want):
             torch.testing.assert_close(g, w, rtol=2e-4, atol=2e-5)
@@ -248,8 +269,8 @@ def test_a_launch_failure_after_the_probe_falls_back_mid_run(fresh_probe):
 
 def test_the_probe_passes_on_the_real_kernels(fresh_probe):
     for sigmoid in (True, False):
-        assert backends.probe_triton(DEVICE, torch.float32, sigmoid) is None
-        assert backends.probe_triton(DEVICE, torch.bfloat16, sigmoid) is None
+        assert triton_dfl.probe(DEVICE, torch.float32, sigmoid) is None
+        assert triton_dfl.probe(DEVICE, torch.bfloat16, sigmoid) is None
 
 
 # --- 64-bit offsets -------------------------------------------------------------
@@ -258,7 +279,7 @@ if triton_dfl.available():
     import triton
     import triton.language as tl
 
-    from dfl_mm.triton_dfl import _tile
+    from dfl_mm.ops.triton_kernels import _tile
 
     @triton.jit
     def _tile_offsets_kernel(offs_ptr, rows_ptr, row_block, class_block, n_rows, C, S,

@@ -17,7 +17,6 @@ or the Triton kernels on CUDA); on CUDA both groups add ``logits.clone()`` as
 the memory-bandwidth floor (column "/ clone").
 """
 import argparse
-import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -89,19 +88,6 @@ def cuda_peak_extra_bytes(run, device):
     return torch.cuda.max_memory_allocated(device) - base
 
 
-@contextmanager
-def env(name, value):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
-
-
 def reference_core(loss_fn):
     """Mark a DFL row to run (forward and backward) on the chunked PyTorch core,
     without the Triton or C kernels."""
@@ -116,7 +102,8 @@ def kernels_off(active):
     if not active:
         yield
         return
-    with env('DFL_MM_TRITON', '0'), env('DFL_MM_CPU_KERNEL', '0'):
+    from dfl_mm import ops
+    with ops.use('reference'):
         yield
 
 

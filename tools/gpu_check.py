@@ -67,10 +67,10 @@ def _setup(device: str):
 
     if device.startswith('cuda') and not torch.cuda.is_available():
         sys.exit('gpu_check: no CUDA device (use --device cpu for the interpreter check)')
-    from dfl_mm import backends, triton_dfl
-    if not triton_dfl.available():
+    from dfl_mm import ops
+    if not ops.triton_kernels.available():
         sys.exit('gpu_check: Triton is not installed')
-    return torch, backends
+    return torch, ops
 
 
 def _case_inputs(torch, mode, dtype, variant, device, small):
@@ -103,14 +103,15 @@ def _case_inputs(torch, mode, dtype, variant, device, small):
 
 
 def _loss_and_grads(torch, logits, labels, gamma, kwargs, triton: bool):
+    from dfl_mm import ops
     from dfl_mm.functional import dual_focal_loss
-    os.environ['DFL_MM_TRITON'] = '1' if triton else '0'  # strict: Triton or an error
     z = logits.detach().clone().requires_grad_()
     g = gamma.detach().clone().requires_grad_()
-    out = dual_focal_loss(z, labels, g, **kwargs)
-    upstream = torch.rand(out.shape, generator=torch.Generator().manual_seed(1),
-                          dtype=torch.float64).to(device=out.device, dtype=out.dtype)
-    (out * upstream).sum().backward()
+    with ops.use('triton' if triton else 'reference'):  # strict: Triton or an error
+        out = dual_focal_loss(z, labels, g, **kwargs)
+        upstream = torch.rand(out.shape, generator=torch.Generator().manual_seed(1),
+                              dtype=torch.float64).to(device=out.device, dtype=out.dtype)
+        (out * upstream).sum().backward()
     return out.detach(), z.grad, g.grad
 
 
@@ -118,42 +119,35 @@ def accuracy_rows(device: str, small: bool):
     """One row per case: errors of the Triton kernels against the float64 core."""
     import torch
     rows = []
-    saved = os.environ.get('DFL_MM_TRITON')
-    try:
-        for mode in ('sigmoid', 'softmax'):
-            for dtype in ('float32', 'bfloat16'):
-                for variant in ('scalar gamma', 'per-class gamma', 'ignore + weights',
-                                "'none' reduction"):
-                    logits, labels, gamma, kwargs = _case_inputs(torch, mode, dtype, variant,
-                                                                 device, small)
-                    row = dict(mode=mode, dtype=dtype, case=variant, tol=TOLERANCE[dtype])
-                    reference = _loss_and_grads(torch, logits.double(), labels, gamma.double(),
-                                                kwargs, triton=False)
-                    try:
-                        with warnings.catch_warnings():
-                            warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
-                            got = _loss_and_grads(torch, logits, labels, gamma, kwargs,
-                                                  triton=True)
-                    except Exception as error:  # noqa: BLE001 - reported, not raised
-                        row.update(error=f'{type(error).__name__}: {str(error)[:200]}',
-                                   ok=False)
-                        rows.append(row)
-                        continue
-                    worst = 0.0
-                    for name, g, r in zip(('loss', 'grad_logits', 'grad_gamma'), got,
-                                          reference):
-                        g, r = g.double().cpu(), r.cpu()
-                        abs_err = (g - r).abs().max().item()
-                        rel = abs_err / max(r.abs().max().item(), 1e-30)
-                        row[name] = (abs_err, rel)
-                        worst = max(worst, rel) if not math.isnan(rel) else math.inf
-                    row['ok'] = worst <= row['tol']
+    for mode in ('sigmoid', 'softmax'):
+        for dtype in ('float32', 'bfloat16'):
+            for variant in ('scalar gamma', 'per-class gamma', 'ignore + weights',
+                            "'none' reduction"):
+                logits, labels, gamma, kwargs = _case_inputs(torch, mode, dtype, variant,
+                                                             device, small)
+                row = dict(mode=mode, dtype=dtype, case=variant, tol=TOLERANCE[dtype])
+                reference = _loss_and_grads(torch, logits.double(), labels, gamma.double(),
+                                            kwargs, triton=False)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
+                        got = _loss_and_grads(torch, logits, labels, gamma, kwargs,
+                                              triton=True)
+                except Exception as error:  # noqa: BLE001 - reported, not raised
+                    row.update(error=f'{type(error).__name__}: {str(error)[:200]}',
+                               ok=False)
                     rows.append(row)
-    finally:
-        if saved is None:
-            os.environ.pop('DFL_MM_TRITON', None)
-        else:
-            os.environ['DFL_MM_TRITON'] = saved
+                    continue
+                worst = 0.0
+                for name, g, r in zip(('loss', 'grad_logits', 'grad_gamma'), got,
+                                      reference):
+                    g, r = g.double().cpu(), r.cpu()
+                    abs_err = (g - r).abs().max().item()
+                    rel = abs_err / max(r.abs().max().item(), 1e-30)
+                    row[name] = (abs_err, rel)
+                    worst = max(worst, rel) if not math.isnan(rel) else math.inf
+                row['ok'] = worst <= row['tol']
+                rows.append(row)
     return rows
 
 
@@ -173,7 +167,7 @@ def print_accuracy(rows, probes):
             cells = ' | '.join(_fmt_err(r[k]) for k in ('loss', 'grad_logits', 'grad_gamma'))
         print(f"| {r['mode']} | {r['dtype']} | {r['case']} | {cells} | {r['tol']:g} | "
               f"{'PASS' if r['ok'] else 'FAIL'} |")
-    print('\nfirst-use probe (dfl_mm.backends): ' + '; '.join(
+    print('\nfirst-use probe (dfl_mm.ops.triton_kernels): ' + '; '.join(
         f'{k}: {"pass" if v is None else "FAIL (" + v + ")"}' for k, v in probes.items()))
     failed = sum(not r['ok'] for r in rows)
     print(f'\n{len(rows) - failed} of {len(rows)} accuracy checks passed')
@@ -269,8 +263,9 @@ def _measure(torch, scale, dtype_name, z, peers, repeats):
     rows = []
     z = z.requires_grad_()
     cuda = z.is_cuda
+    from dfl_mm import ops
     for name, loss_fn in peers.items():
-        os.environ['DFL_MM_TRITON'] = '0' if 'core' in name else '1'
+        backend = 'reference' if 'core' in name else 'triton'
 
         def step():
             z.grad = None
@@ -278,7 +273,7 @@ def _measure(torch, scale, dtype_name, z, peers, repeats):
 
         reps = max(1, repeats // 5) if 'core' in name else repeats
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), ops.use(backend):
                 warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
                 ms = _time(torch, step, reps, cuda)
                 z.grad = None
@@ -309,7 +304,7 @@ def print_speed(rows, small):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch, backends = _setup(args.device)
+    torch, ops = _setup(args.device)
     import triton
     started = time.time()
     name = (torch.cuda.get_device_name(0) if args.device.startswith('cuda') else
@@ -322,7 +317,7 @@ def main(argv=None):
             key = f"{mode} {str(dtype).replace('torch.', '')}"
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', RuntimeWarning)
-                probes[key] = backends.probe_triton(args.device, dtype, mode == 'sigmoid')
+                probes[key] = ops.triton_kernels.probe(args.device, dtype, mode == 'sigmoid')
     failed = print_accuracy(accuracy_rows(args.device, small=args.device == 'cpu'), probes)
     if not args.skip_speed:
         small = args.device == 'cpu'

@@ -1,8 +1,8 @@
 /* Dual Focal Loss on float32 logits with integer labels, vectorised and
  * parallel with OpenMP: sigmoid mode on (N, C) rows (mmdet's dense heads) and
  * softmax mode on (B, C, S) maps (mmseg's decode heads, below). The maths is
- * that of dfl_mm/core.py (dual_focal_loss_elements), the reference it is
- * tested against:
+ * that of dfl_mm/ops/reference.py (dual_focal_loss_elements), the reference it
+ * is tested against:
  *
  *   u = +z (class == label) or -z,  sp = softplus(u),  s = gamma * sp
  *   loss = -ln(1 - exp(-s)),
@@ -18,6 +18,9 @@
  * has_ignore) contribute nothing.
  * Both branches of every select are evaluated (that is what vectorises); the
  * unselected one may be inf, never the result.
+ *
+ * Interface: every entry point is int dfl_<mode>_<pass>(const DflArgs *, DflOut *)
+ * and returns a DflStatus; dfl_mm/ops/cpu.py mirrors the two structs once.
  */
 #include <math.h>
 #include <stdint.h>
@@ -33,6 +36,32 @@
 #define LN2_LO (-2.12194440e-4f)
 #define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds x to an integer */
 #define SQRT2 1.41421356f
+
+/* One call's inputs. Sigmoid mode: (N, C) logits as batch = N, spatial = 1;
+ * pos_weight / neg_weight are the class weights of the label's class and of
+ * the others, alpha folded in. Softmax mode: (B, C, S) logits; pos_weight is
+ * the class weight, neg_weight unused. */
+typedef struct {
+  const float *logits;     /* (B, C, S) */
+  const int64_t *labels;   /* (B, S) */
+  const float *row_weight; /* (B, S), or NULL */
+  const float *pos_weight; /* (C,) */
+  const float *neg_weight; /* (C,) */
+  int64_t batch, classes, spatial;
+  int64_t has_ignore, ignore_index;
+  float gamma;
+  float scale;   /* gradient passes: factor of every gradient written */
+  float *grad;   /* gradient passes: (B, C, S) output */
+  int32_t threads;
+} DflArgs;
+
+/* One call's scalar outputs: what the pass computes, NaN otherwise. */
+typedef struct {
+  double loss;       /* sum of the weighted element losses */
+  double grad_gamma; /* d loss / d gamma (not times scale: the caller scales it in double) */
+} DflOut;
+
+typedef enum { DFL_OK = 0, DFL_NO_MEMORY = 1, DFL_BAD_ARGS = 2 } DflStatus;
 
 typedef union { float f; int32_t i; } Bits;
 INLINE float as_float(int32_t i) { return (Bits){.i = i}.f; }
@@ -129,10 +158,11 @@ static inline float row_factor(const int64_t *labels, const float *row_weight,
   return row_weight ? row_weight[n] : 1.0f;
 }
 
-double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
-                           const float *row_weight, const float *pos_weight,
-                           const float *neg_weight, int64_t has_ignore, int64_t ignore_index,
-                           int64_t rows, int64_t classes, float gamma, int threads) {
+static double sigmoid_forward(const float *logits, const int64_t *labels,
+                              const float *row_weight, const float *pos_weight,
+                              const float *neg_weight, int64_t has_ignore,
+                              int64_t ignore_index, int64_t rows, int64_t classes, float gamma,
+                              int threads) {
   const float log_gamma = logf(gamma);
   double part[CHUNKS] = {0.0};
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -166,11 +196,11 @@ double dfl_sigmoid_forward(const float *logits, const int64_t *labels,
 
 /* Writes scale * d(sum of weighted losses)/d logits into grad (N, C) and
  * returns d(sum of weighted losses)/d gamma. */
-double dfl_sigmoid_backward(const float *logits, const int64_t *labels,
-                            const float *row_weight, const float *pos_weight,
-                            const float *neg_weight, int64_t has_ignore, int64_t ignore_index,
-                            int64_t rows, int64_t classes, float gamma, float scale,
-                            float *grad, int threads) {
+static double sigmoid_backward(const float *logits, const int64_t *labels,
+                               const float *row_weight, const float *pos_weight,
+                               const float *neg_weight, int64_t has_ignore,
+                               int64_t ignore_index, int64_t rows, int64_t classes,
+                               float gamma, float scale, float *grad, int threads) {
   double part[CHUNKS] = {0.0};
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
@@ -499,52 +529,58 @@ INLINE void softmax_run(const Softmax *args, int64_t batch, int threads, int *fa
   if (with_grad) *grad_gamma = sum_in_order(gg_part);
 }
 
-static Softmax softmax_args(const float *logits, const int64_t *labels, const float *weight,
-                            const float *class_weight, int64_t has_ignore,
-                            int64_t ignore_index, int64_t classes, int64_t spatial,
-                            float gamma, float scale, float *grad) {
-  return (Softmax){logits, weight, class_weight, labels, has_ignore, ignore_index, classes,
-                   spatial, gamma, logf(gamma), scale, 0.0f, grad};
+/* Arguments no pass can use (pointers are checked where there are pixels:
+ * an empty tensor may have none). */
+static int bad_args(const DflArgs *a, int with_grad) {
+  if (a == NULL || a->batch < 0 || a->classes < 1 || a->spatial < 0 || a->threads < 1 ||
+      a->pos_weight == NULL)
+    return 1;
+  const int work = a->batch > 0 && a->spatial > 0;
+  return work && (a->logits == NULL || a->labels == NULL || (with_grad && a->grad == NULL));
 }
 
-/* Returns the sum of the weighted losses (NaN when the scratch can not be
- * allocated: *failed says so). */
-double dfl_softmax_forward(const float *logits, const int64_t *labels, const float *weight,
-                           const float *class_weight, int64_t has_ignore,
-                           int64_t ignore_index, int64_t batch, int64_t classes,
-                           int64_t spatial, float gamma, int threads, int *failed) {
-  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
-                                 ignore_index, classes, spatial, gamma, 1.0f, NULL);
-  double loss = NAN;
-  softmax_run(&a, batch, threads, failed, 1, 0, &loss, NULL);
-  return loss;
+int dfl_sigmoid_forward(const DflArgs *a, DflOut *out) {
+  if (bad_args(a, 0) || a->neg_weight == NULL || a->spatial != 1 || out == NULL)
+    return DFL_BAD_ARGS;
+  out->grad_gamma = NAN;
+  out->loss = sigmoid_forward(a->logits, a->labels, a->row_weight, a->pos_weight,
+                              a->neg_weight, a->has_ignore, a->ignore_index, a->batch,
+                              a->classes, a->gamma, a->threads);
+  return DFL_OK;
 }
 
-/* Writes scale * d(sum of weighted losses)/d logits into grad (B, C, S) and
- * returns d(sum of weighted losses)/d gamma. */
-double dfl_softmax_backward(const float *logits, const int64_t *labels, const float *weight,
-                            const float *class_weight, int64_t has_ignore,
-                            int64_t ignore_index, int64_t batch, int64_t classes,
-                            int64_t spatial, float gamma, float scale, float *grad,
-                            int threads, int *failed) {
-  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
-                                 ignore_index, classes, spatial, gamma, scale, grad);
-  double grad_gamma = NAN;
-  softmax_run(&a, batch, threads, failed, 0, 1, NULL, &grad_gamma);
-  return grad_gamma;
+/* Writes scale * d(sum of weighted losses)/d logits into a->grad (N, C). */
+int dfl_sigmoid_backward(const DflArgs *a, DflOut *out) {
+  if (bad_args(a, 1) || a->neg_weight == NULL || a->spatial != 1 || out == NULL)
+    return DFL_BAD_ARGS;
+  out->loss = NAN;
+  out->grad_gamma = sigmoid_backward(a->logits, a->labels, a->row_weight, a->pos_weight,
+                                     a->neg_weight, a->has_ignore, a->ignore_index, a->batch,
+                                     a->classes, a->gamma, a->scale, a->grad, a->threads);
+  return DFL_OK;
 }
 
-/* The backward's outputs and, in *loss, the forward's, in one pass (about 1.5x
- * faster than the two passes, for one saved copy of the gradient). */
-double dfl_softmax_forward_backward(const float *logits, const int64_t *labels,
-                                    const float *weight, const float *class_weight,
-                                    int64_t has_ignore, int64_t ignore_index, int64_t batch,
-                                    int64_t classes, int64_t spatial, float gamma,
-                                    float scale, float *grad, int threads, int *failed,
-                                    double *loss) {
-  const Softmax a = softmax_args(logits, labels, weight, class_weight, has_ignore,
-                                 ignore_index, classes, spatial, gamma, scale, grad);
-  double grad_gamma = NAN;
-  softmax_run(&a, batch, threads, failed, 1, 1, loss, &grad_gamma);
-  return grad_gamma;
+/* The softmax passes: with_loss / with_grad select forward, backward or both in
+ * one pass (about 1.5x faster than the two, for one kept copy of the gradient). */
+static int softmax_entry(const DflArgs *in, DflOut *out, const int with_loss,
+                         const int with_grad) {
+  if (bad_args(in, with_grad) || out == NULL) return DFL_BAD_ARGS;
+  const Softmax a = {in->logits, in->row_weight, in->pos_weight, in->labels, in->has_ignore,
+                     in->ignore_index, in->classes, in->spatial, in->gamma, logf(in->gamma),
+                     with_grad ? in->scale : 1.0f, 0.0f, with_grad ? in->grad : NULL};
+  double loss = NAN, grad_gamma = NAN;
+  int failed = 0;
+  softmax_run(&a, in->batch, in->threads, &failed, with_loss, with_grad, &loss, &grad_gamma);
+  out->loss = loss;
+  out->grad_gamma = grad_gamma;
+  return failed ? DFL_NO_MEMORY : DFL_OK;
+}
+
+int dfl_softmax_forward(const DflArgs *a, DflOut *out) { return softmax_entry(a, out, 1, 0); }
+
+/* Writes scale * d(sum of weighted losses)/d logits into a->grad (B, C, S). */
+int dfl_softmax_backward(const DflArgs *a, DflOut *out) { return softmax_entry(a, out, 0, 1); }
+
+int dfl_softmax_forward_backward(const DflArgs *a, DflOut *out) {
+  return softmax_entry(a, out, 1, 1);
 }

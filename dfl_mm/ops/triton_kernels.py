@@ -8,18 +8,26 @@ sums or the element map (and, when gradients are needed, the gradients
 in the same pass, times the mean's factor); the backward launch reads them once more and
 writes the gradient, already scaled by the incoming gradient, and per-program (or,
 for per-class gamma, block-reduced per-class) sums of d loss / d gamma. Same
-maths as ``dfl_mm.core`` (the reference), in float32: log1p/expm1 use Kahan's
+maths as ``dfl_mm.ops.reference``, in float32: log1p/expm1 use Kahan's
 accurate forms built from exp/log, so the kernels also run in Triton's CPU
 interpreter (``TRITON_INTERPRET=1``), which is how CI tests them. Offsets are
 64-bit: an LVIS batch (2M anchors x 1203 classes) has more than 2^31 logits.
 
-Which calls they take, and the probe that guards their first use on each
-device, is ``dfl_mm.backends``'s business.
+Backend ``triton`` of ``dfl_mm.ops``: ``auto`` uses it on CUDA tensors,
+``DFL_MM_BACKEND=triton`` everywhere (CPU tensors with ``TRITON_INTERPRET=1``).
+Its ``unavailable()`` is a probe: on the first use per (device, dtype, mode)
+the kernels run small inputs that cover tails, ignored rows and both weight
+kinds against the reference (loss, both gradients, the loss map and, for
+softmax, the fused launch); a compile or launch error, or a mismatch, is the
+reason they are unavailable there.
 """
+from typing import Dict, Optional, Tuple
+
 import torch
 
-from .core import LN2, TAIL
+from . import reference
 from .inputs import KernelMode, LossInputs
+from .reference import LN2, TAIL
 
 try:
     import triton
@@ -27,7 +35,13 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ['available', 'applies', 'forward', 'backward', 'forward_backward']
+__all__ = ['NAME', 'AUTO_DEVICES', 'available', 'applies', 'unavailable', 'probe',
+           'forward', 'backward', 'forward_backward']
+
+NAME = 'triton'
+AUTO_DEVICES = ('cuda', )
+# probe tolerance: max |triton - reference| / max |reference|, per compute precision
+PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
 ELEMENTS_PER_PROGRAM = 1024  # sigmoid tile size (classes x rows)
 SOFTMAX_ROWS = 32  # rows per softmax tile (each with all its classes)
@@ -40,10 +54,72 @@ def available() -> bool:
     return triton is not None
 
 
-def applies(inputs: LossInputs) -> bool:
-    """Whether the kernels implement this call: integer labels, no float64."""
-    return (triton is not None and not inputs.soft_target
-            and inputs.logits.dtype != torch.float64)
+def applies(inputs: LossInputs, gamma=None, reduce_sum: bool = True) -> bool:
+    """Whether the kernels implement this call: integer labels, no float64 (pure)."""
+    return not inputs.soft_target and inputs.logits.dtype != torch.float64
+
+
+# (device, dtype, sigmoid) -> None (the probe passed there) or why not
+_probed: Dict[Tuple[str, torch.dtype, bool], Optional[str]] = {}
+
+
+def unavailable(inputs: LossInputs) -> Optional[str]:
+    """Why the kernels can not take calls like ``inputs``, or None (probed once per
+    device, dtype and mode)."""
+    if triton is None:
+        return 'triton is not installed'
+    key = (str(inputs.logits.device), inputs.logits.dtype, bool(inputs.use_sigmoid))
+    if key not in _probed:
+        _probed[key] = probe(*key)
+    return _probed[key]
+
+
+def _probe_inputs(device, dtype, use_sigmoid: bool):
+    """Small inputs that cover tails, ignored rows and both weight kinds."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (29, 6, 1) if use_sigmoid else (2, 6, 13)
+    logits = 4 * torch.randn(shape, generator=gen)
+    logits.view(-1)[:4] = torch.tensor([40.0, -40.0, 25.0, -25.0])
+    classes = shape[1] + int(use_sigmoid)  # sigmoid: label C is background
+    labels = torch.randint(0, classes, (shape[0], 1, shape[2]), generator=gen)
+    labels.view(-1)[::7] = -1
+    row_weight = torch.rand((shape[0], 1, shape[2]), generator=gen)
+    class_weight = torch.rand((1, shape[1], 1), generator=gen) + 0.5
+    return LossInputs(logits.to(device=device, dtype=dtype), labels.to(device),
+                      row_weight.to(device), None, class_weight.to(device),
+                      0.25 if use_sigmoid else None, -1, use_sigmoid)
+
+
+def probe(device, dtype, use_sigmoid: bool) -> Optional[str]:
+    """Run the kernels once on a probe against the reference: None if they agree,
+    else why. Raises nothing: a compile or launch error is returned as the reason."""
+    inputs = _probe_inputs(device, dtype, use_sigmoid)
+    gamma = torch.tensor(2.0, device=inputs.logits.device)
+    grad_out = torch.tensor(1.5, device=inputs.logits.device)
+    exact = LossInputs(inputs.logits.float(), *inputs.tensors()[1:], inputs.alpha,
+                       inputs.ignore_index, use_sigmoid)
+    try:
+        got = (forward(inputs, gamma, True), *backward(inputs, gamma, grad_out, True),
+               forward(inputs, gamma, False),
+               *(() if use_sigmoid else forward_backward(inputs, gamma, 0.5)))
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any compile/launch failure counts
+        return f'{type(error).__name__}: {str(error).strip()[:300]}'
+    want = (reference.forward(exact, gamma, True),
+            *reference.backward(exact, gamma, grad_out, True),
+            reference.forward(exact, gamma, False),
+            *(() if use_sigmoid else reference.forward_backward(exact, gamma, 0.5)))
+    tolerance = PROBE_TOLERANCE.get(dtype, PROBE_TOLERANCE[torch.float16])
+    names = ('loss', 'd loss / d logits', 'd loss / d gamma', 'loss map', 'fused loss',
+             'fused d loss / d logits', 'fused d loss / d gamma')
+    for name, g, w in zip(names, got, want):
+        g, w = g.detach().double().cpu(), w.detach().double().cpu()
+        error = (g - w).abs().max().item() / max(w.abs().max().item(), 1e-12)
+        if not error <= tolerance:  # NaN fails too
+            return (f'{name} differs from the PyTorch reference on a probe: relative '
+                    f'error {error:.3g} > {tolerance:g}')
+    return None
 
 
 def class_block(channels: int) -> int:
@@ -239,7 +315,7 @@ if triton is not None:
             [BLOCK_C, BLOCK_R], dtype=tl.float32)
         # every class but the argmax and the label is a negative with p <= 1/2:
         # E = p^gamma, D = 1 - E, loss = -ln D, h = w gamma E / D,
-        # d loss / d gamma = ln p E / D (dfl_mm/csrc/dfl_cpu.c, softmax)
+        # d loss / d gamma = ln p E / D (dfl_mm/ops/csrc/dfl_cpu.c, softmax)
         s = -gamma * log_p
         e_gamma = tl.exp(-s)
         one_minus = tl.where(e_gamma > 0.5, _one_minus_exp_neg(s, e_gamma), 1.0 - e_gamma)

@@ -24,8 +24,10 @@ for backward; backward recomputes the elements chunk by chunk and writes the
 gradient straight into one buffer, so peak extra memory stays near one copy of
 the logits (no autograd graph of full-size intermediates).
 
-As a backend it has the contract of the kernels (``forward``, ``backward``)
-and takes every call, whatever device, dtype, target or weight.
+Backend ``reference`` of ``dfl_mm.ops``: the contract of the kernels
+(``forward``, ``backward``, ``forward_backward``), and it takes every call,
+whatever device, dtype, target or weight; its backward is made of
+differentiable torch ops, so it also gives second derivatives.
 """
 import math
 from typing import Optional, Tuple
@@ -36,7 +38,11 @@ from torch import Tensor
 
 from .inputs import LossInputs
 
-__all__ = ['dual_focal_loss_elements', 'forward', 'backward', 'TAIL', 'LN2']
+__all__ = ['NAME', 'AUTO_DEVICES', 'applies', 'unavailable', 'dual_focal_loss_elements',
+           'forward', 'backward', 'forward_backward', 'TAIL', 'LN2']
+
+NAME = 'reference'
+AUTO_DEVICES = None  # every device
 
 # Below this signed logit softplus(u) == exp(u) and 1 - exp(-s) == s to double
 # precision, so the loss is -ln(gamma) - u and d loss / d u = -1 exactly there
@@ -82,6 +88,16 @@ def dual_focal_loss_elements(u: Tensor, gamma: Tensor, with_grad: bool = True,
         grad_gamma = torch.where(tail, -1.0 / gamma, surprise * ratio)
         out += (grad_u, grad_gamma)
     return out[0] if len(out) == 1 else out
+
+
+def applies(inputs: LossInputs, gamma=None, reduce_sum: bool = True) -> bool:
+    """Every call."""
+    return True
+
+
+def unavailable(inputs: Optional[LossInputs] = None) -> Optional[str]:
+    """Never: it is plain torch."""
+    return None
 
 
 def _chunks(shape: Tuple[int, int, int]):

@@ -1,0 +1,203 @@
+"""``dfl_mm.ops``: the torch-only loss stack, one registry of backends.
+
+Every backend is a module with the same surface (see ``docs/architecture.md``,
+"Add a backend"): ``NAME``, ``AUTO_DEVICES`` (the device types ``auto`` uses
+it on; None: every one), a pure ``applies(inputs, gamma, reduce_sum)``,
+``unavailable(inputs) -> reason | None`` and ``forward`` / ``backward`` /
+``forward_backward`` on the one contract, ``LossInputs`` (``.inputs``):
+
+* ``triton`` (``.triton_kernels``): CUDA; its ``unavailable()`` is the
+  first-use probe against the reference;
+* ``cpu`` (``.cpu``): the C kernel for CPU float32 sums;
+* ``reference`` (``.reference``): the PyTorch reference, every call.
+
+One switch picks them: ``DFL_MM_BACKEND`` = ``auto`` (default: the first of
+``BACKENDS`` that applies to the call and is available on its device; an
+unavailable one warns once, ``BackendFallbackWarning``, and is skipped) or a
+backend's name (strict: that backend wherever it applies, the reference
+elsewhere; unavailable or failing, it raises). ``use(name)`` sets it for a
+block (tests, benchmarks, ``gpu_check``). A launch that fails at run time is
+handled by the same policy. ``DFL_MM_TRITON`` and ``DFL_MM_CPU_KERNEL`` (the
+previous switches) still work for one release, with a ``DeprecationWarning``.
+
+Nothing here imports mmengine, mmdet, mmseg or mmcv.
+"""
+import os
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Dict, FrozenSet, Tuple
+
+import torch
+
+from . import cpu, reference, triton_kernels
+from .inputs import KernelMode, LossInputs
+
+__all__ = ['BACKENDS', 'SETTINGS', 'BackendFallbackWarning', 'TritonFallbackWarning',
+           'LossInputs', 'KernelMode', 'setting', 'use', 'select', 'forward', 'backward']
+
+# the order in which 'auto' tries them (the reference takes what is left)
+BACKENDS = (triton_kernels, cpu, reference)
+BY_NAME = {backend.NAME: backend for backend in BACKENDS}
+SETTINGS = ('auto', ) + tuple(BY_NAME)
+# backends whose forward computes the gradients too when they are needed
+FUSED = (cpu, triton_kernels)
+
+
+class BackendFallbackWarning(UserWarning):
+    """A backend can not take some calls here; the next one (in the end the
+    PyTorch reference) takes them."""
+
+
+TritonFallbackWarning = BackendFallbackWarning  # its name before the registry
+
+_local = threading.local()  # use(): the setting of the current block, per thread
+# (backend, device, dtype, sigmoid) -> why it failed at run time there
+_failed: Dict[Tuple[str, str, torch.dtype, bool], str] = {}
+_warned = set()
+
+
+def setting() -> Tuple[str, FrozenSet[str]]:
+    """(the backend named, or 'auto'; the backends 'auto' must skip).
+
+    From ``use()``, else ``DFL_MM_BACKEND``, else the deprecated variables.
+
+    Raises:
+        ValueError: a value that names no backend.
+    """
+    override = getattr(_local, 'name', None)
+    if override is not None:
+        return override, frozenset()
+    name = os.environ.get('DFL_MM_BACKEND')
+    if name is not None:
+        if name not in SETTINGS:
+            raise ValueError(f'DFL_MM_BACKEND must be one of {SETTINGS}, got {name!r}')
+        return name, frozenset()
+    return _legacy_setting()
+
+
+def _legacy_setting():
+    values = {var: os.environ.get(var) for var in ('DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL')}
+    if all(v is None for v in values.values()):
+        return 'auto', frozenset()
+    for var, value in values.items():
+        if value not in (None, 'auto', '0', '1'):
+            raise ValueError(f"{var} must be 'auto', '0' or '1', got {value!r}")
+    if 'legacy' not in _warned:
+        _warned.add('legacy')
+        warnings.warn('DFL_MM_TRITON and DFL_MM_CPU_KERNEL are deprecated: use '
+                      'DFL_MM_BACKEND=auto|triton|cpu|reference', DeprecationWarning)
+    names = {'DFL_MM_TRITON': 'triton', 'DFL_MM_CPU_KERNEL': 'cpu'}
+    for var in names:
+        if values[var] == '1':
+            return names[var], frozenset()
+    return 'auto', frozenset(names[var] for var in names if values[var] == '0')
+
+
+@contextmanager
+def use(name: str):
+    """Run the block with backend ``name`` (or 'auto'), whatever the environment.
+
+    Example:
+        >>> with dfl_mm.ops.use('reference'):
+        ...     loss = dual_focal_loss(logits, labels)
+    """
+    if name not in SETTINGS:
+        raise ValueError(f'backend must be one of {SETTINGS}, got {name!r}')
+    previous = getattr(_local, 'name', None)
+    _local.name = name
+    try:
+        yield
+    finally:
+        _local.name = previous
+
+
+def _key(backend, inputs: LossInputs):
+    logits = inputs.logits
+    return (backend.NAME, str(logits.device), logits.dtype, bool(inputs.use_sigmoid))
+
+
+def _describe(key) -> str:
+    name, device, dtype, sigmoid = key
+    return (f"{name} backend ({'sigmoid' if sigmoid else 'softmax'} "
+            f"{str(dtype).replace('torch.', '')} on {device})")
+
+
+def _fall_back(key, reason: str, strict: bool) -> None:
+    """The one policy: raise when the backend was named, else warn once."""
+    if strict:
+        raise RuntimeError(f'dfl_mm: DFL_MM_BACKEND={key[0]} names the {_describe(key)}, '
+                           f'which failed: {reason} (DFL_MM_BACKEND=auto falls back to '
+                           'the PyTorch reference)')
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f'dfl_mm: the {_describe(key)} failed: {reason}; these calls use the '
+                      'next backend from now on (DFL_MM_BACKEND=reference silences this)',
+                      BackendFallbackWarning)
+
+
+def _ready(backend, inputs: LossInputs, strict: bool) -> bool:
+    key = _key(backend, inputs)
+    reason = _failed.get(key) or backend.unavailable(inputs)
+    if reason is not None:
+        _fall_back(key, reason, strict)
+    return reason is None
+
+
+def select(inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool):
+    """The backend module for this call (see the module docstring)."""
+    name, skipped = setting()
+    if name != 'auto':
+        backend = BY_NAME[name]
+        if backend.applies(inputs, gamma, reduce_sum) and _ready(backend, inputs, True):
+            return backend
+        return reference
+    device = inputs.logits.device.type
+    for backend in BACKENDS:
+        if (backend.NAME not in skipped and backend.applies(inputs, gamma, reduce_sum)
+                and (backend.AUTO_DEVICES is None or device in backend.AUTO_DEVICES)
+                and _ready(backend, inputs, False)):
+            return backend
+    return reference
+
+
+def _guarded(backend, step: str, inputs: LossInputs, *args):
+    """Run ``backend.<step>``; a failure at run time follows the fallback policy."""
+    if backend is reference:
+        return getattr(reference, step)(inputs, *args), reference
+    try:
+        return getattr(backend, step)(inputs, *args), backend
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - e.g. a specialisation the probe did not compile
+        key = _key(backend, inputs)
+        _failed[key] = f'{type(error).__name__}: {str(error).strip()[:300]}'
+        _fall_back(key, _failed[key], setting()[0] != 'auto')
+    return getattr(reference, step)(inputs, *args), reference
+
+
+def forward(backend, inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool,
+            with_grad: bool = False, scale: float = 1.0):
+    """(loss, the backend that computed it, gradients or None).
+
+    The loss is a sum times ``scale`` (0-d) or the map (B, C, S). With
+    ``with_grad`` the kernels (``FUSED``) compute a softmax sum's gradients
+    (times ``scale``) in the same pass; backward then only applies the incoming
+    gradient (measured on CPU: 1.5x faster, for one kept copy of the gradient).
+    Sigmoid calls keep two passes and save nothing but their inputs: there the
+    fused pass bought no time (its forward is cheap) and cost a copy of
+    150M-logit RetinaNet gradients. The reference keeps its two passes.
+    """
+    if with_grad and reduce_sum and backend in FUSED and not inputs.use_sigmoid:
+        (loss, grad_logits, grad_gamma), backend = _guarded(backend, 'forward_backward',
+                                                            inputs, gamma, scale)
+        return loss, backend, (grad_logits, grad_gamma)
+    out, backend = _guarded(backend, 'forward', inputs, gamma, reduce_sum)
+    return (out * scale if reduce_sum and scale != 1.0 else out), backend, None
+
+
+def backward(backend, inputs: LossInputs, gamma: torch.Tensor, grad_out: torch.Tensor,
+             reduce_sum: bool):
+    """Scaled (d / d logits, d / d gamma) of ``backend`` (the reference if it fails)."""
+    grads, _ = _guarded(backend, 'backward', inputs, gamma, grad_out, reduce_sum)
+    return grads

@@ -6,7 +6,7 @@ registries) and ``DFLGammaHook`` (HOOKS). The tools and ``DFLGammaHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
 other ``torch.load`` (see ``dfl_mm.checkpoint``).
 
-The loss itself (``dfl_mm.functional``, ``dfl_mm.core`` and the kernels)
+The loss itself (``dfl_mm.functional`` and the backends in ``dfl_mm.ops``)
 needs only torch: without mmengine, ``import dfl_mm`` gives
 ``dual_focal_loss`` and the registered adapters raise an ImportError that
 says so.

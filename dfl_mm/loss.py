@@ -18,7 +18,7 @@ __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
 
 LEARNABLE_MODES = (False, 'scalar', 'per_class')
 # Strength of the pull of a learnable gamma toward its initial value, from the
-# sweep in tools/analysis/sweep_gamma_reg.py (see README, "Learnable gamma").
+# sweep in tools/analysis/sweep_gamma_reg.py (docs/loss.md, "Learnable gamma").
 DEFAULT_GAMMA_REG = 0.01
 # |gamma_logit| is kept at most this: sigmoid'(12) = 6e-6, so a gamma driven
 # to a bound still has a gradient that can bring it back (gamma then lies

@@ -36,10 +36,14 @@ def test_core_imports_and_trains_without_openmmlab():
 import torch, dfl_mm
 from dfl_mm.functional import dual_focal_loss
 assert 'mmengine' not in sys.modules
+from dfl_mm import ops
 z = torch.randn(20, 4, requires_grad=True)
 gamma = torch.tensor(2.0, requires_grad=True)
 dual_focal_loss(z, torch.randint(0, 5, (20,)), gamma).backward()
 assert z.grad.abs().sum() > 0 and gamma.grad != 0
+for name in ('reference', 'cpu', 'triton'):  # every backend of the registry, blocked stack
+    with ops.use(name):
+        dual_focal_loss(z, torch.randint(0, 5, (20,)), gamma).backward()
 try:
     dfl_mm.DualFocalLoss
 except ImportError as error:

@@ -13,7 +13,7 @@ import head_sweep  # noqa: E402
 pytestmark = pytest.mark.slow  # the model-zoo sweep
 
 # heads that fail with their own loss as well, for a reason outside this project
-# (README "Every dense head"): GLIP and Grounding DINO need transformers/fairscale;
+# (docs/zoo.md): GLIP and Grounding DINO need transformers/fairscale;
 # SAN asserts a CE classification loss, and with its own loss fails here too (NaN
 # matching costs without CLIP weights, or a class-weight mismatch: it varies)
 OUTSIDE = {
@@ -34,11 +34,11 @@ def test_every_zoo_head_trains_a_step_with_dfl(kind):
     for config in OUTSIDE & set(by_config):
         assert by_config[config]['ok'] or \
             by_config[config]['verdict'] == 'fails with its own loss too', config
-    # the README states this run's N of M
+    # docs/zoo.md states this run's N of M
     passed = sum(r['ok'] for r in rows)
     line = head_sweep.markdown(rows, kind).splitlines()[0]
     assert line.startswith(f'{passed} of {len(rows)} ')
-    assert line in (ROOT / 'README.md').read_text(), line
+    assert line in (ROOT / 'docs' / 'zoo.md').read_text(), line
 
 
 def _switch(tmp_path, config, *extra):

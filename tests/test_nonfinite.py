@@ -3,8 +3,9 @@
 Rule (docs/DFL_SPEC.md, section 5): elements that are ignored or weighted 0
 contribute exactly 0 to the loss and to every gradient, whatever their logits
 (NaN, inf); a NaN logit that counts gives a NaN loss, an infinite one the
-loss's limit (README, "NaN and inf"), never a finite loss with NaN gradients. Checked on every backend: the PyTorch core, the
-C kernel and the Triton kernels (Triton's interpreter without a GPU).
+loss's limit (docs/loss.md, "NaN and inf"), never a finite loss with NaN
+gradients. Checked on every backend: the PyTorch reference, the C kernel and
+the Triton kernels (Triton's interpreter without a GPU).
 """
 import math
 import warnings

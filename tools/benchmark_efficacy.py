@@ -59,7 +59,7 @@ DET_ONLY = ('GHMC', )
 DEFAULT_SEEDS = dict(det=[0, 1, 2], seg=[0, 1, 2, 3, 4])
 LEARNED = 50.0  # a rare class counts as learned by a run at this IoU / AP (%)
 # What a plain invocation runs: 'DFL sigmoid' / 'DFL sigmoid alpha' (no
-# weights) were measured before (README) and answer no question of this study.
+# weights) were measured before (docs/results.md) and answer no question of this study.
 DEFAULT_LOSSES = tuple(name for name in LOSSES if name not in ('DFL sigmoid', 'DFL sigmoid alpha'))
 
 

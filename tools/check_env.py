@@ -7,7 +7,7 @@ import sys
 import tempfile
 import traceback
 
-FIX_INSTALL = 'run `bash tools/install.sh` (see README, "Install")'
+FIX_INSTALL = 'run `bash tools/install.sh` (see docs/install.md)'
 
 
 def check_versions():

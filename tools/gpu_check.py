@@ -7,7 +7,7 @@ from a checkout,
     python tools/gpu_check.py --device cpu    # the accuracy part in Triton's CPU
                                               # interpreter, small shapes (CI runs this)
 
-It prints three markdown tables (paste them into the README):
+It prints three markdown tables (paste them into docs/results.md, "GPU"):
 
 (a) accuracy: the Triton kernels against the PyTorch core in float64 on the
     same inputs, sigmoid and softmax modes, float32 and bfloat16, scalar and

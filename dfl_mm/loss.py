@@ -1,7 +1,6 @@
 """``DualFocalLoss``: the registered module for mmdet and mmseg configs."""
 import math
 import os
-import warnings
 from contextlib import nullcontext
 from typing import Optional, Sequence, Union
 
@@ -11,19 +10,12 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
-from .functional import (GAMMA_MAX, REDUCTIONS, check_ignore_index, check_label_dtype,
-                         check_number, check_values, dual_focal_loss, one_hot_as_target)
+from .functional import (REDUCTIONS, check_ignore_index, check_label_dtype, check_number,
+                         check_values, dual_focal_loss, one_hot_as_target)
+from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
-__all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG']
+__all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG', 'GAMMA_LOGIT_LIMIT']
 
-LEARNABLE_MODES = (False, 'scalar', 'per_class')
-# Strength of the pull of a learnable gamma toward its initial value, from the
-# sweep in tools/analysis/sweep_gamma_reg.py (docs/loss.md, "Learnable gamma").
-DEFAULT_GAMMA_REG = 0.01
-# |gamma_logit| is kept at most this: sigmoid'(12) = 6e-6, so a gamma driven
-# to a bound still has a gradient that can bring it back (gamma then lies
-# within 6e-6 * (gamma_max - gamma_min) of the bound).
-GAMMA_LOGIT_LIMIT = 12.0
 CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')
 
 
@@ -135,12 +127,6 @@ class DualFocalLoss(nn.Module):
         super().__init__()
         if not isinstance(use_sigmoid, bool):
             raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
-        check_number('gamma', gamma, 0, GAMMA_MAX)
-        if learnable_gamma is True:
-            learnable_gamma = 'scalar'
-        if learnable_gamma not in LEARNABLE_MODES:
-            raise ValueError(f"learnable_gamma must be one of {LEARNABLE_MODES}, "
-                             f'got {learnable_gamma!r}')
         if num_classes is not None and (isinstance(num_classes, bool) or
                                         not isinstance(num_classes, int) or
                                         num_classes < 1):
@@ -161,17 +147,15 @@ class DualFocalLoss(nn.Module):
         check_ignore_index(ignore_index)
         if not isinstance(avg_non_ignore, bool):
             raise TypeError(f'avg_non_ignore must be True or False, got {avg_non_ignore!r}')
-
-        self.use_sigmoid = use_sigmoid
-        self.learnable_gamma = learnable_gamma
-        self.num_classes = num_classes
-        self.alpha = alpha
-        self.reduction = reduction
-        self.loss_weight = loss_weight
-        self.avg_non_ignore = avg_non_ignore
-        self.ignore_index = ignore_index
+        self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
+        self.reduction, self.loss_weight = reduction, loss_weight
+        self.avg_non_ignore, self.ignore_index = avg_non_ignore, ignore_index
         self._loss_name = loss_name
-
+        # the exponent: FixedGamma or LearnableGamma (its parameter is
+        # 'exponent.gamma_logit', which custom_keys={'gamma_logit': ...} matches)
+        self.exponent = build_gamma(gamma, learnable_gamma, num_classes, gamma_min, gamma_max,
+                                    gamma_reg)
+        self.learnable_gamma = ('scalar' if learnable_gamma is True else learnable_gamma)
         self.adaptive = _build_adaptive(class_weight, adaptive_weight, num_classes)
         weights = None if self.adaptive is not None else load_class_weight(class_weight)
         if weights is not None and num_classes is not None and len(weights) != num_classes:
@@ -180,40 +164,6 @@ class DualFocalLoss(nn.Module):
         self.register_buffer(
             'class_weight', None if weights is None else torch.tensor(weights),
             persistent=False)
-
-        if learnable_gamma:
-            check_number('gamma_min', gamma_min, 0, GAMMA_MAX)
-            check_number('gamma_max', gamma_max, 0, GAMMA_MAX)
-            if gamma_min >= gamma_max:
-                raise ValueError(f'gamma_min must be < gamma_max, got gamma_min='
-                                 f'{gamma_min}, gamma_max={gamma_max}')
-            if not gamma_min < gamma < gamma_max:
-                raise ValueError(f'a learnable gamma must start strictly inside '
-                                 f'(gamma_min, gamma_max) = ({gamma_min}, {gamma_max}), '
-                                 f'got gamma={gamma}')
-            check_number('gamma_reg', gamma_reg, 0, math.inf, low_open=False)
-            if learnable_gamma == 'per_class' and num_classes is None:
-                raise ValueError("learnable_gamma='per_class' needs num_classes "
-                                 '(the number of output channels)')
-            shape = (num_classes, ) if learnable_gamma == 'per_class' else ()
-            self.gamma_min, self.gamma_max = float(gamma_min), float(gamma_max)
-            self.gamma_reg = float(gamma_reg)
-            logit = self._logit_of(gamma)
-            if abs(logit) > GAMMA_LOGIT_LIMIT:
-                raise ValueError(f'a learnable gamma must start farther from its bounds '
-                                 f'({gamma_min}, {gamma_max}) (|gamma_logit| <= '
-                                 f'{GAMMA_LOGIT_LIMIT}), got gamma={gamma}')
-            # gamma = gamma_min + (gamma_max - gamma_min) * sigmoid(gamma_logit):
-            # smooth, bounded, never stuck at a clamp.
-            self.gamma_logit = nn.Parameter(torch.full(shape, logit))
-            self.register_buffer('gamma_init', torch.full(shape, float(gamma)))
-            # the bounds gamma_logit is expressed in, saved so that a checkpoint
-            # loaded into other bounds keeps its learned gamma (see
-            # _load_from_state_dict)
-            self.register_buffer('gamma_range', torch.tensor(
-                [self.gamma_min, self.gamma_max], dtype=torch.float64))
-        else:
-            self.register_buffer('fixed_gamma', torch.tensor(float(gamma)))
         self.last_gamma_pull: Optional[Tensor] = None
 
     @property
@@ -226,89 +176,27 @@ class DualFocalLoss(nn.Module):
         """The current exponent, detached: 0-d, or (C,) for a per-class gamma."""
         return self.current_gamma().detach()
 
+    @property
+    def gamma_logit(self) -> nn.Parameter:
+        """The parameter of a learnable gamma (AttributeError for a fixed one)."""
+        if not self.learnable_gamma:
+            raise AttributeError('a fixed gamma has no gamma_logit')
+        return self.exponent.gamma_logit
+
     def current_gamma(self) -> Tensor:
-        """The exponent as a function of ``gamma_logit`` (in the autograd graph).
-
-        The logit counts as clipped to ``[-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT]``
-        with its gradient passed through, so a logit that an optimizer step
-        pushed far out is back in range at once (and projected there after a
-        training call).
-        """
-        if not self.learnable_gamma:
-            return self.fixed_gamma
-        logit = self.gamma_logit
-        with torch.no_grad():
-            excess = logit - logit.clamp(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
-        span = self.gamma_max - self.gamma_min
-        return self.gamma_min + span * torch.sigmoid(logit - excess)
-
-    def _logit_of(self, gamma: float) -> float:
-        fraction = (gamma - self.gamma_min) / (self.gamma_max - self.gamma_min)
-        return math.log(fraction / (1 - fraction))
-
-    def _project_gamma_logit(self) -> None:
-        with torch.no_grad():
-            self.gamma_logit.clamp_(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Settings from the config, learned state from the checkpoint.
-
-        mmengine's ``load_from`` means weights from the file and settings from
-        the config: a fixed gamma, the initial gamma (the pull's target) and
-        the bounds are the module's own; a learned gamma is kept as a *value*,
-        re-expressed in the module's bounds (clipped into them, with a
-        warning, when outside). Same settings (``--resume``): loaded exactly.
-        """
-        saved = {name: state_dict.pop(prefix + name) for name in
-                 ('fixed_gamma', 'gamma_init', 'gamma_range') if prefix + name in state_dict}
-        logit_key = prefix + 'gamma_logit'
-        if not self.learnable_gamma:
-            ignored = state_dict.pop(logit_key, None)
-            theirs = saved.get('fixed_gamma', saved.get('gamma_init'))
-            if ignored is not None or theirs is not None:
-                state_dict[prefix + 'fixed_gamma'] = self.fixed_gamma
-                if ignored is not None or not torch.equal(theirs.to(self.fixed_gamma),
-                                                          self.fixed_gamma):
-                    what = 'learned' if ignored is not None else 'fixed'
-                    warnings.warn(f'{prefix}: the checkpoint\'s {what} gamma is not loaded: '
-                                  f'the config fixes gamma={float(self.fixed_gamma)}')
-        else:
-            if saved or logit_key in state_dict:
-                state_dict[prefix + 'gamma_init'] = self.gamma_init
-                state_dict[prefix + 'gamma_range'] = self.gamma_range
-                if logit_key not in state_dict:  # a fixed-gamma checkpoint: nothing learned
-                    state_dict[logit_key] = self.gamma_logit.detach()
-            if logit_key in state_dict and isinstance(state_dict[logit_key], Tensor):
-                state_dict[logit_key] = self._reexpressed(
-                    state_dict[logit_key], saved.get('gamma_range'), prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _reexpressed(self, logit: Tensor, saved_range: Optional[Tensor], prefix: str):
-        """A saved ``gamma_logit`` in this module's bounds (unchanged if they are the
-        checkpoint's: old checkpoints, without ``gamma_range``, were saved in them)."""
-        lo, hi = self.gamma_min, self.gamma_max
-        if saved_range is not None and not torch.equal(
-                saved_range, torch.tensor([lo, hi], dtype=saved_range.dtype)):
-            old_lo, old_hi = saved_range.double().tolist()
-            gamma = old_lo + (old_hi - old_lo) * torch.sigmoid(logit.double())
-        elif bool((logit.abs() <= GAMMA_LOGIT_LIMIT).all()):
-            return logit
-        else:
-            gamma = lo + (hi - lo) * torch.sigmoid(logit.double())
-        if bool(((gamma < lo) | (gamma > hi)).any()):
-            warnings.warn(f'{prefix}: the checkpoint\'s gamma {gamma.flatten()[:8].tolist()} '
-                          f'lies outside the config\'s bounds ({lo}, {hi}): clipped into them')
-        limit = torch.sigmoid(torch.tensor(GAMMA_LOGIT_LIMIT, dtype=torch.float64))
-        fraction = (gamma - lo) / (hi - lo)
-        fraction = fraction.clamp(1 - limit, limit)
-        return torch.log(fraction / (1 - fraction)).to(logit.dtype)
+        """The exponent, in the autograd graph for a learnable one."""
+        return self.exponent()
 
     def gamma_pull(self, gamma: Optional[Tensor] = None) -> Tensor:
         """``gamma_reg * mean((gamma - gamma_init) ** 2)``, 0 for a fixed gamma."""
-        if not self.learnable_gamma:
-            return self.fixed_gamma.new_zeros(())
-        gamma = self.current_gamma() if gamma is None else gamma
-        return self.gamma_reg * (gamma - self.gamma_init).pow(2).mean()
+        return self.exponent.pull(gamma)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the exponent submodule kept its state here
+        for name in STATE:
+            if prefix + name in state_dict:
+                state_dict[f'{prefix}exponent.{name}'] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self,
                 pred: Tensor,
@@ -378,8 +266,8 @@ class DualFocalLoss(nn.Module):
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
                 loss = loss + pull.to(loss.dtype)
-        if self.learnable_gamma and self.training:
-            self._project_gamma_logit()
+        if self.training:
+            self.exponent.project_()
         return self.loss_weight * loss
 
     def _call_core(self, pred, target, gamma, weight, reduction, avg_factor,
@@ -450,22 +338,12 @@ class DualFocalLoss(nn.Module):
         return loss.sum(dim=1) if reduction == 'none' else loss
 
     def extra_repr(self) -> str:
-        parts = [f'use_sigmoid={self.use_sigmoid}',
-                 f'learnable_gamma={self.learnable_gamma!r}']
-        if self.learnable_gamma:
-            parts.append(f'gamma_range=({self.gamma_min}, {self.gamma_max}), '
-                         f'gamma_reg={self.gamma_reg}')
-        else:
-            parts.append(f'gamma={float(self.fixed_gamma)}')
-        parts += [f'alpha={self.alpha}', f'reduction={self.reduction!r}',
-                  f'loss_weight={self.loss_weight}',
-                  f'avg_non_ignore={self.avg_non_ignore}',
-                  f'ignore_index={self.ignore_index}',
-                  f'loss_name={self.loss_name!r}']
+        parts = [f'use_sigmoid={self.use_sigmoid}', f'learnable_gamma={self.learnable_gamma!r}',
+                 f'alpha={self.alpha}', f'reduction={self.reduction!r}',
+                 f'loss_weight={self.loss_weight}', f'avg_non_ignore={self.avg_non_ignore}',
+                 f'ignore_index={self.ignore_index}', f'loss_name={self.loss_name!r}']
         if self.class_weight is not None:
             parts.append(f'class_weight={self.class_weight.tolist()}')
-        if self.adaptive is not None:
-            parts.append("class_weight='adaptive'")
         return ', '.join(parts)
 
 

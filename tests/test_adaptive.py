@@ -77,7 +77,7 @@ def test_eval_does_not_update_and_weights_are_not_trained():
     scores = torch.randn(20, 3, requires_grad=True)
     loss(scores, torch.randint(0, 4, (20, )), avg_factor=4.0).backward()
     assert int(loss.adaptive.steps) == 0 and not loss.adaptive.counts.any()
-    assert [name for name, _ in loss.named_parameters()] == ['gamma_logit']
+    assert [name for name, _ in loss.named_parameters()] == ['exponent.gamma_logit']
     assert {'adaptive.counts', 'adaptive.hits', 'adaptive.steps'} <= set(loss.state_dict())
     loss.train()
     loss(scores, torch.randint(0, 4, (20, )), avg_factor=4.0).backward()

@@ -113,10 +113,10 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
                      'train_cfg.max_epochs=2', 'train_cfg.val_interval=10'])
     record = ResumeProbeHook.records[-1]
     assert record['epoch'] == 1
-    saved_logit = ckpt['state_dict']['bbox_head.loss_cls.gamma_logit']
+    saved_logit = ckpt['state_dict']['bbox_head.loss_cls.exponent.gamma_logit']
     assert torch.equal(record['gamma_logit'], saved_logit)
     saved_opt = ckpt['optimizer']['state']
-    index = _param_index(ckpt, 'bbox_head.loss_cls.gamma_logit')
+    index = _param_index(ckpt, 'bbox_head.loss_cls.exponent.gamma_logit')
     for key in ('exp_avg', 'exp_avg_sq'):
         assert torch.equal(record['optimizer_state'][key], saved_opt[index][key])
 

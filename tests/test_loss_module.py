@@ -221,7 +221,7 @@ def test_gamma_is_bounded_and_saved_in_state_dict():
     fresh.load_state_dict(loss.state_dict())
     torch.testing.assert_close(fresh.gamma, loss.gamma)
     fixed = DualFocalLoss(gamma=3.0)
-    assert 'fixed_gamma' in fixed.state_dict() and not list(fixed.parameters())
+    assert 'exponent.fixed_gamma' in fixed.state_dict() and not list(fixed.parameters())
     assert float(fixed.gamma) == 3.0
 
 

@@ -104,7 +104,7 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     record = ResumeProbeHook.records[-1]
     assert record['iter'] == 2
     assert torch.equal(record['gamma_logit'],
-                       ckpt['state_dict']['decode_head.loss_decode.gamma_logit'])
+                       ckpt['state_dict']['decode_head.loss_decode.exponent.gamma_logit'])
     assert record['optimizer_state']['step'] == 2
 
     metrics = test_tool.main([DEMO, os.path.join(work, 'iter_4.pth'), '--work-dir',

@@ -301,15 +301,15 @@ def test_load_from_keeps_the_configs_fixed_gamma():
 def test_load_from_keeps_the_learned_gamma_as_a_value_in_the_configs_bounds():
     trained = DualFocalLoss(learnable_gamma='scalar', gamma=2.0, gamma_min=0.5, gamma_max=10.0)
     with torch.no_grad():
-        trained.gamma_logit.fill_(trained._logit_of(3.0))
+        trained.gamma_logit.fill_(math.log((3.0 - 0.5) / (10.0 - 3.0)))
     state = trained.state_dict()
     # other bounds, another initial value and pull: the value 3.0 stays 3.0
     loss = DualFocalLoss(learnable_gamma='scalar', gamma=1.5, gamma_min=1.0, gamma_max=5.0,
                          gamma_reg=0.1)
     loss.load_state_dict(state)
     assert float(loss.gamma) == pytest.approx(3.0, abs=1e-5)
-    assert float(loss.gamma_init) == 1.5 and loss.gamma_reg == 0.1
-    assert loss.gamma_range.tolist() == [1.0, 5.0]
+    assert float(loss.exponent.gamma_init) == 1.5 and loss.exponent.reg == 0.1
+    assert loss.exponent.gamma_range.tolist() == [1.0, 5.0]
     # outside the config's bounds: clipped into them, with one warning
     narrow = DualFocalLoss(learnable_gamma='scalar', gamma=1.0, gamma_min=0.5, gamma_max=2.0)
     with pytest.warns(UserWarning, match='outside the config'):
@@ -325,7 +325,9 @@ def test_old_checkpoints_without_gamma_range_still_load_exactly():
     trained = DualFocalLoss(learnable_gamma='per_class', num_classes=3, gamma=2.0)
     with torch.no_grad():
         trained.gamma_logit.add_(torch.tensor([0.3, -0.2, 0.1]))
-    old = {k: v for k, v in trained.state_dict().items() if k != 'gamma_range'}
+    # as saved before gamma_range and the exponent submodule existed
+    old = {k.replace('exponent.', ''): v for k, v in trained.state_dict().items()
+           if k != 'exponent.gamma_range'}
     fresh = DualFocalLoss(learnable_gamma='per_class', num_classes=3, gamma=2.0)
     result = fresh.load_state_dict(old, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -562,3 +564,18 @@ def test_a_learnable_gamma_must_start_inside_the_recoverable_range():
 def test_the_logit_limit_is_the_modules():
     from dfl_mm import loss
     assert loss.GAMMA_LOGIT_LIMIT == GAMMA_LOGIT_LIMIT
+
+
+def test_checkpoints_from_before_the_exponent_submodule_load_bit_for_bit():
+    """State dicts whose keys were 'gamma_logit' / 'fixed_gamma' (no 'exponent.')."""
+    trained = DualFocalLoss(learnable_gamma='scalar', gamma=2.0)
+    with torch.no_grad():
+        trained.gamma_logit.add_(0.37)
+    old = {'gamma_logit': trained.gamma_logit.detach().clone(),
+           'gamma_init': torch.tensor(2.0)}
+    fresh = DualFocalLoss(learnable_gamma='scalar', gamma=2.0)
+    result = fresh.load_state_dict(old, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(fresh.gamma_logit, trained.gamma_logit)
+    fixed = DualFocalLoss(gamma=3.0)
+    assert not fixed.load_state_dict({'fixed_gamma': torch.tensor(3.0)}).unexpected_keys

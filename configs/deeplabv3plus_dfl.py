@@ -1,19 +1,10 @@
-# DeepLabV3+ R50-D8 on Cityscapes 512x1024 (40k iterations) with DualFocalLoss
-# in softmax mode and a learnable exponent, on the decode head and (at its
-# usual weight 0.4) on the auxiliary head.
+# DeepLabV3+ R50-D8, Cityscapes 512x1024, 40k, with DualFocalLoss (softmax, learnable
+# gamma, adaptive class weights): the entry point of
+# configs/deeplabv3plus/deeplabv3plus_r50-d8_dfl_40k_cityscapes.py.
 #
 #   python tools/train.py configs/deeplabv3plus_dfl.py
 #   tools/dist_train.sh configs/deeplabv3plus_dfl.py 4
 #
-# Variants (R18) are in configs/deeplabv3plus/; the loss variants shown for
-# DeepLabV3 in configs/deeplabv3/ (fixed/per-class gamma, no class weights,
-# CE + DFL) carry over unchanged. The shared loss settings are in
-# configs/_base_/dfl_seg.py.
-_base_ = [
-    'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-40k_cityscapes-512x1024.py',
-    './_base_/dfl_seg.py'
-]
-
-model = _base_.cityscapes_heads
-
-optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)
+# Variants (R18) are in configs/deeplabv3plus/; the loss variants of
+# configs/deeplabv3/ (fixed/per-class gamma, no class weights, CE + DFL) carry over.
+_base_ = './deeplabv3plus/deeplabv3plus_r50-d8_dfl_40k_cityscapes.py'

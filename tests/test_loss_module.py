@@ -356,3 +356,26 @@ def test_avg_non_ignore_applies_to_mmdet_style_calls():
     total = plain(scores, labels, reduction_override='sum')
     torch.testing.assert_close(plain(scores, labels), total / (10 * 3 + EPS))
     torch.testing.assert_close(kept(scores, labels), total / (8 * 3 + EPS))
+
+
+def test_config_presets_and_the_switch_tool_are_one_source():
+    """configs/_base_/dfl_{det,seg}.py spell the presets of dfl_mm.switch; the entry
+    configs are children of the full configs under the mmdet/mmseg names."""
+    from mmengine.config import Config
+
+    from conftest import ROOT
+    from dfl_mm.switch import SIGMOID_DFL, SOFTMAX_DFL
+    det = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_det.py'))
+    seg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_seg.py'))
+    assert det.dfl_loss_cls.to_dict() == SIGMOID_DFL
+    assert {k: v for k, v in seg.dfl_loss.to_dict().items() if k != 'loss_name'} == SOFTMAX_DFL
+    # no restated library defaults
+    defaults = {'gamma_min', 'gamma_max', 'gamma_reg', 'loss_weight'}
+    assert not defaults & (set(det.dfl_loss_cls) | set(seg.dfl_loss))
+    for entry, full in (('retinanet_dfl.py', 'retinanet/retinanet_r50_fpn_dfl_1x_coco.py'),
+                        ('deeplabv3_dfl.py', 'deeplabv3/deeplabv3_r50-d8_dfl_40k_cityscapes.py'),
+                        ('deeplabv3plus_dfl.py',
+                         'deeplabv3plus/deeplabv3plus_r50-d8_dfl_40k_cityscapes.py')):
+        code = [line for line in (ROOT / 'configs' / entry).read_text().splitlines()
+                if line.strip() and not line.startswith('#')]
+        assert code == [f"_base_ = './{full}'"], entry

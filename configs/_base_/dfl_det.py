@@ -5,13 +5,13 @@
 # weight-decay exception for gamma (`_base_.gamma_no_decay`).
 custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
+# the preset of dfl_mm.switch.SIGMOID_DFL (a test checks that they agree); bounds,
+# pull strength and loss weight are DualFocalLoss's defaults (docs/loss.md)
 dfl_loss_cls = dict(
     type='DualFocalLoss',
     use_sigmoid=True,
     gamma=2.0,  # initial value of the learnable exponent
-    learnable_gamma='scalar',
-    gamma_reg=0.01,  # pull toward gamma=2.0; see README "Learnable gamma"
-    loss_weight=1.0)
+    learnable_gamma='scalar')
 
 # gamma is a parameter of the loss: no weight decay on it (children:
 # `optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)`)

@@ -5,16 +5,15 @@
 # adaptive weights need) and `_base_.gamma_no_decay`.
 custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
+# the preset of dfl_mm.switch.SOFTMAX_DFL plus mmseg's loss name (a test checks that
+# they agree); bounds and pull strength are DualFocalLoss's defaults (docs/loss.md)
 dfl_loss = dict(
     type='DualFocalLoss',
     use_sigmoid=False,
     gamma=2.0,  # initial value of the learnable exponent
     learnable_gamma='scalar',
-    gamma_min=0.5,
-    gamma_max=10.0,
-    gamma_reg=0.01,  # pull toward gamma=2.0; see README "Learnable gamma"
     avg_non_ignore=True,
-    # running class frequencies -> per-pixel weights (README "Adaptive class
+    # running class frequencies -> per-pixel weights (docs/loss.md, "Adaptive class
     # weights"; defaults from the efficacy study)
     class_weight='adaptive',
     loss_name='loss_dfl')

@@ -1,5 +1,5 @@
 # DeepLabV3+ R18-D8 on Cityscapes 512x1024 (80k) with DualFocalLoss.
-_base_ = '../deeplabv3plus_dfl.py'
+_base_ = './deeplabv3plus_r50-d8_dfl_40k_cityscapes.py'
 model = dict(
     pretrained='open-mmlab://resnet18_v1c',
     backbone=dict(depth=18),

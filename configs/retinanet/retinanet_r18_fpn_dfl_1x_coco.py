@@ -1,5 +1,5 @@
 # RetinaNet R18-FPN with DualFocalLoss (learnable gamma), 1x COCO.
-_base_ = '../retinanet_dfl.py'
+_base_ = './retinanet_r50_fpn_dfl_1x_coco.py'
 model = dict(
     backbone=dict(
         depth=18,

@@ -1,6 +1,6 @@
 """Does DualFocalLoss work in every dense head? A sweep over the model zoos.
 
-    python tools/analysis/head_sweep.py [--only det|seg] [--markdown]
+    python tools/analysis/head_sweep.py [--only det|seg]   (markdown tables on stdout, progress on stderr)
 
 Detection: every config shipped inside mmdet whose model uses ``FocalLoss``,
 one per (detector, heads) pair (an R50 one where there is, else the shortest

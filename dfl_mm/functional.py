@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .ops import reference
+from .ops import custom_ops, reference
 from .ops.inputs import LossInputs
 from .ops.reference import dual_focal_loss_elements
 
@@ -88,6 +88,10 @@ class _DualFocalFunction(torch.autograd.Function):
                                                             grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
                 grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
 def _is_one(grad_out: Tensor) -> bool:
@@ -193,7 +197,7 @@ def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool) -> Tens
     if use_sigmoid:
         return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
     rows = target.sum(dim=1)
-    if not bool(((target == 0) | (target == 1)).all() & (rows == 1).all()):
+    if not _compiling() and not bool(((target == 0) | (target == 1)).all() & (rows == 1).all()):
         raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
                          'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
                          'pixels')
@@ -290,7 +294,7 @@ def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
         if avg_factor.numel() != 1:
             raise ValueError(f'avg_factor must hold one value, got shape '
                              f'{tuple(avg_factor.shape)}')
-        if avg_factor.device.type == 'cpu':  # reading it costs no sync
+        if avg_factor.device.type == 'cpu' and not _compiling():  # reading it costs no sync
             avg_factor = avg_factor.item()
         else:
             check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
@@ -418,13 +422,17 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(f'alpha must be a float in [0, 1] or None, got {alpha!r}')
     gamma = _as_gamma(gamma, channels, logits, checks)
     scale, divisor = _reduction(logits, reduction, avg_factor, checks)
-    checks.run()
+    if not _compiling():  # the value checks need the host: skipped inside a compiled graph
+        checks.run()
 
     inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
     with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
     reduce_sum = reduction != 'none'
-    out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
+    if _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
+        out = custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
+    else:
+        out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
     if not reduce_sum:
         return out.view(logits.shape)
     return out if divisor is None else out / divisor

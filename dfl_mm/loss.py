@@ -266,7 +266,7 @@ class DualFocalLoss(nn.Module):
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
                 loss = loss + pull.to(loss.dtype)
-        if self.training:
+        if self.training and not torch.compiler.is_compiling():
             self.exponent.project_()
         return self.loss_weight * loss
 
@@ -368,6 +368,8 @@ def _build_adaptive(class_weight, adaptive_weight, num_classes):
 
 
 def _check_binary_labels(labels, valid):
+    if torch.compiler.is_compiling():  # a host sync: not inside a compiled graph
+        return
     checked = labels if valid is None else labels[valid]
     if checked.numel() and (checked.min() < 0 or checked.max() > 1):
         raise ValueError(

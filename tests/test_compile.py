@@ -1,0 +1,75 @@
+"""torch.compile: the loss is one custom op in the graph, fullgraph, both modes."""
+import pytest
+import torch
+
+from dfl_mm import DualFocalLoss, dual_focal_loss
+
+pytestmark = pytest.mark.slow  # compiles with inductor
+
+
+def _eager_and_compiled(fn, *args):
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True)
+    results = []
+    for run in (fn, compiled):
+        leaves = [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+        out = run(*leaves)
+        (out * 1.7).backward()
+        results.append([out.detach()] + [leaf.grad for leaf in leaves if leaf.requires_grad])
+    return results
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_fullgraph_compile_matches_eager(use_sigmoid):
+    torch.manual_seed(0)
+    if use_sigmoid:
+        z, labels = 3 * torch.randn(64, 5), torch.randint(0, 6, (64, ))
+        weight = torch.rand(64)
+    else:
+        z, labels = 3 * torch.randn(2, 5, 6, 7), torch.randint(0, 5, (2, 6, 7))
+        labels[0, 0] = 255
+        weight = torch.rand(2, 6, 7)
+    gamma = torch.tensor(1.6)
+
+    def loss_fn(logits, g):
+        return dual_focal_loss(logits, labels, g, use_sigmoid=use_sigmoid, weight=weight,
+                               ignore_index=255 if not use_sigmoid else None,
+                               avg_factor=None)
+
+    eager, compiled = _eager_and_compiled(loss_fn, z.requires_grad_(), gamma.requires_grad_())
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_the_module_with_a_learnable_gamma_compiles_fullgraph(use_sigmoid):
+    torch.manual_seed(1)
+    loss = DualFocalLoss(use_sigmoid=use_sigmoid, learnable_gamma='scalar',
+                         avg_non_ignore=not use_sigmoid)
+    if use_sigmoid:
+        z, labels = torch.randn(40, 4), torch.randint(0, 5, (40, ))
+        kwargs = dict(avg_factor=7.0)
+    else:
+        z, labels = torch.randn(2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))
+        kwargs = dict(ignore_index=255)
+    eager = loss(z, labels, **kwargs)
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True)(z, labels, **kwargs)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-7)
+    compiled.backward()
+    assert loss.gamma_logit.grad is not None and torch.isfinite(loss.gamma_logit.grad)
+
+
+def test_the_compiled_graph_holds_the_loss_as_one_custom_op():
+    seen = []
+
+    def record(gm, example_inputs):
+        seen.extend(str(node.target) for node in gm.graph.nodes if node.op == 'call_function')
+        return gm.forward
+
+    torch._dynamo.reset()
+    z, labels = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randint(0, 3, (2, 4, 4))
+    fn = torch.compile(lambda x: dual_focal_loss(x, labels, 2.0, use_sigmoid=False),
+                       backend=record, fullgraph=True)
+    fn(z).backward()
+    assert sum('dfl_mm.loss' in target for target in seen) == 1, seen

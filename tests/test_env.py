@@ -70,24 +70,12 @@ def test_checkpoints_still_refuse_code(tmp_path):
 def _payload_checkpoint(path):
     """A checkpoint whose pickle uses getattr to overwrite HistoryBuffer's 'mean'
     statistics method for the whole process (what a global allow-list admits)."""
-    import zipfile
-
-    def glob(module, name):
-        return b'c' + module.encode() + b'\n' + name.encode() + b'\n'
-
-    def text(value):
-        return b'X' + len(value).to_bytes(4, 'little') + value.encode()
-
+    from crafted_pickles import glob, text, write_checkpoint
     payload = (b'\x80\x02' + glob('__builtin__', 'getattr')
                + glob('mmengine.logging.history_buffer', 'HistoryBuffer')
                + text('_statistics_methods') + b'\x86R'  # getattr(HistoryBuffer, ...)
                + text('mean') + glob('__builtin__', 'getattr') + b's.')  # [...]['mean'] = ..
-    torch.save({'x': 1}, path)
-    with zipfile.ZipFile(path) as src:
-        entries = {name: src.read(name) for name in src.namelist()}
-    with zipfile.ZipFile(path, 'w') as out:
-        for name, data in entries.items():
-            out.writestr(name, payload if name.endswith('data.pkl') else data)
+    write_checkpoint(path, payload)
 
 
 def test_import_leaves_plain_torch_load_as_strict_as_stock_torch(tmp_path):

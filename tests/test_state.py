@@ -12,7 +12,6 @@ import pickle
 import random
 import socket
 import warnings
-import zipfile
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.logging import MessageHub
 
+from crafted_pickles import glob, text, write_checkpoint
 from dfl_mm import DualFocalLoss, dual_focal_loss
 from dfl_mm.adaptive import AdaptiveClassWeight, normalise_weights
 GAMMA_LOGIT_LIMIT = 12.0  # dfl_mm.loss.GAMMA_LOGIT_LIMIT (asserted below)
@@ -164,38 +164,21 @@ def test_labels_out_of_range_are_refused_before_anything_is_counted():
 
 
 # ------------------------------------------------ 3. crafted checkpoints
-def _glob(module, name):
-    return b'c' + module.encode() + b'\n' + name.encode() + b'\n'
-
-
-def _text(value):
-    return b'X' + len(value).to_bytes(4, 'little') + value.encode()
-
-
-def _write_pickle(path, payload):
-    torch.save({'x': 1}, path)
-    with zipfile.ZipFile(path) as src:
-        entries = {name: src.read(name) for name in src.namelist()}
-    with zipfile.ZipFile(path, 'w') as out:
-        for name, data in entries.items():
-            out.writestr(name, payload if name.endswith('data.pkl') else data)
-
-
 def _setitems_payload(attribute, key):
     """getattr(getattr(HistoryBuffer, '__init__'), attribute)[key] = 'dfl-poison'."""
-    init = (_glob('__builtin__', 'getattr')
-            + _glob('mmengine.logging.history_buffer', 'HistoryBuffer')
-            + _text('__init__') + b'\x86R')
-    return (b'\x80\x02' + _glob('__builtin__', 'getattr') + init + _text(attribute)
-            + b'\x86R' + b'(' + _text(key) + _text('dfl-poison') + b'u.')
+    init = (glob('__builtin__', 'getattr')
+            + glob('mmengine.logging.history_buffer', 'HistoryBuffer')
+            + text('__init__') + b'\x86R')
+    return (b'\x80\x02' + glob('__builtin__', 'getattr') + init + text(attribute)
+            + b'\x86R' + b'(' + text(key) + text('dfl-poison') + b'u.')
 
 
 def _statistics_swap_payload():
     """A HistoryBuffer whose state rebinds 'mean' to HistoryBuffer.max."""
-    hb = _glob('mmengine.logging.history_buffer', 'HistoryBuffer')
-    stat = _glob('__builtin__', 'getattr') + hb + _text('max') + b'\x86R'
-    return (b'\x80\x02' + hb + b')\x81' + b'}' + _text('statistics_methods') + b'}'
-            + _text('mean') + stat + b'ssb.')
+    hb = glob('mmengine.logging.history_buffer', 'HistoryBuffer')
+    stat = glob('__builtin__', 'getattr') + hb + text('max') + b'\x86R'
+    return (b'\x80\x02' + hb + b')\x81' + b'}' + text('statistics_methods') + b'}'
+            + text('mean') + stat + b'ssb.')
 
 
 PAYLOADS = {'globals': ('__globals__', 'np'), 'builtins': ('__builtins__', 'dfl_poison')}
@@ -208,9 +191,9 @@ def crafted(tmp_path):
     paths = {}
     for name, (attribute, key) in PAYLOADS.items():
         paths[name] = str(tmp_path / f'{name}.pth')
-        _write_pickle(paths[name], _setitems_payload(attribute, key))
+        write_checkpoint(paths[name], _setitems_payload(attribute, key))
     paths['swap'] = str(tmp_path / 'swap.pth')
-    _write_pickle(paths['swap'], _statistics_swap_payload())
+    write_checkpoint(paths['swap'], _statistics_swap_payload())
     np_module = history_buffer.np
     methods = dict(history_buffer.HistoryBuffer._statistics_methods)
 

@@ -561,8 +561,10 @@ int dfl_sigmoid_backward(const DflArgs *a, DflOut *out) {
 }
 
 /* The softmax passes: with_loss / with_grad select forward, backward or both in
- * one pass (about 1.5x faster than the two, for one kept copy of the gradient). */
-static int softmax_entry(const DflArgs *in, DflOut *out, const int with_loss,
+ * one pass (about 1.5x faster than the two, for one kept copy of the gradient).
+ * Inlined into each entry point, so the flags stay literals down to softmax_run
+ * (as runtime values, the loops OpenMP outlines would test them per vector). */
+INLINE int softmax_entry(const DflArgs *in, DflOut *out, const int with_loss,
                          const int with_grad) {
   if (bad_args(in, with_grad) || out == NULL) return DFL_BAD_ARGS;
   const Softmax a = {in->logits, in->row_weight, in->pos_weight, in->labels, in->has_ignore,

@@ -17,7 +17,7 @@ interrupted study or one with an added row only runs what is missing;
 row's name then shows the settings.
 
 Each run is a real mmengine Runner on CPU (threads pinned with --threads).
-Rows: CE = mmdet's sigmoid CrossEntropyLoss (det) / mmseg's CrossEntropyLoss
+Rows (the table ``ROWS``: a new peer is one line): CE = mmdet's sigmoid CrossEntropyLoss (det) / mmseg's CrossEntropyLoss
 (seg); 'CE + weights' = softmax CE weighted per pixel by the very adaptive
 weights of the DFL rows (dfl_mm.adaptive, same settings), averaged over
 labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
@@ -48,14 +48,50 @@ sys.path.insert(0, ROOT)
 
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18_dfl_demo.py')
 SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'deeplabv3_r18_dfl_demo.py')
-# '+ weights': class_weight='adaptive' (dfl_mm.adaptive) at the defaults or at
-# --adaptive settings; 'CE + weights' applies the very same weights to CE.
-LOSSES = ('CE', 'CE + weights', 'OHEM', 'CE + Dice', 'GHMC', 'focal', 'DFL fixed',
-          'DFL learnable', 'DFL + weights', 'DFL learnable + weights',
-          'DFL sigmoid + weights', 'DFL sigmoid', 'DFL sigmoid alpha')
-SEG_ONLY = ('CE + weights', 'OHEM', 'CE + Dice', 'DFL sigmoid + weights', 'DFL sigmoid',
-            'DFL sigmoid alpha')
-DET_ONLY = ('GHMC', )
+# The rows of the study: name -> (detection loss, segmentation loss), each a dict
+# given to the config (None: the row does not exist for that task). In a
+# segmentation loss LOSS_WEIGHT becomes the head's weight (1 decode, 0.4 auxiliary);
+# ADAPTIVE marks a '+ weights' row, which gets class_weight='adaptive' at the defaults
+# or at --adaptive settings ('CE + weights' applies the very same weights to CE).
+# A new peer is one line.
+LOSS_WEIGHT, ADAPTIVE = 'LOSS_WEIGHT', 'ADAPTIVE'
+_CE = dict(type='CrossEntropyLoss', loss_weight=LOSS_WEIGHT, avg_non_ignore=True)
+
+
+def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=False):
+    det = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
+               learnable_gamma='scalar' if learnable else False)
+    seg = dict(type='DualFocalLoss', use_sigmoid=use_sigmoid, gamma=2.0, avg_non_ignore=True,
+               alpha=alpha, learnable_gamma='scalar' if learnable else False,
+               loss_weight=LOSS_WEIGHT, loss_name='loss_dfl')
+    if weights:
+        det[ADAPTIVE] = seg[ADAPTIVE] = True
+    return det, seg
+
+
+ROWS = {
+    'CE': (dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0), _CE),
+    'CE + weights': (None, dict(type='AdaptiveWeightCrossEntropyLoss', num_classes=4,
+                                loss_weight=LOSS_WEIGHT, adaptive_weight=ADAPTIVE)),
+    'OHEM': (None, _CE),  # the sampler is set on the head (run_one)
+    'CE + Dice': (None, [_CE, dict(type='DiceLoss', use_sigmoid=False,
+                                   loss_weight=LOSS_WEIGHT)]),
+    'GHMC': (dict(type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0),
+             None),  # mmdet's configs/ghm settings
+    'focal': (dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+              dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
+                   loss_weight=LOSS_WEIGHT)),
+    'DFL fixed': _dfl(learnable=False),
+    'DFL learnable': _dfl(),
+    'DFL + weights': _dfl(learnable=False, weights=True),
+    'DFL learnable + weights': _dfl(weights=True),
+    'DFL sigmoid + weights': (None, _dfl(use_sigmoid=True, weights=True)[1]),
+    'DFL sigmoid': (None, _dfl(use_sigmoid=True)[1]),
+    'DFL sigmoid alpha': (None, _dfl(use_sigmoid=True, alpha=0.25)[1]),
+}
+LOSSES = tuple(ROWS)
+SEG_ONLY = tuple(name for name, (det, _) in ROWS.items() if det is None)
+DET_ONLY = tuple(name for name, (_, seg) in ROWS.items() if seg is None)
 DEFAULT_SEEDS = dict(det=[0, 1, 2], seg=[0, 1, 2, 3, 4])
 LEARNED = 50.0  # a rare class counts as learned by a run at this IoU / AP (%)
 # What a plain invocation runs: 'DFL sigmoid' / 'DFL sigmoid alpha' (no
@@ -63,42 +99,25 @@ LEARNED = 50.0  # a rare class counts as learned by a run at this IoU / AP (%)
 DEFAULT_LOSSES = tuple(name for name in LOSSES if name not in ('DFL sigmoid', 'DFL sigmoid alpha'))
 
 
-def adaptive(name, args, num_classes):
-    """The class_weight / adaptive_weight options of a '+ weights' row."""
-    if not name.endswith('+ weights'):
-        return {}
-    return dict(class_weight='adaptive', num_classes=num_classes,
-                adaptive_weight=dict(args.adaptive) or None)
+def _filled(template, loss_weight, args, num_classes=4):
+    """A row's loss dict (or list of them) with its placeholders filled in."""
+    if isinstance(template, list):
+        return [_filled(t, loss_weight, args, num_classes) for t in template]
+    loss = {k: loss_weight if v == LOSS_WEIGHT else v for k, v in template.items()}
+    if loss.get('adaptive_weight') == ADAPTIVE:  # 'CE + weights': the settings themselves
+        loss['adaptive_weight'] = dict(args.adaptive)
+    if loss.pop(ADAPTIVE, False):
+        loss.update(class_weight='adaptive', num_classes=num_classes,
+                    adaptive_weight=dict(args.adaptive) or None)
+    return loss
 
 
 def det_loss(name, args):
-    if name == 'CE':
-        return dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)
-    if name == 'focal':
-        return dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)
-    if name == 'GHMC':  # mmdet's configs/ghm settings
-        return dict(type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0)
-    return dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
-                learnable_gamma='scalar' if 'learnable' in name else False,
-                **adaptive(name, args, 4))
+    return _filled(ROWS[name][0], 1.0, args)
 
 
 def seg_loss(name, loss_weight, args):
-    ce = dict(type='CrossEntropyLoss', loss_weight=loss_weight, avg_non_ignore=True)
-    if name in ('CE', 'OHEM'):
-        return ce
-    if name == 'CE + weights':
-        return dict(type='AdaptiveWeightCrossEntropyLoss', num_classes=4,
-                    loss_weight=loss_weight, adaptive_weight=dict(args.adaptive))
-    if name == 'CE + Dice':
-        return [ce, dict(type='DiceLoss', use_sigmoid=False, loss_weight=loss_weight)]
-    if name == 'focal':
-        return dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
-                    loss_weight=loss_weight)
-    return dict(type='DualFocalLoss', use_sigmoid=name.startswith('DFL sigmoid'), gamma=2.0,
-                avg_non_ignore=True, alpha=0.25 if name == 'DFL sigmoid alpha' else None,
-                learnable_gamma=False if name in ('DFL fixed', 'DFL + weights') else 'scalar',
-                loss_weight=loss_weight, loss_name='loss_dfl', **adaptive(name, args, 4))
+    return _filled(ROWS[name][1], loss_weight, args)
 
 
 def register_study_losses():

@@ -17,8 +17,8 @@ interrupted study or one with an added row only runs what is missing;
 row's name then shows the settings.
 
 Each run is a real mmengine Runner on CPU (threads pinned with --threads).
-Rows (the table ``ROWS``: a new peer is one line): CE = mmdet's sigmoid CrossEntropyLoss (det) / mmseg's CrossEntropyLoss
-(seg); 'CE + weights' = softmax CE weighted per pixel by the very adaptive
+Rows (the table ``ROWS``: a new peer is one line): CE = mmdet's sigmoid
+CrossEntropyLoss (det) / mmseg's CrossEntropyLoss (seg); 'CE + weights' = softmax CE weighted per pixel by the very adaptive
 weights of the DFL rows (dfl_mm.adaptive, same settings), averaged over
 labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
 min_kept 10000 of the batch's 73728 pixels); 'CE + Dice' = mmseg's CE + DiceLoss

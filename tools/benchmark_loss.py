@@ -17,17 +17,16 @@ or the Triton kernels on CUDA); on CUDA both groups add ``logits.clone()`` as
 the memory-bandwidth floor (column "/ clone").
 """
 import argparse
+import os
 import statistics
-import time
+import sys
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import elapsed_ms, peak_extra_bytes  # noqa: E402
 
 
 @contextmanager
@@ -62,30 +61,6 @@ def kept_on_ctx_bytes(loss):
             total += tensor.untyped_storage().nbytes()
         stack.extend(next_node for next_node, _ in node.next_functions)
     return total
-
-
-def cpu_peak_extra_bytes(run):
-    """Peak of live bytes allocated during ``run`` (torch profiler, CPU)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    # every allocation (+bytes) and free (-bytes), in time order
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == '[memory]'), key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
-def cuda_peak_extra_bytes(run, device):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    run()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated(device) - base
 
 
 def reference_core(loss_fn):
@@ -130,16 +105,11 @@ def measure_group(contenders, logits, repeats, device, extra_inputs=()):
     times = {name: [] for name, *_ in runs}
     for _ in range(repeats):
         for name, _, _, _, run in runs:
-            _sync(device)
-            start = time.perf_counter()
-            run()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(elapsed_ms(run, device) / 1e3)
     results = []
     for name, loss_fn, extra, x, run in runs:
         x.grad = None
-        peak = cuda_peak_extra_bytes(run, device) if device.type == 'cuda' else \
-            cpu_peak_extra_bytes(run)
+        peak = peak_extra_bytes(run, device)
         x.grad = None
         saved = [0]
         if loss_fn is not None:

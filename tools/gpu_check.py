@@ -37,6 +37,7 @@ import time
 import warnings
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'tools'))  # tools/_measure.py, shared with benchmark_loss.py
 
 # Tolerances of (a): max |triton - float64 core| / max |float64 core|. float32
 # kernels agree to ~1e-6; bfloat16 logits are rounded before both run, and the
@@ -176,35 +177,18 @@ def print_accuracy(rows, probes):
 
 def _time(torch, fn, repeats, cuda: bool):
     """Median ms of ``fn()`` (forward + backward), after warm-up runs."""
+    from _measure import elapsed_ms
+    device = 'cuda' if cuda else 'cpu'
     for _ in range(2 if cuda else 1):
         fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
 
 
 def _peak_extra(torch, fn, logits_bytes, cuda: bool):
-    if not cuda:
-        return math.nan
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / logits_bytes
+    """Peak extra memory of ``fn()`` in copies of the logits (GPU only: on CPU the
+    interpreter's rows measure nothing)."""
+    from _measure import peak_extra_bytes
+    return peak_extra_bytes(fn, 'cuda') / logits_bytes if cuda else math.nan
 
 
 def speed_rows(torch, device, repeats, small):

@@ -50,7 +50,7 @@ __all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'frequency_weights', 'nor
 
 BASES = ('frequency', 'recall')
 APPLY_TO = ('row', 'element')
-# Defaults from the sweep in tools/benchmark_efficacy.py (docs/loss.md, "Adaptive
+# Defaults from the sweep in tools/benchmarks/benchmark_efficacy.py (docs/loss.md, "Adaptive
 # class weights").
 ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
                          max_weight=10.0, apply_to='row', eps=1e-4)

@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
+sys.path.insert(0, str(ROOT / 'tools' / 'benchmarks'))
 sys.path.insert(0, str(Path(__file__).parent / 'helpers'))
 
 

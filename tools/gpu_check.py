@@ -37,7 +37,8 @@ import time
 import warnings
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))  # tools/_measure.py, shared with benchmark_loss.py
+# tools/benchmarks/measure.py: the timing shared with benchmark_loss.py
+sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmarks'))
 
 # Tolerances of (a): max |triton - float64 core| / max |float64 core|. float32
 # kernels agree to ~1e-6; bfloat16 logits are rounded before both run, and the
@@ -177,7 +178,7 @@ def print_accuracy(rows, probes):
 
 def _time(torch, fn, repeats, cuda: bool):
     """Median ms of ``fn()`` (forward + backward), after warm-up runs."""
-    from _measure import elapsed_ms
+    from measure import elapsed_ms
     device = 'cuda' if cuda else 'cpu'
     for _ in range(2 if cuda else 1):
         fn()
@@ -187,7 +188,7 @@ def _time(torch, fn, repeats, cuda: bool):
 def _peak_extra(torch, fn, logits_bytes, cuda: bool):
     """Peak extra memory of ``fn()`` in copies of the logits (GPU only: on CPU the
     interpreter's rows measure nothing)."""
-    from _measure import peak_extra_bytes
+    from measure import peak_extra_bytes
     return peak_extra_bytes(fn, 'cuda') / logits_bytes if cuda else math.nan
 
 

@@ -1,4 +1,4 @@
-"""Timing and memory of one forward + backward, shared by tools/benchmark_loss.py
+"""Timing and memory of one forward + backward, shared by tools/benchmarks/benchmark_loss.py
 and tools/gpu_check.py (torch only: gpu_check runs where OpenMMLab is absent)."""
 import time
 

@@ -4,7 +4,7 @@ under the same budget and seeds, and write one table: the overall metric, the
 rare classes' AP / IoU (mean ± sd over seeds, and the worst seed), how many
 seeds learned every rare class (>= 50), and the wall time.
 
-    python tools/benchmark_efficacy.py [--tasks det seg] [--losses ...]
+    python tools/benchmarks/benchmark_efficacy.py [--tasks det seg] [--losses ...]
         [--seeds ...] [--adaptive KEY=VALUE ...] [--det-epochs 24]
         [--seg-iters 1000] [--out docs/efficacy.md] [--work-dir DIR]
         [--threads 2] [--subset N] [--reuse] [--summarise-only]
@@ -43,7 +43,7 @@ import time
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18_dfl_demo.py')

@@ -1,6 +1,6 @@
 """Speed and memory of DualFocalLoss against its peers, side by side in one run.
 
-    python tools/benchmark_loss.py [--threads 2] [--repeats 9] [--device cpu|cuda]
+    python tools/benchmarks/benchmark_loss.py [--threads 2] [--repeats 9] [--device cpu|cuda]
         [--anchors 200000] [--lvis-anchors 20000 --lvis-classes 1203]
         [--seg-shape 2 19 256 512] [--ade-shape 2 150 128 256]
         [--dtype float32|bfloat16] [--only sigmoid|lvis|softmax|ade]
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import elapsed_ms, peak_extra_bytes  # noqa: E402
+from measure import elapsed_ms, peak_extra_bytes  # noqa: E402
 
 
 @contextmanager

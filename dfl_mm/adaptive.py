@@ -46,7 +46,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'frequency_weights', 'normalise_weights']
+__all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'build_adaptive', 'frequency_weights',
+           'normalise_weights']
 
 BASES = ('frequency', 'recall')
 APPLY_TO = ('row', 'element')
@@ -201,6 +202,29 @@ class AdaptiveClassWeight(nn.Module):
         if self._open_iter is None:  # outside a runner: every call is a step
             self.end_step()
 
+    def count(self, pred: Tensor, labels: Tensor, ignore_index, use_sigmoid: bool) -> None:
+        """Add a loss call's labelled rows (and, for 'recall', their hits) to the step.
+
+        Args:
+            pred (Tensor): (N, C) or (B, C, ...) predictions of the call.
+            labels (Tensor): the loss's labels, (N,) or (B, ...): rows labelled outside
+                [0, C) (mmdet's background C, ``ignore_index``) are not counted.
+        """
+        channels = pred.shape[1]
+        counted = (labels >= 0) & (labels < channels)
+        if ignore_index is not None:
+            counted &= labels != ignore_index
+        hits = None
+        if self.needs_hits:
+            with torch.no_grad():
+                if use_sigmoid:
+                    index = labels.clamp(0, channels - 1).unsqueeze(1)
+                    hits = pred.detach().gather(1, index).squeeze(1) > 0
+                else:
+                    hits = pred.detach().argmax(dim=1) == labels
+            hits = hits[counted]
+        self.observe(labels[counted], hits)
+
     def end_step(self) -> None:
         """Fold the open step's counts into the averages (all-reduced under DDP).
 
@@ -228,6 +252,27 @@ class AdaptiveClassWeight(nn.Module):
         return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
                 f'momentum={self.momentum}, max_weight={self.max_weight}, '
                 f'apply_to={self.apply_to!r}, eps={self.eps}')
+
+
+def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[AdaptiveClassWeight]:
+    """The AdaptiveClassWeight of ``DualFocalLoss(class_weight='adaptive', ...)``,
+    else None (``adaptive_weight`` is then refused)."""
+    if not (isinstance(class_weight, str) and class_weight == 'adaptive'):
+        if adaptive_weight is not None:
+            raise ValueError("adaptive_weight is only used with class_weight='adaptive', "
+                             f'got class_weight={class_weight!r}')
+        return None
+    if num_classes is None:
+        raise ValueError("class_weight='adaptive' needs num_classes (the number of "
+                         'output channels) to hold its per-class statistics')
+    if adaptive_weight is not None and not isinstance(adaptive_weight, dict):
+        raise TypeError(f'adaptive_weight must be a dict, got {adaptive_weight!r}')
+    settings = dict(adaptive_weight or {})
+    unknown = sorted(set(settings) - set(ADAPTIVE_DEFAULTS))
+    if unknown:
+        raise ValueError(f'adaptive_weight got unknown keys {unknown}; expected some '
+                         f'of {sorted(ADAPTIVE_DEFAULTS)}')
+    return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **settings})
 
 
 def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+from .adaptive import build_adaptive
 from .functional import (REDUCTIONS, check_ignore_index, check_label_dtype, check_number,
                          check_values, dual_focal_loss, one_hot_as_target)
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
@@ -156,7 +156,7 @@ class DualFocalLoss(nn.Module):
         self.exponent = build_gamma(gamma, learnable_gamma, num_classes, gamma_min, gamma_max,
                                     gamma_reg)
         self.learnable_gamma = ('scalar' if learnable_gamma is True else learnable_gamma)
-        self.adaptive = _build_adaptive(class_weight, adaptive_weight, num_classes)
+        self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
         weights = None if self.adaptive is not None else load_class_weight(class_weight)
         if weights is not None and num_classes is not None and len(weights) != num_classes:
             raise ValueError(f'class_weight has {len(weights)} values, expected '
@@ -288,26 +288,8 @@ class DualFocalLoss(nn.Module):
             class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
             ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor)
         if self.adaptive is not None and self.training:  # checked and computed: count it
-            self._observe(pred, target, ignore_index)
+            self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
         return loss
-
-    def _observe(self, pred, labels, ignore_index):
-        """Count this call's labelled rows (the core's labels: a binary head's
-        are already mapped; and their hits) for the adaptive weights."""
-        channels = pred.shape[1]
-        counted = (labels >= 0) & (labels < channels)
-        if ignore_index is not None:
-            counted &= labels != ignore_index
-        hits = None
-        if self.adaptive.needs_hits:
-            with torch.no_grad():
-                if self.use_sigmoid:
-                    index = labels.clamp(0, channels - 1).unsqueeze(1)
-                    hits = pred.detach().gather(1, index).squeeze(1) > 0
-                else:
-                    hits = pred.detach().argmax(dim=1) == labels
-            hits = hits[counted]
-        self.adaptive.observe(labels[counted], hits)
 
     def _pixel_loss(self, pred, labels, gamma, weight, avg_factor, reduction,
                     ignore_index):
@@ -345,26 +327,6 @@ class DualFocalLoss(nn.Module):
         if self.class_weight is not None:
             parts.append(f'class_weight={self.class_weight.tolist()}')
         return ', '.join(parts)
-
-
-def _build_adaptive(class_weight, adaptive_weight, num_classes):
-    """The AdaptiveClassWeight of ``class_weight='adaptive'``, else None."""
-    if not (isinstance(class_weight, str) and class_weight == 'adaptive'):
-        if adaptive_weight is not None:
-            raise ValueError("adaptive_weight is only used with class_weight='adaptive', "
-                             f'got class_weight={class_weight!r}')
-        return None
-    if num_classes is None:
-        raise ValueError("class_weight='adaptive' needs num_classes (the number of "
-                         'output channels) to hold its per-class statistics')
-    if adaptive_weight is not None and not isinstance(adaptive_weight, dict):
-        raise TypeError(f'adaptive_weight must be a dict, got {adaptive_weight!r}')
-    settings = dict(adaptive_weight or {})
-    unknown = sorted(set(settings) - set(ADAPTIVE_DEFAULTS))
-    if unknown:
-        raise ValueError(f'adaptive_weight got unknown keys {unknown}; expected some '
-                         f'of {sorted(ADAPTIVE_DEFAULTS)}')
-    return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **settings})
 
 
 def _check_binary_labels(labels, valid):

@@ -248,8 +248,9 @@ class DualFocalLoss(nn.Module):
         with self.adaptive.call() if counting else nullcontext():
             gamma = self.current_gamma()
             if pred.dim() > 2:
-                loss = self._pixel_loss(pred, target, gamma, weight, avg_factor,
-                                        reduction, ignore_index)
+                loss = self._pixel_loss(pred, target, gamma=gamma, weight=weight,
+                                        reduction=reduction, avg_factor=avg_factor,
+                                        ignore_index=ignore_index)
             else:
                 if (isinstance(weight, Tensor) and weight.dim() == 1 and pred.dim() == 2
                         and pred.shape[1] > 1 and weight.numel() == pred.numel()):
@@ -260,8 +261,9 @@ class DualFocalLoss(nn.Module):
                     # mmdet's element mean over the elements that are not ignored
                     kept = (target != ignore_index).sum()
                     avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
-                loss = self._call_core(pred, target, gamma, weight, reduction,
-                                       avg_factor, ignore_index)
+                loss = self._call_core(pred, target, gamma=gamma, weight=weight,
+                                       reduction=reduction, avg_factor=avg_factor,
+                                       ignore_index=ignore_index)
             if self.learnable_gamma and reduction != 'none':
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
@@ -270,8 +272,7 @@ class DualFocalLoss(nn.Module):
             self.exponent.project_()
         return self.loss_weight * loss
 
-    def _call_core(self, pred, target, gamma, weight, reduction, avg_factor,
-                   ignore_index):
+    def _call_core(self, pred, target, *, gamma, weight, reduction, avg_factor, ignore_index):
         class_weight, mode = self.class_weight, 'element'
         if self.adaptive is not None:
             if target.is_floating_point():
@@ -291,8 +292,7 @@ class DualFocalLoss(nn.Module):
             self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
         return loss
 
-    def _pixel_loss(self, pred, labels, gamma, weight, avg_factor, reduction,
-                    ignore_index):
+    def _pixel_loss(self, pred, labels, *, gamma, weight, reduction, avg_factor, ignore_index):
         """mmseg's convention: per-pixel losses, pixel means, binary heads.
 
         The pixel is the unit whatever the target's encoding: integer labels
@@ -315,8 +315,8 @@ class DualFocalLoss(nn.Module):
             else:
                 avg_factor = labels.numel() // (pred.shape[1] if labels.is_floating_point()
                                                 else 1)
-        loss = self._call_core(pred, labels, gamma, weight, reduction,
-                               avg_factor, ignore_index)
+        loss = self._call_core(pred, labels, gamma=gamma, weight=weight, reduction=reduction,
+                               avg_factor=avg_factor, ignore_index=ignore_index)
         return loss.sum(dim=1) if reduction == 'none' else loss
 
     def extra_repr(self) -> str:

@@ -73,3 +73,20 @@ def test_the_compiled_graph_holds_the_loss_as_one_custom_op():
                        backend=record, fullgraph=True)
     fn(z).backward()
     assert sum('dfl_mm.loss' in target for target in seen) == 1, seen
+
+
+@pytest.mark.parametrize('backend_name', ['reference', 'cpu'])
+def test_compiled_softmax_on_every_cpu_backend_and_a_per_class_gamma(switch, backend_name):
+    """The fused softmax path of the compiled op on a backend without a fused pass
+    (the reference), and with a per-class gamma (which the C kernel leaves to it)."""
+    switch(backend_name)
+    torch.manual_seed(2)
+    z, labels = 3 * torch.randn(2, 4, 5, 6), torch.randint(0, 4, (2, 5, 6))
+    for gamma in (torch.tensor(1.8), torch.tensor([1.0, 2.0, 3.0, 1.5])):
+        def loss_fn(logits, g):
+            return dual_focal_loss(logits, labels, g, use_sigmoid=False)
+
+        eager, compiled = _eager_and_compiled(loss_fn, z.requires_grad_(),
+                                              gamma.requires_grad_())
+        for e, c in zip(eager, compiled):
+            torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)

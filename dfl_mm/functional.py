@@ -50,7 +50,7 @@ class _DualFocalFunction(torch.autograd.Function):
         with torch.autocast(logits.device.type, enabled=False):
             backend = ops.select(inputs, gamma, reduce_sum)
             out, backend, grads = ops.forward(backend, inputs, gamma, reduce_sum,
-                                                   with_grad, scale)
+                                              with_grad, scale)
         ctx.backend = backend
         ctx.inputs = inputs
         ctx.reduce_sum = reduce_sum
@@ -85,7 +85,7 @@ class _DualFocalFunction(torch.autograd.Function):
                 if ctx.scale != 1.0:
                     grad_out = grad_out * ctx.scale
                 grad_logits, grad_gamma = ops.backward(backend, inputs, gamma,
-                                                            grad_out, ctx.reduce_sum)
+                                                       grad_out, ctx.reduce_sum)
         return (grad_logits if need_logits else None,
                 grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
 

@@ -56,7 +56,9 @@ def test_python_m_dfl_mm_help_lists_the_commands_and_exits_0():
 
 
 def test_python_m_dfl_mm_finds_a_shipped_config_by_name(tmp_path):
-    proc = _run(sys.executable, '-m', 'dfl_mm', 'train', 'retinanet_dfl.py', cwd=tmp_path)
+    # a file name from a config folder (configs/retinanet/), not only configs/ itself
+    proc = _run(sys.executable, '-m', 'dfl_mm', 'train', 'retinanet_r18_fpn_dfl_1x_coco.py',
+                cwd=tmp_path)
     assert 'dataset not found' in proc.stderr and 'Config file not found' not in proc.stderr, \
         proc.stderr[-2000:]
 

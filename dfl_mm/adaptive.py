@@ -173,12 +173,13 @@ class AdaptiveClassWeight(nn.Module):
         if not (self._open and _runner_iter() != self._open_iter):
             yield
             return
-        saved = [t.clone() for t in (self.counts, self.hits, self.steps, self.pending)]
+        state = (self.counts, self.hits, self.steps, self.pending)
+        saved = [t.clone() for t in state]
         self.end_step()
         try:
             yield
         except BaseException:
-            for buffer, value in zip((self.counts, self.hits, self.steps, self.pending), saved):
+            for buffer, value in zip(state, saved):
                 buffer.copy_(value)
             self._open, self._weights = True, None
             raise

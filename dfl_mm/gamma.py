@@ -37,7 +37,7 @@ def _saved(state_dict, prefix):
 class FixedGamma(nn.Module):
     """A fixed exponent (a buffer: saved, but the config's value always wins)."""
 
-    learnable = False
+    mode = False  # DualFocalLoss's learnable_gamma
 
     def __init__(self, gamma: float):
         super().__init__()
@@ -79,8 +79,6 @@ class LearnableGamma(nn.Module):
         shape (tuple): () for one value, (C,) for one per class.
     """
 
-    learnable = True
-
     def __init__(self, gamma: float, low: float, high: float, reg: float,
                  shape: Tuple[int, ...] = ()):
         super().__init__()
@@ -95,6 +93,7 @@ class LearnableGamma(nn.Module):
                              f'gamma_max) = ({low}, {high}), got gamma={gamma}')
         check_number('gamma_reg', reg, 0, math.inf, low_open=False)
         self.low, self.high, self.reg = float(low), float(high), float(reg)
+        self.mode = 'per_class' if shape else 'scalar'  # DualFocalLoss's learnable_gamma
         fraction = (gamma - low) / (high - low)
         logit = math.log(fraction / (1 - fraction))
         if abs(logit) > GAMMA_LOGIT_LIMIT:

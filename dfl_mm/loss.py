@@ -155,7 +155,6 @@ class DualFocalLoss(nn.Module):
         # 'exponent.gamma_logit', which custom_keys={'gamma_logit': ...} matches)
         self.exponent = build_gamma(gamma, learnable_gamma, num_classes, gamma_min, gamma_max,
                                     gamma_reg)
-        self.learnable_gamma = ('scalar' if learnable_gamma is True else learnable_gamma)
         self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
         weights = None if self.adaptive is not None else load_class_weight(class_weight)
         if weights is not None and num_classes is not None and len(weights) != num_classes:
@@ -175,6 +174,11 @@ class DualFocalLoss(nn.Module):
     def gamma(self) -> Tensor:
         """The current exponent, detached: 0-d, or (C,) for a per-class gamma."""
         return self.current_gamma().detach()
+
+    @property
+    def learnable_gamma(self):
+        """False, 'scalar' or 'per_class' (the exponent's)."""
+        return self.exponent.mode
 
     @property
     def gamma_logit(self) -> nn.Parameter:

@@ -34,7 +34,8 @@ from . import cpu, reference, triton_kernels
 from .inputs import KernelMode, LossInputs
 
 __all__ = ['BACKENDS', 'SETTINGS', 'BackendFallbackWarning', 'TritonFallbackWarning',
-           'LossInputs', 'KernelMode', 'setting', 'use', 'select', 'forward', 'backward']
+           'LossInputs', 'KernelMode', 'setting', 'use', 'select', 'forward',
+           'forward_backward', 'backward']
 
 # the order in which 'auto' tries them (the reference takes what is left)
 BACKENDS = (triton_kernels, cpu, reference)
@@ -189,11 +190,17 @@ def forward(backend, inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool,
     150M-logit RetinaNet gradients. The reference keeps its two passes.
     """
     if with_grad and reduce_sum and backend in FUSED and not inputs.use_sigmoid:
-        (loss, grad_logits, grad_gamma), backend = _guarded(backend, 'forward_backward',
-                                                            inputs, gamma, scale)
+        (loss, grad_logits, grad_gamma), backend = forward_backward(backend, inputs, gamma,
+                                                                    scale)
         return loss, backend, (grad_logits, grad_gamma)
     out, backend = _guarded(backend, 'forward', inputs, gamma, reduce_sum)
     return (out * scale if reduce_sum and scale != 1.0 else out), backend, None
+
+
+def forward_backward(backend, inputs: LossInputs, gamma: torch.Tensor, scale: float):
+    """((summed loss, d / d logits, d / d gamma), all times ``scale``; the backend that
+    computed them): one pass on the kernels, two on the reference."""
+    return _guarded(backend, 'forward_backward', inputs, gamma, scale)
 
 
 def backward(backend, inputs: LossInputs, gamma: torch.Tensor, grad_out: torch.Tensor,

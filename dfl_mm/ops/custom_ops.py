@@ -43,15 +43,12 @@ def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
           reduce_sum: bool, with_grad: bool, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     """(loss: the sum times ``scale`` or the (B, C, S) map, in the compute dtype;
     its gradients when computed with it (fused softmax sums), else empty)."""
-    from . import backward, forward, select
+    from . import forward, forward_backward, select
     inputs = _inputs(logits, target, row_weight, elem_weight, class_weight, alpha,
                      ignore_index, use_sigmoid)
     backend = select(inputs, gamma, reduce_sum)
-    if _fused(reduce_sum, use_sigmoid, with_grad):
-        out, used, grads = forward(backend, inputs, gamma, True, True, scale)
-        if grads is None:  # the reference computes them in a pass of its own
-            grads = backward(used, inputs, gamma, out.new_tensor(scale), True)
-        grad_logits, grad_gamma = grads
+    if _fused(reduce_sum, use_sigmoid, with_grad):  # every backend, the reference included
+        (out, grad_logits, grad_gamma), _ = forward_backward(backend, inputs, gamma, scale)
     else:
         out, _, _ = forward(backend, inputs, gamma, reduce_sum, False, scale)
         grad_logits, grad_gamma = logits.new_empty(0), gamma.new_empty(0)

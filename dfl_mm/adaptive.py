@@ -10,7 +10,9 @@ got right (``hits``), and turns them into weights:
 
     f_c = \\frac{n_c}{\\sum_k n_k},\\qquad
     w_c \\propto (f_c + \\epsilon)^{-\\mathrm{power}}\\ \\text{(frequency)},\\quad
-    w_c \\propto (1 - r_c + \\epsilon)^{\\mathrm{power}}\\ \\text{(recall)}
+    w_c \\propto (1 - r_c + \\epsilon)^{\\mathrm{power}}\\ \\text{(recall)},\\quad
+    w_c \\propto \\Big(\\frac{1 - \\beta}{1 - \\beta^{N_c}}\\Big)^{\\mathrm{power}}
+    \\ \\text{(effective)}
 
 normalised over the classes seen so far so that the average weight of what
 they multiply is 1 (per row: ``sum_c f_c w_c = 1``; per element: their mean is
@@ -49,12 +51,12 @@ from torch import Tensor, nn
 __all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'build_adaptive', 'frequency_weights',
            'normalise_weights']
 
-BASES = ('frequency', 'recall')
+BASES = ('frequency', 'recall', 'effective')
 APPLY_TO = ('row', 'element')
 # Defaults from the sweep in tools/benchmarks/benchmark_efficacy.py (docs/loss.md, "Adaptive
 # class weights").
 ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
-                         max_weight=10.0, apply_to='row', eps=1e-4)
+                         max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999)
 
 
 def _runner_iter() -> Optional[int]:
@@ -78,7 +80,10 @@ class AdaptiveClassWeight(nn.Module):
         num_classes (int): number of classes C.
         basis (str): 'frequency' (rare classes weigh more) or 'recall'
             (classes the model still misses weigh more; Recall Loss, Tian et
-            al. 2021). Default: 'frequency'.
+            al. 2021), or 'effective' (the inverse effective number of
+            samples, Cui et al. 2019, with ``N_c = counts_c / (1 - momentum)``:
+            the class's targets within the average's window). Default:
+            'frequency'.
         power (float): exponent of the weight function, >= 0 (0: all ones).
         momentum (float): EMA factor per step, in [0, 1) (0: the last step only).
         max_weight (float): weights are clipped to [1 / max_weight, max_weight];
@@ -87,6 +92,7 @@ class AdaptiveClassWeight(nn.Module):
             mmseg's CE ``class_weight``) or 'element' (the class-c element of
             every row, as DFL's static ``class_weight``).
         eps (float): added to the frequency (or to 1 - recall), > 0.
+        beta (float): the 'effective' basis's beta, in [0, 1).
 
     Buffers:
         counts (C,) float64: EMA of the per-step count of targets per class.
@@ -100,7 +106,7 @@ class AdaptiveClassWeight(nn.Module):
     def __init__(self, num_classes: int, basis: str = 'frequency',
                  power: float = 0.5, momentum: float = 0.99,
                  max_weight: float = 10.0, apply_to: str = 'row',
-                 eps: float = 1e-4):
+                 eps: float = 1e-4, beta: float = 0.9999):
         super().__init__()
         if basis not in BASES:
             raise ValueError(f'adaptive_weight basis must be one of {BASES}, got {basis!r}')
@@ -111,10 +117,11 @@ class AdaptiveClassWeight(nn.Module):
         _check('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)')
         _check('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1')
         _check('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0')
+        _check('beta', beta, lambda v: 0 <= v < 1, 'a number in [0, 1)')
         self.num_classes = num_classes
         self.basis, self.apply_to = basis, apply_to
         self.power, self.momentum = float(power), float(momentum)
-        self.max_weight, self.eps = float(max_weight), float(eps)
+        self.max_weight, self.eps, self.beta = float(max_weight), float(eps), float(beta)
         zeros = torch.zeros(num_classes, dtype=torch.float64)
         self.register_buffer('counts', zeros.clone())
         self.register_buffer('hits', zeros.clone())
@@ -154,9 +161,24 @@ class AdaptiveClassWeight(nn.Module):
         freq = self.frequency()
         if self.basis == 'frequency':
             raw = (freq + self.eps).pow(-self.power)
-        else:
+        elif self.basis == 'recall':
             raw = (1 - self.recall() + self.eps).pow(self.power)
+        else:  # (1 - beta) / (1 - beta^N); an unseen class (N = 0) weighs 1 below
+            window = (self.counts / (1 - self.momentum)).clamp(min=1)
+            raw = ((1 - self.beta) / -torch.expm1(window * math.log(self.beta))).pow(self.power)
         return normalise_weights(raw, freq, self.apply_to, self.max_weight).float()
+
+    def weights_for(self, pred: Tensor, target: Tensor):
+        """A loss call's (C,) weights, on ``pred``'s device, and where they apply.
+
+        The weights come from the steps before this call, never from its batch.
+        """
+        if target.is_floating_point():
+            raise TypeError("class_weight='adaptive' needs integer labels, got a float target")
+        if pred.shape[1] != self.num_classes:
+            raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive weights '
+                             f'were built for num_classes={self.num_classes}')
+        return self.weights().to(pred.device), self.apply_to
 
     @property
     def pending(self) -> Tensor:
@@ -252,7 +274,7 @@ class AdaptiveClassWeight(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
                 f'momentum={self.momentum}, max_weight={self.max_weight}, '
-                f'apply_to={self.apply_to!r}, eps={self.eps}')
+                f'apply_to={self.apply_to!r}, eps={self.eps}, beta={self.beta}')
 
 
 def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[AdaptiveClassWeight]:

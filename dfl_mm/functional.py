@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 
 from . import ops
+from .checks import (REDUCTIONS, Checks, check_ignore_index, check_label_dtype, check_number,
+                     check_tensor, check_values, one_hot_as_target)
 from .ops import custom_ops, reference
 from .ops.inputs import LossInputs
 from .ops.reference import dual_focal_loss_elements
@@ -29,7 +31,6 @@ from .ops.reference import dual_focal_loss_elements
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX']
 
 GAMMA_MAX = 20.0
-REDUCTIONS = ('none', 'mean', 'sum')
 
 
 class _DualFocalFunction(torch.autograd.Function):
@@ -97,117 +98,6 @@ def _compiling() -> bool:
 def _is_one(grad_out: Tensor) -> bool:
     # read on CPU only: on CUDA the read would wait for the stream
     return grad_out.device.type == 'cpu' and grad_out.numel() == 1 and float(grad_out) == 1.0
-
-
-def check_number(name, value, low, high, low_open=True):
-    """Raise unless ``value`` is a number in ``(low, high]`` (``[low, high]``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high or math.isnan(value):
-        left = '(' if low_open else '['
-        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
-
-
-class Checks:
-    """Checks of tensor values, resolved together with one host sync.
-
-    On CUDA every ``.item()`` stalls the stream; a call's checks (labels in
-    range, gamma, class weights, float targets) are gathered and read at once.
-    """
-
-    def __init__(self):
-        self._parts, self._verdicts = [], []
-
-    def add(self, part: Tensor, verdict) -> None:
-        """``verdict(values)`` raises if ``part``'s values (a list) are bad."""
-        self._parts.append(part.detach().reshape(-1).to(torch.float64))
-        self._verdicts.append(verdict)
-
-    def run(self) -> None:
-        if not self._parts:
-            return
-        device = self._parts[0].device
-        values = torch.cat([p.to(device) for p in self._parts]).tolist()  # the one sync
-        start = 0
-        for part, verdict in zip(self._parts, self._verdicts):
-            verdict(values[start:start + part.numel()])
-            start += part.numel()
-
-
-def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True,
-                 checks: Optional[Checks] = None):
-    """Raise ValueError unless every value is finite and in the interval.
-
-    NaN fails every comparison, so it is caught with the out-of-range values.
-    With ``checks`` the verdict waits for ``checks.run()`` (one sync for all).
-    """
-    values = values.detach()
-    ok = (values > low if low_open else values >= low) & (values <= high) & values.isfinite()
-
-    def verdict(flag):
-        if not flag[0]:
-            shown = values.flatten()[:10].tolist()
-            raise ValueError(f'{name} must be {expected}, got {shown}'
-                             + (' ...' if values.numel() > 10 else ''))
-
-    own = checks or Checks()
-    own.add(ok.all(), verdict)
-    if checks is None:
-        own.run()
-
-
-def check_ignore_index(ignore_index) -> None:
-    """Raise TypeError unless ``ignore_index`` is None or an int (not a bool)."""
-    if ignore_index is not None and (isinstance(ignore_index, bool) or
-                                     not isinstance(ignore_index, numbers.Integral)):
-        raise TypeError(f'ignore_index must be an int or None, got '
-                        f'{type(ignore_index).__name__} {ignore_index!r}')
-
-
-def check_label_dtype(target: Tensor, ignore_index) -> None:
-    """Raise ValueError if integer labels cannot hold ``ignore_index``.
-
-    torch compares ``uint8 == -1`` as 255, the C kernel in int64: refusing the
-    value gives one rule on every backend instead of two answers.
-    """
-    if ignore_index is None or target.is_floating_point() or target.dtype == torch.bool:
-        return
-    info = torch.iinfo(target.dtype)
-    if not info.min <= ignore_index <= info.max:
-        raise ValueError(f'ignore_index={ignore_index} cannot occur in {target.dtype} labels '
-                         f'(values {info.min}..{info.max}): use an ignore_index in that range '
-                         'or int64 labels')
-
-
-def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool) -> Tensor:
-    """An integer one-hot map shaped like ``logits`` as the loss takes it.
-
-    Sigmoid mode: the same map as floats (a float target). Softmax mode: the
-    labels (B, ...) of its one-hot rows. Anything else is returned unchanged.
-
-    Raises:
-        ValueError: softmax mode, a row that is not one-hot.
-    """
-    if (not isinstance(target, Tensor) or target.is_floating_point()
-            or target.dtype == torch.bool or target.is_complex()
-            or not isinstance(logits, Tensor) or logits.dim() < 2
-            or target.shape != logits.shape):
-        return target
-    if use_sigmoid:
-        return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    rows = target.sum(dim=1)
-    if not _compiling() and not bool(((target == 0) | (target == 1)).all() & (rows == 1).all()):
-        raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
-                         'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
-                         'pixels')
-    return target.argmax(dim=1)
-
-
-def _check_tensor(name, value, expected):
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor of {expected}, '
-                        f'got {type(value).__name__}')
 
 
 def _as_gamma(gamma, channels, like: Tensor, checks: Checks) -> Tensor:
@@ -318,8 +208,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                      class_weight_mode='element') -> Tensor:
     """Validate, normalise to (B, C, S), run the fused function and reduce."""
     checks = Checks()  # value checks, read with one sync before the loss runs
-    _check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
-    _check_tensor('target', target, 'integer labels or float targets')
+    check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
+    check_tensor('target', target, 'integer labels or float targets')
     if not isinstance(use_sigmoid, bool):
         raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
     check_ignore_index(ignore_index)
@@ -374,7 +264,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
 
     row_weight = elem_weight = None
     if weight is not None:
-        _check_tensor('weight', weight, 'per-row or per-element weights')
+        check_tensor('weight', weight, 'per-row or per-element weights')
         if weight.numel() == logits.numel() and weight.shape in (
                 logits.shape, (batch, channels)):
             elem_weight = weight.reshape(batch, channels, flat)

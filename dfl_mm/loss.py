@@ -1,50 +1,18 @@
 """``DualFocalLoss``: the registered module for mmdet and mmseg configs."""
-import math
-import os
 from contextlib import nullcontext
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from . import conventions
 from .adaptive import build_adaptive
-from .functional import (REDUCTIONS, check_ignore_index, check_label_dtype, check_number,
-                         check_values, dual_focal_loss, one_hot_as_target)
+from .checks import check_call, check_settings, load_class_weight, one_hot_as_target
+from .functional import dual_focal_loss
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG', 'GAMMA_LOGIT_LIMIT']
-
-CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')
-
-
-def load_class_weight(class_weight) -> Optional[list]:
-    """Class weights from a list or a file (.npy, or .pkl/.json/.yaml), as in mmseg."""
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, str):
-        if not class_weight.endswith(CLASS_WEIGHT_FILES):
-            raise ValueError(f"class_weight must be 'adaptive', a list of numbers or a path "
-                             f'to a {"/".join(CLASS_WEIGHT_FILES)} file, got {class_weight!r}')
-        if '://' not in class_weight and not os.path.isfile(class_weight):
-            raise ValueError(f'class_weight file {class_weight!r} does not exist')
-        if class_weight.endswith('.npy'):
-            class_weight = np.load(class_weight)
-        else:
-            from mmengine.fileio import load
-            class_weight = load(class_weight)
-    try:
-        values = [float(w) for w in np.asarray(class_weight).reshape(-1)]
-    except (TypeError, ValueError):
-        raise TypeError('class_weight must be a list of numbers or a path to '
-                        f'a .npy/.pkl/.json file, got {class_weight!r}') from None
-    if not values:
-        raise ValueError('class_weight must be non-negative finite numbers, got []')
-    check_values('class_weight', torch.tensor(values, dtype=torch.float64),
-                 'non-negative finite numbers', 0, low_open=False)
-    return values
-
 
 @MODELS.register_module()
 class DualFocalLoss(nn.Module):
@@ -87,7 +55,7 @@ class DualFocalLoss(nn.Module):
             Static weights multiply the class-c element of every row.
         adaptive_weight (dict, optional): settings of the adaptive weights,
             keys of ``ADAPTIVE_DEFAULTS`` (basis, power, momentum, max_weight,
-            apply_to, eps); missing keys take those defaults.
+            apply_to, eps, beta); missing keys take those defaults.
         reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
         loss_weight (float): factor of the returned loss. Default: 1.
         avg_non_ignore (bool): mmseg: average over non-ignored pixels only.
@@ -125,28 +93,9 @@ class DualFocalLoss(nn.Module):
                  ignore_index: Optional[int] = None,
                  loss_name: str = 'loss_dfl'):
         super().__init__()
-        if not isinstance(use_sigmoid, bool):
-            raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
-        if num_classes is not None and (isinstance(num_classes, bool) or
-                                        not isinstance(num_classes, int) or
-                                        num_classes < 1):
-            raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
-        if alpha is not None:
-            if not use_sigmoid:
-                raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
-                                 'use class_weight in softmax mode')
-            check_number('alpha', alpha, 0, 1, low_open=False)
-        if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
-                             f'only backpropagates such keys), got {loss_name!r}')
-        check_number('loss_weight', loss_weight, -math.inf, math.inf)
-        if not math.isfinite(loss_weight):
-            raise ValueError(f'loss_weight must be a finite number, got {loss_weight}')
-        check_ignore_index(ignore_index)
-        if not isinstance(avg_non_ignore, bool):
-            raise TypeError(f'avg_non_ignore must be True or False, got {avg_non_ignore!r}')
+        check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
+                       alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
+                       ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
         self.reduction, self.loss_weight = reduction, loss_weight
         self.avg_non_ignore, self.ignore_index = avg_non_ignore, ignore_index
@@ -233,41 +182,28 @@ class DualFocalLoss(nn.Module):
             (N, C) for mmdet's or (B, H, W) for mmseg's 'none'; float32 for
             half-precision ``pred`` (as torch's losses under autocast).
         """
-        if reduction_override not in (None, ) + REDUCTIONS:
-            raise ValueError(f'reduction_override must be None or one of '
-                             f"{REDUCTIONS}, got '{reduction_override}'")
-        if kwargs:
-            raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(kwargs)}')
-        reduction = reduction_override or self.reduction
         if ignore_index is None:
             ignore_index = self.ignore_index
-        check_ignore_index(ignore_index)
-        if not isinstance(pred, Tensor):
-            raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
-        if not isinstance(target, Tensor):
-            raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
-        check_label_dtype(target, ignore_index)
+        check_call(pred, target, reduction_override, ignore_index, kwargs)
+        reduction = reduction_override or self.reduction
         target = one_hot_as_target(pred, target, self.use_sigmoid)
+        adapt = conventions.pixels if pred.dim() > 2 else conventions.anchors
+        target, weight, avg_factor = adapt(
+            pred, target, weight, reduction=reduction, avg_factor=avg_factor,
+            avg_non_ignore=self.avg_non_ignore, ignore_index=ignore_index,
+            use_sigmoid=self.use_sigmoid)
         counting = self.adaptive is not None and self.training
         with self.adaptive.call() if counting else nullcontext():
+            class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
+                else self.adaptive.weights_for(pred, target)
             gamma = self.current_gamma()
-            if pred.dim() > 2:
-                loss = self._pixel_loss(pred, target, gamma=gamma, weight=weight,
-                                        reduction=reduction, avg_factor=avg_factor,
-                                        ignore_index=ignore_index)
-            else:
-                if (isinstance(weight, Tensor) and weight.dim() == 1 and pred.dim() == 2
-                        and pred.shape[1] > 1 and weight.numel() == pred.numel()):
-                    # mmdet's FocalLoss takes per-element weights flattened (FSAF passes them)
-                    weight = weight.view(pred.shape)
-                if (reduction == 'mean' and avg_factor is None and self.avg_non_ignore
-                        and ignore_index is not None):
-                    # mmdet's element mean over the elements that are not ignored
-                    kept = (target != ignore_index).sum()
-                    avg_factor = kept if target.is_floating_point() else kept * pred.shape[1]
-                loss = self._call_core(pred, target, gamma=gamma, weight=weight,
-                                       reduction=reduction, avg_factor=avg_factor,
-                                       ignore_index=ignore_index)
+            loss = dual_focal_loss(
+                pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
+                class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
+                ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor)
+            if counting:  # checked and computed: count it
+                self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
+            loss = conventions.finish(loss, pred, reduction)
             if self.learnable_gamma and reduction != 'none':
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
@@ -275,53 +211,6 @@ class DualFocalLoss(nn.Module):
         if self.training and not torch.compiler.is_compiling():
             self.exponent.project_()
         return self.loss_weight * loss
-
-    def _call_core(self, pred, target, *, gamma, weight, reduction, avg_factor, ignore_index):
-        class_weight, mode = self.class_weight, 'element'
-        if self.adaptive is not None:
-            if target.is_floating_point():
-                raise TypeError("class_weight='adaptive' needs integer labels, got a "
-                                'float target')
-            if pred.shape[1] != self.adaptive.num_classes:
-                raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive '
-                                 f'weights were built for num_classes={self.num_classes}')
-            # the weights of the steps before this one, never of this batch
-            class_weight = self.adaptive.weights().to(pred.device)
-            mode = self.adaptive.apply_to
-        loss = dual_focal_loss(
-            pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
-            class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
-            ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor)
-        if self.adaptive is not None and self.training:  # checked and computed: count it
-            self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
-        return loss
-
-    def _pixel_loss(self, pred, labels, *, gamma, weight, reduction, avg_factor, ignore_index):
-        """mmseg's convention: per-pixel losses, pixel means, binary heads.
-
-        The pixel is the unit whatever the target's encoding: integer labels
-        (B, H, W) and the same data as a float (one-hot or soft) map
-        (B, C, H, W) give the same 'mean' and the same (B, H, W) 'none'.
-        """
-        valid = None if ignore_index is None else labels != ignore_index
-        if labels.is_floating_point():
-            # a pixel is ignored when all its entries are
-            valid = None if valid is None else valid.any(dim=1)
-        elif pred.shape[1] == 1 and self.use_sigmoid:
-            _check_binary_labels(labels, valid)
-            # class 0 of the core is the foreground; label 1 (background) is
-            # the core's all-zero row
-            labels = 1 - labels if valid is None else torch.where(
-                valid, 1 - labels, labels)
-        if reduction == 'mean' and avg_factor is None:
-            if self.avg_non_ignore and valid is not None:
-                avg_factor = valid.sum()  # a tensor: no host sync
-            else:
-                avg_factor = labels.numel() // (pred.shape[1] if labels.is_floating_point()
-                                                else 1)
-        loss = self._call_core(pred, labels, gamma=gamma, weight=weight, reduction=reduction,
-                               avg_factor=avg_factor, ignore_index=ignore_index)
-        return loss.sum(dim=1) if reduction == 'none' else loss
 
     def extra_repr(self) -> str:
         parts = [f'use_sigmoid={self.use_sigmoid}', f'learnable_gamma={self.learnable_gamma!r}',
@@ -332,13 +221,3 @@ class DualFocalLoss(nn.Module):
             parts.append(f'class_weight={self.class_weight.tolist()}')
         return ', '.join(parts)
 
-
-def _check_binary_labels(labels, valid):
-    if torch.compiler.is_compiling():  # a host sync: not inside a compiled graph
-        return
-    checked = labels if valid is None else labels[valid]
-    if checked.numel() and (checked.min() < 0 or checked.max() > 1):
-        raise ValueError(
-            'a binary head (one output channel, use_sigmoid=True) takes labels '
-            f'0 (background) and 1 (foreground), got values in '
-            f'[{int(checked.min())}, {int(checked.max())}]')

@@ -96,6 +96,30 @@ def test_efficacy_benchmark_smoke(in_tmp, shared_data):
     assert len(kept) == 8 and all(r in kept for r in records + longer)
 
 
+def test_efficacy_benchmark_long_tail_tasks_and_lanes(in_tmp, shared_data):
+    """The long-tail tasks report head and tail halves; the peers mmdet / mmseg lack
+    run (EFL, CE with the adaptive weights); --summarise-only merges the lanes."""
+    import benchmark_efficacy
+    link_data(shared_data, in_tmp)
+    common = ['--seeds', '0', '--det-epochs', '1', '--seg-iters', '2', '--subset', '8']
+    det = benchmark_efficacy.main(['--tasks', 'det-lt', '--losses', 'EFL', 'CE + weights',
+                                   '--work-dir', 'eff/lane_a', '--out', 'a.md'] + common)
+    seg = benchmark_efficacy.main(['--tasks', 'seg-lt', '--losses', 'CE + weights',
+                                   'DFL learnable + effective', '--work-dir', 'eff/lane_b',
+                                   '--out', 'b.md'] + common)
+    # 'CE + weights' is a segmentation-only row
+    assert [(r['task'], r['loss']) for r in det + seg] == [
+        ('det-lt', 'EFL'), ('seg-lt', 'CE + weights'), ('seg-lt', 'DFL learnable + effective')]
+    assert all('IoU.plus' in r['metrics'] for r in seg)
+    merged = benchmark_efficacy.main(['--summarise-only', '--work-dir', 'eff', '--out', 'all.md',
+                                      '--tasks', 'det-lt', 'seg-lt'])
+    assert sorted(map(json.dumps, merged)) == sorted(map(json.dumps, det + seg))
+    table = (in_tmp / 'all.md').read_text()
+    for needle in ('**det-lt**, 1 epochs', '**seg-lt**, 2 iterations', 'head AP', 'tail AP',
+                   'tail IoU > 0', 'rarest IoU', '| EFL |', '| DFL learnable + effective |'):
+        assert needle in table
+
+
 def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, monkeypatch,
                                                                      shared_data):
     import numpy as np

@@ -1,9 +1,11 @@
-"""A small, deliberately class-imbalanced detection dataset in COCO format.
+"""Small, deliberately class-imbalanced detection datasets in COCO format.
 
-Images hold coloured shapes on a textured background. Two classes are common
-(in almost every image), two are rare (in a few images each), and objects come
-in several sizes, so a detector must handle both imbalance and scale. The data
-is generated deterministically on first use under ``data/`` (git-ignored).
+Images hold coloured shapes on a textured background. In the 4-class demo two
+classes are common (in almost every image), two are rare (in a few images
+each), and objects come in several sizes, so a detector must handle both
+imbalance and scale. The long-tail demo has ten classes with Zipf-like
+frequencies (``longtail.py``). The data is generated deterministically on
+first use under ``data/`` (git-ignored).
 """
 import json
 import os
@@ -15,7 +17,7 @@ from PIL import Image, ImageDraw
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from . import write_once
+from . import longtail, write_once
 
 CLASSES = ('disc', 'box', 'triangle', 'cross')
 PALETTE = [(220, 20, 60), (0, 0, 230), (0, 160, 0), (250, 170, 30)]
@@ -23,6 +25,8 @@ PALETTE = [(220, 20, 60), (0, 0, 230), (0, 160, 0), (250, 170, 30)]
 PRESENCE = (0.95, 0.9, 0.08, 0.05)
 SPLITS = {'train': 240, 'val': 80}
 DEFAULT_ROOT = 'data/dfl_demo_det'
+LONGTAIL_ROOT = 'data/dfl_longtail_det'
+LONGTAIL_SPLITS = {'train': 240, 'val': 80}
 
 
 def _draw(draw, cls, box, rng):
@@ -41,9 +45,7 @@ def _draw(draw, cls, box, rng):
 
 
 def _image(rng, size):
-    base = rng.integers(0, 90, 3)
-    noise = rng.integers(0, 40, (size, size, 3))
-    img = Image.fromarray((base + noise).astype(np.uint8))
+    img = _background(rng, size)
     draw = ImageDraw.Draw(img)
     annotations = []
     for cls, presence in enumerate(PRESENCE):
@@ -58,25 +60,35 @@ def _image(rng, size):
     return img, annotations
 
 
-def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int = 128,
-                            splits=None) -> str:
-    """Write the dataset (idempotent; safe when several processes race).
+def _background(rng, size):
+    base = rng.integers(0, 90, 3)
+    noise = rng.integers(0, 40, (size, size, 3))
+    return Image.fromarray((base + noise).astype(np.uint8))
 
-    Layout: ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json``.
 
-    Returns:
-        str: ``root``.
+def _longtail_image(rng, size, classes):
+    """An image holding one object of each class in ``classes``."""
+    img = _background(rng, size)
+    draw, taken, annotations = ImageDraw.Draw(img), [], []
+    for cls in classes:
+        box = longtail.place(rng, size, (12, 16, 24, 32), taken)
+        longtail.draw_shape(draw, int(cls), box, longtail.colour(rng, int(cls)))
+        annotations.append((int(cls), box))
+    return img, annotations
+
+
+def _write_coco(root, seed, size, splits, classes, images_of):
+    """Write ``root/{split}/*.png`` and ``root/annotations/{split}.json`` (once).
+
+    ``images_of(rng, split, count)`` yields ``count`` (image, [(class, box)]).
     """
-    splits = splits or SPLITS
-
     def fill(tmp):
         rng = np.random.default_rng(seed)
         os.makedirs(osp.join(tmp, 'annotations'))
         for split, count in splits.items():
             os.makedirs(osp.join(tmp, split))
             images, annotations = [], []
-            for i in range(count):
-                img, objects = _image(rng, size)
+            for i, (img, objects) in enumerate(images_of(rng, split, count)):
                 name = f'{i:05d}.png'
                 img.save(osp.join(tmp, split, name))
                 images.append(dict(id=i, file_name=name, width=size, height=size))
@@ -85,12 +97,44 @@ def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int =
                         id=len(annotations) + 1, image_id=i, category_id=cls + 1,
                         bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0),
                         iscrowd=0))
-            categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
+            categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
             with open(osp.join(tmp, 'annotations', f'{split}.json'), 'w') as f:
                 json.dump(dict(images=images, annotations=annotations,
                                categories=categories), f)
 
     return write_once(root, osp.join('annotations', 'val.json'), fill)
+
+
+def generate_detection_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int = 128,
+                            splits=None) -> str:
+    """Write the 4-class dataset (idempotent; safe when several processes race).
+
+    Layout: ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json``.
+
+    Returns:
+        str: ``root``.
+    """
+    def images_of(rng, split, count):
+        return (_image(rng, size) for _ in range(count))
+
+    return _write_coco(root, seed, size, splits or SPLITS, CLASSES, images_of)
+
+
+def generate_longtail_detection_demo(root: str = LONGTAIL_ROOT, seed: int = 0,
+                                     size: int = 128, splits=None) -> str:
+    """Write the 10-class long-tail dataset (``longtail.split_counts`` instances
+    per class and split, dealt over the images at random). Layout as
+    :func:`generate_detection_demo`.
+
+    Returns:
+        str: ``root``.
+    """
+    def images_of(rng, split, count):
+        dealt = longtail.deal(rng, longtail.split_counts(split), count)
+        return (_longtail_image(rng, size, classes) for classes in dealt)
+
+    return _write_coco(root, seed, size, splits or LONGTAIL_SPLITS, longtail.CLASSES,
+                       images_of)
 
 
 @DATASETS.register_module()
@@ -106,4 +150,20 @@ class DFLDemoCocoDataset(CocoDataset):
 
     def __init__(self, *args, data_root: str = DEFAULT_ROOT, demo_seed: int = 0, **kwargs):
         generate_detection_demo(data_root, seed=demo_seed)
+        super().__init__(*args, data_root=data_root, **kwargs)
+
+
+@DATASETS.register_module()
+class DFLLongTailCocoDataset(CocoDataset):
+    """The long-tail detection demo (10 classes, 60:1), generated on first use.
+
+    Args:
+        data_root (str): where the data lives (or will be generated).
+        demo_seed (int): seed of the generator.
+    """
+
+    METAINFO = dict(classes=longtail.CLASSES, palette=list(longtail.HUES))
+
+    def __init__(self, *args, data_root: str = LONGTAIL_ROOT, demo_seed: int = 0, **kwargs):
+        generate_longtail_detection_demo(data_root, seed=demo_seed)
         super().__init__(*args, data_root=data_root, **kwargs)

@@ -5,6 +5,10 @@ rare ones: 'line' (thin, 4-7 px) and 'dot' (small discs, radius 5-9 px). A band 
 random places is labelled 255 (ignore). Generated deterministically on first
 use under ``data/`` (git-ignored), as ``img_dir/{train,val}/*.png`` and
 ``ann_dir/{train,val}/*.png``.
+
+The long-tail demo (``DFLLongTailSegDataset``, under ``data/dfl_longtail_seg``)
+labels the ten shape classes of ``longtail.py`` (Zipf-like, 60:1) on
+background, in the same layout.
 """
 import os
 import os.path as osp
@@ -16,7 +20,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, METRICS
 
-from . import write_once
+from . import longtail, write_once
 
 CLASSES = ('background', 'blob', 'line', 'dot')
 PALETTE = [[0, 0, 0], [128, 64, 128], [250, 170, 30], [220, 20, 60]]
@@ -24,6 +28,8 @@ COLORS = {1: (90, 140, 90), 2: (200, 200, 60), 3: (200, 60, 60)}
 SPLITS = {'train': 160, 'val': 40}
 DEFAULT_ROOT = 'data/dfl_demo_seg'
 IGNORE_INDEX = 255
+LONGTAIL_ROOT = 'data/dfl_longtail_seg'
+LONGTAIL_SPLITS = {'train': 160, 'val': 60}
 
 
 def _sample(rng, size):
@@ -62,26 +68,60 @@ def _sample(rng, size):
     return img, Image.fromarray(label)
 
 
-def generate_segmentation_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int = 96,
-                               splits=None) -> str:
-    """Write the dataset (idempotent; safe when several processes race).
+def _longtail_sample(rng, size, classes):
+    """An image and its label map holding one shape of each class in ``classes``."""
+    noise = rng.integers(0, 60, (size, size, 3)) + rng.integers(20, 80, 3)
+    img = Image.fromarray(noise.astype(np.uint8))
+    label = Image.new('L', (size, size), 0)
+    draw_img, draw_lbl, taken = ImageDraw.Draw(img), ImageDraw.Draw(label), []
+    for cls in classes:
+        box = longtail.place(rng, size, (12, 16, 20, 24), taken)
+        longtail.draw_shape(draw_img, int(cls), box, longtail.colour(rng, int(cls)))
+        longtail.draw_shape(draw_lbl, int(cls), box, int(cls) + 1)
+    return img, label
 
-    Returns:
-        str: ``root``.
-    """
-    splits = splits or SPLITS
 
+def _write_seg(root, seed, splits, samples_of):
+    """Write ``root/{img_dir,ann_dir}/{split}/*.png`` (once); ``samples_of(rng,
+    split, count)`` yields ``count`` (image, label map)."""
     def fill(tmp):
         rng = np.random.default_rng(seed)
         for split, count in splits.items():
             os.makedirs(osp.join(tmp, 'img_dir', split))
             os.makedirs(osp.join(tmp, 'ann_dir', split))
-            for i in range(count):
-                img, label = _sample(rng, size)
+            for i, (img, label) in enumerate(samples_of(rng, split, count)):
                 img.save(osp.join(tmp, 'img_dir', split, f'{i:05d}.png'))
                 label.save(osp.join(tmp, 'ann_dir', split, f'{i:05d}.png'))
 
     return write_once(root, osp.join('ann_dir', 'val'), fill)
+
+
+def generate_segmentation_demo(root: str = DEFAULT_ROOT, seed: int = 0, size: int = 96,
+                               splits=None) -> str:
+    """Write the 4-class dataset (idempotent; safe when several processes race).
+
+    Returns:
+        str: ``root``.
+    """
+    def samples_of(rng, split, count):
+        return (_sample(rng, size) for _ in range(count))
+
+    return _write_seg(root, seed, splits or SPLITS, samples_of)
+
+
+def generate_longtail_segmentation_demo(root: str = LONGTAIL_ROOT, seed: int = 0,
+                                        size: int = 96, splits=None) -> str:
+    """Write the 11-label long-tail dataset (background + ``longtail.CLASSES``;
+    ``longtail.split_counts`` shapes per class and split).
+
+    Returns:
+        str: ``root``.
+    """
+    def samples_of(rng, split, count):
+        dealt = longtail.deal(rng, longtail.split_counts(split), count)
+        return (_longtail_sample(rng, size, classes) for classes in dealt)
+
+    return _write_seg(root, seed, splits or LONGTAIL_SPLITS, samples_of)
 
 
 @DATASETS.register_module()
@@ -118,6 +158,26 @@ class DFLDemoBinarySegDataset(DFLDemoSegDataset):
 
     def _update_palette(self):
         return [list(c) for c in self.METAINFO['palette']]
+
+
+@DATASETS.register_module()
+class DFLLongTailSegDataset(BaseSegDataset):
+    """The long-tail segmentation demo (background + 10 classes, 60:1),
+    generated on first use.
+
+    Args:
+        data_root (str): where the data lives (or will be generated).
+        demo_seed (int): seed of the generator.
+    """
+
+    METAINFO = dict(classes=('background',) + longtail.CLASSES,
+                    palette=[[0, 0, 0]] + [list(h) for h in longtail.HUES])
+
+    def __init__(self, *args, data_root: str = LONGTAIL_ROOT, demo_seed: int = 0, **kwargs):
+        generate_longtail_segmentation_demo(data_root, seed=demo_seed)
+        kwargs.setdefault('img_suffix', '.png')
+        kwargs.setdefault('seg_map_suffix', '.png')
+        super().__init__(*args, data_root=data_root, **kwargs)
 
 
 @METRICS.register_module()

@@ -33,6 +33,7 @@ by default. For segmentation each run also records each class's share of the
 decode head's loss gradient over training (the gradient-share table).
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -45,153 +46,133 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import study_losses  # noqa: E402  (the peers mmdet / mmseg lack; tools/benchmarks/)
 
-DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18_dfl_demo.py')
-SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'deeplabv3_r18_dfl_demo.py')
+DEMO = osp.join(ROOT, 'configs', 'demo')
 # The rows of the study: name -> (detection loss, segmentation loss), each a dict
 # given to the config (None: the row does not exist for that task). In a
 # segmentation loss LOSS_WEIGHT becomes the head's weight (1 decode, 0.4 auxiliary);
-# ADAPTIVE marks a '+ weights' row, which gets class_weight='adaptive' at the defaults
-# or at --adaptive settings ('CE + weights' applies the very same weights to CE).
+# NUM_CLASSES the task's number of classes; ADAPTIVE marks a '+ weights' row, which
+# gets class_weight='adaptive' at the defaults updated by the row's own settings (a
+# dict) and by --adaptive ('CE + weights' applies the very same weights to CE).
 # A new peer is one line.
-LOSS_WEIGHT, ADAPTIVE = 'LOSS_WEIGHT', 'ADAPTIVE'
+LOSS_WEIGHT, ADAPTIVE, NUM_CLASSES = 'LOSS_WEIGHT', 'ADAPTIVE', 'NUM_CLASSES'
 _CE = dict(type='CrossEntropyLoss', loss_weight=LOSS_WEIGHT, avg_non_ignore=True)
 
 
-def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=False):
+def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=None):
     det = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
                learnable_gamma='scalar' if learnable else False)
     seg = dict(type='DualFocalLoss', use_sigmoid=use_sigmoid, gamma=2.0, avg_non_ignore=True,
                alpha=alpha, learnable_gamma='scalar' if learnable else False,
                loss_weight=LOSS_WEIGHT, loss_name='loss_dfl')
-    if weights:
-        det[ADAPTIVE] = seg[ADAPTIVE] = True
+    if weights is not None:
+        det[ADAPTIVE] = seg[ADAPTIVE] = weights
     return det, seg
 
 
 ROWS = {
     'CE': (dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0), _CE),
-    'CE + weights': (None, dict(type='AdaptiveWeightCrossEntropyLoss', num_classes=4,
+    'CE + weights': (None, dict(type='AdaptiveWeightCrossEntropyLoss', num_classes=NUM_CLASSES,
                                 loss_weight=LOSS_WEIGHT, adaptive_weight=ADAPTIVE)),
     'OHEM': (None, _CE),  # the sampler is set on the head (run_one)
     'CE + Dice': (None, [_CE, dict(type='DiceLoss', use_sigmoid=False,
                                    loss_weight=LOSS_WEIGHT)]),
+    'CE + Lovasz': (None, [_CE, dict(type='LovaszLoss', loss_type='multi_class',
+                                     per_image=False, reduction='none',
+                                     loss_weight=LOSS_WEIGHT)]),
     'GHMC': (dict(type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0),
              None),  # mmdet's configs/ghm settings
     'focal': (dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
               dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
                    loss_weight=LOSS_WEIGHT)),
+    'EFL': (dict(type='EqualizedFocalLoss', use_sigmoid=True, num_classes=NUM_CLASSES,
+                 loss_weight=1.0), None),
     'DFL fixed': _dfl(learnable=False),
     'DFL learnable': _dfl(),
-    'DFL + weights': _dfl(learnable=False, weights=True),
-    'DFL learnable + weights': _dfl(weights=True),
-    'DFL sigmoid + weights': (None, _dfl(use_sigmoid=True, weights=True)[1]),
+    'DFL + weights': _dfl(learnable=False, weights={}),
+    'DFL learnable + weights': _dfl(weights={}),
+    'DFL learnable + effective': _dfl(weights=dict(basis='effective', power=1.0)),
+    'DFL learnable + recall': _dfl(weights=dict(basis='recall', power=1.0)),
+    'DFL sigmoid + weights': (None, _dfl(use_sigmoid=True, weights={})[1]),
     'DFL sigmoid': (None, _dfl(use_sigmoid=True)[1]),
     'DFL sigmoid alpha': (None, _dfl(use_sigmoid=True, alpha=0.25)[1]),
 }
 LOSSES = tuple(ROWS)
 SEG_ONLY = tuple(name for name, (det, _) in ROWS.items() if det is None)
 DET_ONLY = tuple(name for name, (_, seg) in ROWS.items() if seg is None)
-DEFAULT_SEEDS = dict(det=[0, 1, 2], seg=[0, 1, 2, 3, 4])
 LEARNED = 50.0  # a rare class counts as learned by a run at this IoU / AP (%)
-# What a plain invocation runs: 'DFL sigmoid' / 'DFL sigmoid alpha' (no
-# weights) were measured before (docs/results.md) and answer no question of this study.
-DEFAULT_LOSSES = tuple(name for name in LOSSES if name not in ('DFL sigmoid', 'DFL sigmoid alpha'))
+# What a plain invocation runs: rows measured before (docs/efficacy.md) that
+# answer no question of this study are left out: 'DFL sigmoid' / 'DFL sigmoid
+# alpha' (no weights), OHEM and CE + Dice (0 IoU on both rare classes on every
+# seed of the 4-class demo).
+DEFAULT_LOSSES = tuple(name for name in LOSSES if name not in (
+    'DFL sigmoid', 'DFL sigmoid alpha', 'OHEM', 'CE + Dice'))
 
 
-def _filled(template, loss_weight, args, num_classes=4):
+def _filled(template, loss_weight, args, num_classes):
     """A row's loss dict (or list of them) with its placeholders filled in."""
     if isinstance(template, list):
         return [_filled(t, loss_weight, args, num_classes) for t in template]
-    loss = {k: loss_weight if v == LOSS_WEIGHT else v for k, v in template.items()}
+    fill = {LOSS_WEIGHT: loss_weight, NUM_CLASSES: num_classes}
+    loss = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in template.items()}
     if loss.get('adaptive_weight') == ADAPTIVE:  # 'CE + weights': the settings themselves
         loss['adaptive_weight'] = dict(args.adaptive)
-    if loss.pop(ADAPTIVE, False):
+    settings = loss.pop(ADAPTIVE, None)
+    if settings is not None:
         loss.update(class_weight='adaptive', num_classes=num_classes,
-                    adaptive_weight=dict(args.adaptive) or None)
+                    adaptive_weight={**settings, **dict(args.adaptive)} or None)
     return loss
 
 
-def det_loss(name, args):
-    return _filled(ROWS[name][0], 1.0, args)
+def det_loss(name, args, num_classes=4):
+    return _filled(ROWS[name][0], 1.0, args, num_classes)
 
 
-def seg_loss(name, loss_weight, args):
-    return _filled(ROWS[name][1], loss_weight, args)
+def seg_loss(name, loss_weight, args, num_classes=4):
+    return _filled(ROWS[name][1], loss_weight, args, num_classes)
 
 
-def register_study_losses():
-    """The study's own mmseg decode-head losses: torchvision's sigmoid focal
-    loss over one-hot pixels, and CE with the adaptive class weights."""
-    import torch.nn.functional as F
-    from mmseg.registry import MODELS
-    from torchvision.ops import sigmoid_focal_loss
-
-    if MODELS.get('PixelSigmoidFocalLoss') is not None:
-        return
-
-    @MODELS.register_module()
-    class PixelSigmoidFocalLoss(torch.nn.Module):
-        """Sigmoid focal loss over one-hot pixels, mean over non-ignored pixels."""
-
-        def __init__(self, gamma=2.0, alpha=0.25, loss_weight=1.0, loss_name='loss_focal'):
-            super().__init__()
-            self.gamma, self.alpha, self.loss_weight = gamma, alpha, loss_weight
-            self.loss_name = loss_name
-
-        def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
-            valid = seg_label != ignore_index
-            onehot = F.one_hot(torch.where(valid, seg_label, 0), seg_logits.shape[1])
-            loss = sigmoid_focal_loss(seg_logits, onehot.permute(0, 3, 1, 2).float(),
-                                      alpha=self.alpha, gamma=self.gamma, reduction='none')
-            per_pixel = loss.sum(dim=1) * valid
-            return self.loss_weight * per_pixel.sum() / valid.sum().clamp(min=1)
-
-    @MODELS.register_module()
-    class AdaptiveWeightCrossEntropyLoss(torch.nn.Module):
-        """Softmax CE weighted per pixel by DualFocalLoss's adaptive weights.
-
-        The mean is over non-ignored pixels, as the DFL rows' (mmseg 1.2.2's
-        CrossEntropyLoss with class_weight and 'mean' indexes its weights with
-        label 255 and fails on any ignored pixel).
-        """
-
-        def __init__(self, num_classes, adaptive_weight=None, loss_weight=1.0,
-                     loss_name='loss_ce'):
-            from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
-            super().__init__()
-            self.adaptive = AdaptiveClassWeight(
-                num_classes, **{**ADAPTIVE_DEFAULTS, **(adaptive_weight or {})})
-            self.loss_weight, self.loss_name = loss_weight, loss_name
-
-        def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
-            if self.training:
-                self.adaptive.start_call()
-            loss = F.cross_entropy(seg_logits, seg_label, weight=self.adaptive.weights(),
-                                   ignore_index=ignore_index, reduction='none')
-            valid = seg_label != ignore_index
-            if self.training:
-                self.adaptive.observe(seg_label[valid])
-            return self.loss_weight * loss.sum() / valid.sum().clamp(min=1)
+def _longtail_halves(prefix, suffix, scale):
+    from dfl_mm.demo import longtail
+    head, tail = longtail.head_tail()
+    keys = [f'{prefix}{name}{suffix}' for name in longtail.CLASSES]
+    return dict(head=[keys[k] for k in head], tail=[keys[k] for k in tail],
+                rarest=keys[-1], scale=scale)
 
 
+# Each task: its demo config, the overall metric (x scale = %), and either its rare
+# classes (the 4-class demos) or its head / tail halves by training frequency (the
+# long-tail demos: per-class AP / IoU averaged over each half).
 TASKS = {
-    'det': dict(config=DET_CONFIG, metric='coco/bbox_mAP', scale=100.0,
+    'det': dict(config=osp.join(DEMO, 'retinanet_r18_dfl_demo.py'), kind='det',
+                metric='coco/bbox_mAP', scale=100.0, num_classes=4,
                 rare={'triangle AP': 'coco/triangle_precision',
                       'cross AP': 'coco/cross_precision'}),
-    'seg': dict(config=SEG_CONFIG, metric='mIoU', scale=1.0,
+    'seg': dict(config=osp.join(DEMO, 'deeplabv3_r18_dfl_demo.py'), kind='seg',
+                metric='mIoU', scale=1.0, num_classes=4,
                 rare={'line IoU': 'IoU.line', 'dot IoU': 'IoU.dot'}),
+    'det-lt': dict(config=osp.join(DEMO, 'retinanet_r18_dfl_longtail_demo.py'), kind='det',
+                   metric='coco/bbox_mAP', scale=100.0, num_classes=10,
+                   halves=lambda: _longtail_halves('coco/', '_precision', 100.0)),
+    'seg-lt': dict(config=osp.join(DEMO, 'deeplabv3_r18_dfl_longtail_demo.py'), kind='seg',
+                   metric='mIoU', scale=1.0, num_classes=11,
+                   halves=lambda: _longtail_halves('IoU.', '', 1.0)),
 }
+DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
+                 'seg-lt': [0, 1, 2, 3, 4]}
 
 
 def build_cfg(task, loss, seed, args, work_dir):
     from mmengine.config import Config
-    cfg = Config.fromfile(TASKS[task]['config'])
+    spec = TASKS[task]
+    cfg = Config.fromfile(spec['config'])
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed)
     cfg.custom_hooks = [dict(type='DFLGammaHook')]
-    if task == 'det':
-        cfg.model.bbox_head.loss_cls = det_loss(loss, args)
+    if spec['kind'] == 'det':
+        cfg.model.bbox_head.loss_cls = det_loss(loss, args, spec['num_classes'])
         if loss == 'GHMC':  # as mmdet's configs/ghm
             cfg.optim_wrapper.clip_grad = dict(max_norm=35, norm_type=2)
         cfg.train_cfg.max_epochs = args.det_epochs
@@ -200,8 +181,8 @@ def build_cfg(task, loss, seed, args, work_dir):
         cfg.param_scheduler[1].milestones = milestones
         cfg.param_scheduler[1].end = args.det_epochs
     else:
-        cfg.model.decode_head.loss_decode = seg_loss(loss, 1.0, args)
-        cfg.model.auxiliary_head.loss_decode = seg_loss(loss, 0.4, args)
+        cfg.model.decode_head.loss_decode = seg_loss(loss, 1.0, args, spec['num_classes'])
+        cfg.model.auxiliary_head.loss_decode = seg_loss(loss, 0.4, args, spec['num_classes'])
         if loss == 'OHEM':  # mmseg's OHEM configs: thresh 0.7; min_kept scaled to 8 x 96 x 96
             cfg.model.decode_head.sampler = dict(type='OHEMPixelSampler', thresh=0.7,
                                                  min_kept=10000)
@@ -218,9 +199,14 @@ def build_cfg(task, loss, seed, args, work_dir):
 
 def row_name(loss, args):
     """The row's name: the loss, plus any --adaptive settings of a '+ weights' row."""
-    if not (loss.endswith('+ weights') and args.adaptive):
+    if not (ROWS[loss] and _is_adaptive(loss) and args.adaptive):
         return loss
     return loss + ' [' + ', '.join(f'{k}={v}' for k, v in args.adaptive) + ']'
+
+
+def _is_adaptive(loss):
+    return any(isinstance(t, dict) and (ADAPTIVE in t or t.get('adaptive_weight') == ADAPTIVE)
+               for t in ROWS[loss] if t is not None)
 
 
 def run_one(task, loss, seed, args):
@@ -284,7 +270,9 @@ class GradientShare:
 
 
 def budget(task, args):
-    return f'{args.det_epochs} epochs' if task == 'det' else f'{args.seg_iters} iterations'
+    if TASKS[task]['kind'] == 'det':
+        return f'{args.det_epochs} epochs'
+    return f'{args.seg_iters} iterations'
 
 
 def _key(record):
@@ -303,45 +291,79 @@ def _order(name):
     return (LOSSES.index(base) if base in LOSSES else len(LOSSES)), name
 
 
-def summarise(records, tasks):
-    """Markdown tables: mean ± sd over seeds, and the worst seed of each rare class."""
-    def stat(values):
-        mean = statistics.mean(values)
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f'{mean:.1f} ± {sd:.1f}'
+def _stat(values):
+    mean = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{mean:.1f} ± {sd:.1f}'
 
+
+def _half(record, keys, scale):
+    """A run's mean AP / IoU (%) over the classes ``keys`` (a missing class: 0)."""
+    values = (record['metrics'].get(k, 0.0) for k in keys)
+    return statistics.mean((v if v == v else 0.0) * scale for v in values)  # nan: no box
+
+
+def summarise(records, tasks):
+    """Markdown tables, one per task and budget: mean ± sd over seeds and the worst seed
+    of the overall metric and of the rare classes (4-class demos) or of the head and
+    tail halves (long-tail demos)."""
     lines = []
     for task in tasks:
         spec = TASKS[task]
-        rows = [r for r in records if r['task'] == task]
-        if not rows:
-            continue
-        metric_name = 'bbox mAP' if task == 'det' else 'mIoU'
+        for run_budget in sorted({r.get('budget') for r in records if r['task'] == task},
+                                 key=lambda b: int(str(b).split()[0])):
+            rows = [r for r in records if r['task'] == task and r.get('budget') == run_budget]
+            lines += _table(task, spec, run_budget, rows)
+    return '\n'.join(lines)
+
+
+def _table(task, spec, run_budget, rows):
+    metric_name = 'bbox mAP' if spec['kind'] == 'det' else 'mIoU'
+    unit = 'AP' if spec['kind'] == 'det' else 'IoU'
+    seeds = sorted({r['seed'] for r in rows})
+    halves = spec['halves']() if 'halves' in spec else None
+    if halves:
+        columns = [metric_name, f'head {unit}', f'tail {unit}', f'worst {metric_name}',
+                   f'worst head {unit}', f'worst tail {unit}', f'tail {unit} > 0',
+                   f'rarest {unit}']
+        legend = (f'head / tail = mean {unit} of the 5 most / least frequent classes; '
+                  f'tail {unit} > 0 = seeds whose tail half scores above 0; rarest = the '
+                  'class with 12 training instances')
+    else:
         rare = list(spec['rare'])
-        lines.append(f'\n**{task}** (seeds {sorted({r["seed"] for r in rows})}; AP and IoU '
-                     'in %, mean ± sd; worst = the lowest seed; learned = seeds with every '
-                     f'rare class >= {LEARNED})\n')
-        lines.append(f'| loss | {metric_name} | ' + ' | '.join(rare) + ' | ' +
-                     ' | '.join(f'worst {name}' for name in rare) +
-                     ' | learned | final gamma (decode head) | time / run (s) |')
-        lines.append('|---|' + '---:|' * (2 * len(rare) + 4))
-        for loss in sorted({r['loss'] for r in rows}, key=_order):
-            runs = [r for r in rows if r['loss'] == loss]
+        columns = [metric_name] + rare + [f'worst {name}' for name in rare] + ['learned']
+        legend = f'learned = seeds with every rare class >= {LEARNED}'
+    lines = [f'\n**{task}**, {run_budget} (seeds {seeds}; AP and IoU in %, mean ± sd; '
+             f'worst = the lowest seed; {legend})\n',
+             '| loss | ' + ' | '.join(columns) + ' | final gamma (decode head) | '
+             'time / run (s) |',
+             '|---|' + '---:|' * (len(columns) + 2)]
+    for loss in sorted({r['loss'] for r in rows}, key=_order):
+        runs = [r for r in rows if r['loss'] == loss]
 
-            def values(key):
-                return [r['metrics'].get(key, float('nan')) * spec['scale'] for r in runs]
+        def values(key, scale=spec['scale']):
+            return [r['metrics'].get(key, float('nan')) * scale for r in runs]
 
-            cells = [stat(values(spec['metric']))]
-            cells += [stat(values(key)) for key in spec['rare'].values()]
+        overall = values(spec['metric'])
+        if halves:
+            head = [_half(r, halves['head'], halves['scale']) for r in runs]
+            tail = [_half(r, halves['tail'], halves['scale']) for r in runs]
+            cells = [_stat(overall), _stat(head), _stat(tail), f'{min(overall):.1f}',
+                     f'{min(head):.1f}', f'{min(tail):.1f}',
+                     f'{sum(t > 0 for t in tail)}/{len(runs)}',
+                     _stat(values(halves['rarest'], halves['scale']))]
+        else:
+            cells = [_stat(overall)]
+            cells += [_stat(values(key)) for key in spec['rare'].values()]
             cells += [f'{min(values(key)):.1f}' for key in spec['rare'].values()]
             learned = sum(all(r['metrics'].get(key, 0) * spec['scale'] >= LEARNED
                               for key in spec['rare'].values()) for r in runs)
             cells.append(f'{learned}/{len(runs)}')
-            gammas = [r['gamma'] for r in runs if r['gamma'] is not None]
-            cells.append(f'{statistics.mean(gammas):.2f}' if gammas else '-')
-            cells.append(f"{statistics.mean(r['seconds'] for r in runs):.0f}")
-            lines.append(f'| {loss} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+        gammas = [r['gamma'] for r in runs if r['gamma'] is not None]
+        cells.append(f'{statistics.mean(gammas):.2f}' if gammas else '-')
+        cells.append(f"{statistics.mean(r['seconds'] for r in runs):.0f}")
+        lines.append(f'| {loss} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'DFL learnable + weights', 'CE + weights')
@@ -396,15 +418,16 @@ def main(argv=None):
                         metavar='KEY=VALUE',
                         help="adaptive_weight settings of the '+ weights' rows (e.g. "
                         'power=1 apply_to=element); the row name shows them')
-    parser.add_argument('--det-epochs', type=int, default=24)
-    parser.add_argument('--seg-iters', type=int, default=1000)
+    parser.add_argument('--det-epochs', type=int, default=24, help='det and det-lt')
+    parser.add_argument('--seg-iters', type=int, default=1000, help='seg and seg-lt')
     parser.add_argument('--subset', type=int, help='train on the first N images only')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--work-dir', default='work_dirs/efficacy')
     parser.add_argument('--out', default='efficacy.md', help='markdown table to write')
     parser.add_argument('--summarise-only', action='store_true',
                         help='train nothing: write the tables of every run in '
-                        'WORK_DIR/records.json at the given budgets')
+                        'WORK_DIR/records.json and WORK_DIR/*/records.json (the lanes of '
+                        'tools/benchmarks/efficacy_study.sh)')
     parser.add_argument('--reuse', action='store_true',
                         help='take the runs already in WORK_DIR/records.json (same task, '
                         'loss, seed and budget) instead of training them again')
@@ -413,7 +436,7 @@ def main(argv=None):
     import dfl_mm  # noqa: F401
     import dfl_mm.demo.detection  # noqa: F401
     import dfl_mm.demo.segmentation  # noqa: F401
-    register_study_losses()
+    study_losses.register()
 
     study_start = time.perf_counter()
     records_file = osp.join(args.work_dir, 'records.json')
@@ -423,12 +446,15 @@ def main(argv=None):
             previous = json.load(f)
     os.makedirs(args.work_dir, exist_ok=True)
     records = []
-    if args.summarise_only:
-        records = [r for r in previous if r['task'] in args.tasks
-                   and r.get('budget') == budget(r['task'], args)]
+    if args.summarise_only:  # this work dir's runs and those of the work dirs in it
+        for lane in sorted(glob.glob(osp.join(args.work_dir, '*', 'records.json'))):
+            with open(lane) as f:
+                previous += json.load(f)
+        records = [r for r in previous if r['task'] in args.tasks]
     for task in ([] if args.summarise_only else args.tasks):
         for loss in args.losses:
-            if (loss in SEG_ONLY and task != 'seg') or (loss in DET_ONLY and task != 'det'):
+            kind = TASKS[task]['kind']
+            if (loss in SEG_ONLY and kind != 'seg') or (loss in DET_ONLY and kind != 'det'):
                 continue
             for seed in args.seeds or DEFAULT_SEEDS[task]:
                 key = (task, row_name(loss, args), seed, budget(task, args))

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole efficacy study, resumable, as two single-thread lanes side by side
+# (2 cores; one 2-thread lane would leave a core idle in the data loading).
+# Every run that finished is kept in WORK_DIR/<lane>/records.json and skipped
+# when the script is run again (--reuse), so an interrupted study picks up
+# where it stopped. At the end the tables of all lanes go to OUT.
+#
+#   nohup bash tools/benchmarks/efficacy_study.sh [WORK_DIR] [OUT] > study.log 2>&1 &
+#
+# Lane a: the long-tail detection demo (3 seeds, 5 rows), then sigmoid focal on
+# the 4-class segmentation demo (5 seeds). Lane b: the long-tail segmentation
+# demo at 300 iterations (5 seeds, 7 rows), then at 3x the budget (900) the
+# shipped default and the two peers with the best worst-seed mIoU at 300 (3
+# seeds), then the shipped default on the 4-class segmentation demo (5 seeds).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tools/_python.sh
+WORK=${1:-work_dirs/efficacy}
+OUT=${2:-docs/efficacy.md}
+STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
+SHIPPED='DFL learnable + weights'
+export OMP_NUM_THREADS=1
+
+lane_a() {
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_a" --out "$WORK/lane_a.md" --tasks det-lt \
+        --losses focal EFL 'DFL learnable' 'DFL + weights' "$SHIPPED"
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_a" --out "$WORK/lane_a.md" --tasks seg \
+        --losses focal
+}
+
+lane_b() {
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
+        --seg-iters 300 --losses CE 'CE + weights' 'CE + Lovasz' focal "$SHIPPED" \
+        'DFL learnable + effective' 'DFL learnable + recall'
+    mapfile -t peers < <("$PY" - "$WORK/lane_b/records.json" "$SHIPPED" <<'PY'
+import json, sys
+records = json.load(open(sys.argv[1]))
+worst = {}
+for r in records:
+    if r['task'] == 'seg-lt' and r['budget'] == '300 iterations' and \
+            not r['loss'].startswith('DFL'):
+        worst[r['loss']] = min(worst.get(r['loss'], 1e9), r['metrics']['mIoU'])
+print('\n'.join(sorted(worst, key=worst.get, reverse=True)[:2]))
+PY
+)
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
+        --seg-iters 900 --seeds 0 1 2 --losses "$SHIPPED" "${peers[@]}"
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg \
+        --losses "$SHIPPED"
+}
+
+start=$(date +%s)
+lane_a > "$WORK.lane_a.log" 2>&1 &
+a=$!
+lane_b > "$WORK.lane_b.log" 2>&1 &
+b=$!
+status=0
+wait $a || status=$?
+wait $b || status=$?
+"$PY" tools/benchmarks/benchmark_efficacy.py --summarise-only --work-dir "$WORK" --out "$OUT" \
+    --tasks det seg det-lt seg-lt > /dev/null
+echo "efficacy study: $(( ($(date +%s) - start) / 60 )) min wall, tables in $OUT (exit $status)"
+exit $status

@@ -59,7 +59,7 @@ ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
                          max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999)
 
 
-def _runner_iter() -> Optional[int]:
+def runner_iter() -> Optional[int]:
     """The iteration of a running mmengine training loop, or None outside one."""
     try:
         from mmengine.logging import MessageHub
@@ -168,6 +168,7 @@ class AdaptiveClassWeight(nn.Module):
             raw = ((1 - self.beta) / -torch.expm1(window * math.log(self.beta))).pow(self.power)
         return normalise_weights(raw, freq, self.apply_to, self.max_weight).float()
 
+    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def weights_for(self, pred: Tensor, target: Tensor):
         """A loss call's (C,) weights, on ``pred``'s device, and where they apply.
 
@@ -192,7 +193,7 @@ class AdaptiveClassWeight(nn.Module):
     def call(self):
         """One training call: fold the open step first if the call belongs to a
         later runner iteration; if the call raises, undo that fold."""
-        if not (self._open and _runner_iter() != self._open_iter):
+        if not (self._open and runner_iter() != self._open_iter):
             yield
             return
         state = (self.counts, self.hits, self.steps, self.pending)
@@ -221,10 +222,11 @@ class AdaptiveClassWeight(nn.Module):
             if hits is not None:
                 pending[1] += torch.bincount(
                     labels[hits.reshape(-1)], minlength=self.num_classes).to(pending.dtype)
-        self._open, self._open_iter = True, _runner_iter()
+        self._open, self._open_iter = True, runner_iter()
         if self._open_iter is None:  # outside a runner: every call is a step
             self.end_step()
 
+    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def count(self, pred: Tensor, labels: Tensor, ignore_index, use_sigmoid: bool) -> None:
         """Add a loss call's labelled rows (and, for 'recall', their hits) to the step.
 
@@ -248,6 +250,7 @@ class AdaptiveClassWeight(nn.Module):
             hits = hits[counted]
         self.observe(labels[counted], hits)
 
+    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def end_step(self) -> None:
         """Fold the open step's counts into the averages (all-reduced under DDP).
 

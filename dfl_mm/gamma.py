@@ -9,12 +9,15 @@ toward its initial value by ``gamma_reg * mean((gamma - gamma_init)^2)``
 """
 import math
 import warnings
+from contextlib import contextmanager, nullcontext
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .functional import GAMMA_MAX, check_number
+from .adaptive import runner_iter
+from .checks import check_number
+from .functional import GAMMA_MAX
 
 __all__ = ['FixedGamma', 'LearnableGamma', 'build_gamma', 'DEFAULT_GAMMA_REG',
            'GAMMA_LOGIT_LIMIT', 'LEARNABLE_MODES']
@@ -50,8 +53,8 @@ class FixedGamma(nn.Module):
     def pull(self, gamma: Optional[Tensor] = None) -> Tensor:
         return self.fixed_gamma.new_zeros(())
 
-    def project_(self) -> None:
-        pass
+    def call(self):
+        return nullcontext()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         saved = _saved(state_dict, prefix)
@@ -101,6 +104,7 @@ class LearnableGamma(nn.Module):
                              f'({low}, {high}) (|gamma_logit| <= {GAMMA_LOGIT_LIMIT}), '
                              f'got gamma={gamma}')
         self.gamma_logit = nn.Parameter(torch.full(shape, logit))
+        self._projected_at = None  # the runner iteration of the last projection
         self.register_buffer('gamma_init', torch.full(shape, float(gamma)))
         # the bounds gamma_logit is expressed in, saved so that a checkpoint loaded
         # into other bounds keeps its learned gamma
@@ -109,7 +113,7 @@ class LearnableGamma(nn.Module):
 
     def forward(self) -> Tensor:
         """gamma in the autograd graph; the logit counts as clipped to the limit,
-        with its gradient passed through (see :meth:`project_`)."""
+        with its gradient passed through (see :meth:`call`)."""
         logit = self.gamma_logit
         with torch.no_grad():
             excess = logit - logit.clamp(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
@@ -120,10 +124,31 @@ class LearnableGamma(nn.Module):
         gamma = self() if gamma is None else gamma
         return self.reg * (gamma - self.gamma_init).pow(2).mean()
 
-    def project_(self) -> None:
-        """Put a logit an optimizer step pushed past the limit back at it."""
+    @contextmanager
+    def call(self):
+        """One training call: put a logit that an optimizer step pushed past the
+        limit back at it, undone if the call raises.
+
+        At the first call of a step (every call outside a runner), before the
+        logit enters the step's graph: a write between a forward and its
+        backward would fail a compiled graph that saved the logit (RetinaNet
+        calls its loss once per FPN level).
+        """
+        step = runner_iter()
+        if step is not None and step == self._projected_at:
+            yield
+            return
+        before, projected_at = self.gamma_logit.detach().clone(), self._projected_at
         with torch.no_grad():
             self.gamma_logit.clamp_(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
+        self._projected_at = step
+        try:
+            yield
+        except BaseException:
+            with torch.no_grad():
+                self.gamma_logit.copy_(before)
+            self._projected_at = projected_at
+            raise
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """The learned gamma as a value in this module's bounds (clipped into them,

@@ -1,5 +1,5 @@
 """``DFLGammaHook``: log the exponent (and adaptive class weights) of every
-DualFocalLoss in the model."""
+DualFocalLoss in the model; ``EagerOptimizerStepHook`` for ``compile=True``."""
 import re
 from typing import Dict, Optional
 
@@ -12,7 +12,7 @@ from .adaptive import AdaptiveClassWeight
 from .checkpoint import scope_checkpoint_loads
 from .loss import DualFocalLoss
 
-__all__ = ['DFLGammaHook', 'gamma_scalars']
+__all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars']
 
 
 def _short_name(path: str) -> str:
@@ -123,3 +123,24 @@ class DFLGammaHook(Hook):
             loggers = [h for h in runner.hooks if type(h).__name__ == 'LoggerHook']
             self.per_class_interval = loggers[0].interval if loggers else 50
         return self.per_class_interval
+
+
+@HOOKS.register_module()
+class EagerOptimizerStepHook(Hook):
+    """Run the optimizer step outside the compiled graph of ``compile=True``.
+
+    mmengine compiles the whole ``train_step``, optimizer step included, and
+    torch 2.14's dynamo fails to trace AdamW over mmengine's parameter groups
+    (``InternalTorchDynamoError`` in ``_set_capturable``). The model's forward
+    and backward stay compiled. ``tools/train.py`` adds this hook whenever the
+    config sets ``compile``.
+    """
+
+    priority = 'VERY_LOW'
+
+    def before_train(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        wrappers = wrapper.values() if hasattr(wrapper, 'values') else [wrapper]
+        for each in wrappers:
+            optimizer = each.optimizer
+            optimizer.step = torch.compiler.disable(optimizer.step)

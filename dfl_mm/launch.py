@@ -195,6 +195,10 @@ def build_runner(cfg: Config):
         if fresh != name:
             visualizer['name'] = fresh
     from .checkpoint import scope_checkpoint_loads
+    if cfg.get('compile') and not any(
+            h.get('type') == 'EagerOptimizerStepHook' for h in cfg.get('custom_hooks', [])):
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='EagerOptimizerStepHook')]  # dfl_mm.hooks: why
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     scope_checkpoint_loads(runner)  # --resume / load_from on torch >= 2.6
     return runner

@@ -162,8 +162,8 @@ class DualFocalLoss(nn.Module):
         """Loss of ``pred`` against ``target`` in mmdet's or mmseg's convention.
 
         A call that raises changes no state: the adaptive statistics count a
-        call only once its loss has been computed (every check passed), and
-        the learnable exponent is projected only then.
+        call only once its loss has been computed (every check passed), and a
+        projection of the learnable exponent (at a step's first call) is undone.
 
         Args:
             pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W)
@@ -192,8 +192,11 @@ class DualFocalLoss(nn.Module):
             pred, target, weight, reduction=reduction, avg_factor=avg_factor,
             avg_non_ignore=self.avg_non_ignore, ignore_index=ignore_index,
             use_sigmoid=self.use_sigmoid)
+        # a call that raises changes no state: both undo what they began
+        projecting = self.training and not torch.compiler.is_compiling()
         counting = self.adaptive is not None and self.training
-        with self.adaptive.call() if counting else nullcontext():
+        with self.exponent.call() if projecting else nullcontext(), \
+                self.adaptive.call() if counting else nullcontext():
             class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
                 else self.adaptive.weights_for(pred, target)
             gamma = self.current_gamma()
@@ -208,8 +211,6 @@ class DualFocalLoss(nn.Module):
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
                 loss = loss + pull.to(loss.dtype)
-        if self.training and not torch.compiler.is_compiling():
-            self.exponent.project_()
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:

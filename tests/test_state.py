@@ -539,6 +539,37 @@ def test_a_gamma_driven_to_its_bound_stays_recoverable():
     assert abs(float(loss.gamma) - 2.0) < abs(bound - 2.0) - 0.5
 
 
+def test_a_raising_call_undoes_its_projection_and_a_step_projects_once():
+    """The projection happens at a step's first training call, before the logit
+    enters the graph; a call that raises leaves the pushed logit as it was; inside
+    a runner the later calls of the step (FPN levels) do not write the logit, so a
+    graph that saved it (torch.compile) still finds it unchanged at backward."""
+    from mmengine.logging import MessageHub
+    loss = DualFocalLoss(learnable_gamma='scalar', gamma=2.0)
+    scores, labels = torch.randn(20, 4), torch.randint(0, 5, (20, ))
+    with torch.no_grad():
+        loss.gamma_logit.fill_(1e9)
+    with pytest.raises(ValueError, match='out of range'):
+        loss(scores, torch.full((20, ), 7))  # out of range: raises in the core
+    assert float(loss.gamma_logit) == 1e9
+    hub = MessageHub.get_instance('projection_test')
+    hub.update_info('loop_stage', 'train')
+    try:
+        hub.update_info('iter', 0)
+        loss(scores, labels)
+        assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
+        with torch.no_grad():
+            loss.gamma_logit.fill_(1e9)  # as if pushed again within the step
+        version = loss.gamma_logit._version
+        loss(scores, labels)
+        assert float(loss.gamma_logit) == 1e9 and loss.gamma_logit._version == version
+        hub.update_info('iter', 1)  # the next step's first call projects
+        loss(scores, labels)
+        assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
+    finally:
+        MessageHub._instance_dict.pop('projection_test')
+
+
 def test_a_learnable_gamma_must_start_inside_the_recoverable_range():
     with pytest.raises(ValueError, match='farther from its bounds'):
         DualFocalLoss(learnable_gamma='scalar', gamma=9.99999, gamma_min=0.5, gamma_max=10.0)

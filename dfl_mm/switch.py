@@ -3,7 +3,8 @@
 ``dfl_overrides(cfg)`` walks ``cfg.model`` and replaces
 
 * every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
-  ``DualFocalLoss`` with a learnable gamma;
+  ``DualFocalLoss`` with gamma 2 and adaptive class weights (the shipped
+  detection setting, docs/results.md; it needs the head's ``num_classes``);
 * every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
   (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
   with a learnable gamma and adaptive class weights (the shipped setting; it
@@ -22,8 +23,7 @@ from typing import List, Tuple
 
 __all__ = ['dfl_overrides', 'derived_config_text', 'SIGMOID_DFL', 'SOFTMAX_DFL']
 
-SIGMOID_DFL = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
-                   learnable_gamma='scalar')
+SIGMOID_DFL = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, class_weight='adaptive')
 SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
                    learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
@@ -40,6 +40,10 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
     kind = _type_name(loss)
     if kind == 'FocalLoss' and loss.get('use_sigmoid', True):
         new = dict(SIGMOID_DFL)
+        if adaptive and head.get('num_classes'):
+            new['num_classes'] = head['num_classes']
+        else:
+            new.pop('class_weight')
     elif (kind == 'CrossEntropyLoss' and key in SEG_LOSS_KEYS
           and not loss.get('use_sigmoid', False) and not loss.get('use_mask', False)):
         new = dict(SOFTMAX_DFL)
@@ -112,7 +116,8 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
 
     Args:
         cfg (mmengine.Config | dict): a full (merged) config with ``model``.
-        adaptive (bool): adaptive class weights for the softmax (mmseg) losses.
+        adaptive (bool): adaptive class weights (the shipped setting of both
+            tasks; a head without ``num_classes`` gets none).
 
     Returns:
         (overrides, replaced): ``overrides`` has ``model`` (the new losses),

@@ -17,6 +17,8 @@ DET_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'retinanet*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'fcos' / '*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'atss' / '*.py')))
 DEMO = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
+# the demo ships gamma 2 + adaptive weights; these tests also learn gamma (both kinds of state)
+LEARNABLE = ["model.bbox_head.loss_cls.learnable_gamma='scalar'"]
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8',
          'test_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
          'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.001']
@@ -74,7 +76,7 @@ def test_lvis_config_has_1203_classes_and_mmdet_lvis_data():
     cfg = Config.fromfile(str(ROOT / 'configs' / 'retinanet' /
                               'retinanet_r50_fpn_dfl_1x_lvis-v1.py'))
     assert cfg.model.bbox_head.num_classes == cfg.model.bbox_head.loss_cls.num_classes == 1203
-    assert cfg.model.bbox_head.loss_cls.learnable_gamma == 'per_class'
+    assert cfg.model.bbox_head.loss_cls.class_weight == 'adaptive'
     assert cfg.train_dataloader.dataset.type == 'ClassBalancedDataset'
     assert cfg.train_dataloader.dataset.dataset.type == 'LVISV1Dataset'
     assert cfg.val_evaluator.metric == ['bbox']
@@ -93,7 +95,7 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')
-    train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL,
+    train_tool.main([DEMO, '--work-dir', work, '--cfg-options', *SMALL, *LEARNABLE,
                      'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
                      'default_hooks.checkpoint.interval=1'])
     logged = [s for s in read_scalars(work) if 'gamma' in s]
@@ -110,9 +112,14 @@ def test_demo_train_resume_and_test(in_tmp, shared_data):
     ResumeProbeHook.records.clear()
     train_tool.main([probe_cfg, '--work-dir', str(in_tmp / 'resumed'),
                      '--resume', os.path.join(work, 'epoch_1.pth'), '--cfg-options', *SMALL,
-                     'train_cfg.max_epochs=2', 'train_cfg.val_interval=10'])
+                     *LEARNABLE, 'train_cfg.max_epochs=2', 'train_cfg.val_interval=10'])
     record = ResumeProbeHook.records[-1]
     assert record['epoch'] == 1
+    # the demo's adaptive class weights: their statistics come back bit for bit
+    assert record['adaptive'] and all(
+        torch.equal(value, ckpt['state_dict'][f'bbox_head.loss_cls.adaptive.{key[2:]}'])
+        for key, value in record['adaptive'].items())
+    assert float(record['adaptive']['0.steps']) == 4  # 16 images / 4 a batch, 1 epoch
     saved_logit = ckpt['state_dict']['bbox_head.loss_cls.exponent.gamma_logit']
     assert torch.equal(record['gamma_logit'], saved_logit)
     saved_opt = ckpt['optimizer']['state']
@@ -173,11 +180,13 @@ def test_dist_train_two_cpu_ranks_keep_gamma_identical(in_tmp, shared_data):
     cfg = write_probe_config(in_tmp / 'dist.py', DEMO, 'dfl_mm.demo.detection',
                              'DumpStateHook')
     states = run_dist_train(cfg, in_tmp / 'dist_work', [
-        *SMALL, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=10'])
+        *SMALL, *LEARNABLE, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=10'])
     assert [s['world_size'] for s in states] == [2, 2]
     assert states[0]['iters'] == states[1]['iters'] == 2  # 16 images / (2 ranks x 4)
     assert states[0]['gammas'] == states[1]['gammas']
     assert states[0]['gammas'][0][0] != 2.0
+    assert states[0]['class_weights'] == states[1]['class_weights']
+    assert states[0]['class_weights'][0] != [1.0] * 4  # the adaptive weights moved
     assert states[0]['checksum'] == states[1]['checksum']
 
 

@@ -12,7 +12,7 @@ custom_imports = dict(
 
 data_root = 'data/dfl_longtail_det/'
 num_classes = 10
-model = dict(bbox_head=dict(num_classes=num_classes))
+model = dict(bbox_head=dict(num_classes=num_classes, loss_cls=dict(num_classes=num_classes)))
 train_dataloader = dict(dataset=dict(type='DFLLongTailCocoDataset', data_root=data_root))
 val_dataloader = dict(dataset=dict(type='DFLLongTailCocoDataset', data_root=data_root))
 test_dataloader = val_dataloader

@@ -1,9 +1,10 @@
 # FCOS R50-caffe FPN (GN head), 1x schedule on COCO, with DualFocalLoss as the
-# classification loss and a learnable focusing exponent (centerness and box
+# classification loss, gamma 2 and adaptive class weights (centerness and box
 # losses unchanged; the loss settings are in configs/_base_/dfl_det.py).
 #
 #   python tools/train.py configs/fcos/fcos_r50-caffe_fpn_gn-head_dfl_1x_coco.py
 _base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py', '../_base_/dfl_det.py']
 
-model = dict(bbox_head=dict(loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls)))
+model = dict(
+    bbox_head=dict(loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls, num_classes=80)))
 optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)

@@ -9,8 +9,9 @@ folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
 head type. Each is switched to DualFocalLoss by ``dfl_mm.switch`` (the same
 as ``tools/dfl_switch.py``), built, and trained one forward + backward step on
 a tiny CPU batch (2 images of 128 x 128, 3 boxes each, or random label maps):
-it passes when the loss is finite and every DualFocalLoss gets a finite
-gradient on gamma. Prints one row per head and "N of M".
+it passes when the loss is finite, every DualFocalLoss is called with finite
+results and every learnable gamma gets a finite gradient. Prints one row per
+head and "N of M".
 """
 import argparse
 import contextlib
@@ -145,12 +146,15 @@ def _config(package, rel, dfl: bool):
     return cfg
 
 
-def _gamma_grads(model):
+def _watch_calls(model):
+    """The model's DualFocalLoss modules, each with a list of its training calls'
+    outputs (filled by a forward hook)."""
     import dfl_mm
     losses = [m for m in model.modules() if isinstance(m, dfl_mm.DualFocalLoss)]
-    grads = [None if m.gamma_logit.grad is None else float(m.gamma_logit.grad)
-             for m in losses]
-    return losses, grads
+    calls = {id(m): [] for m in losses}
+    for m in losses:
+        m.register_forward_hook(lambda mod, args, out: calls[id(mod)].append(out.detach()))
+    return losses, calls
 
 
 def _build(cfg, registry):
@@ -284,6 +288,7 @@ def _run_one(check, kind, rel):
 
 def _step(model, data, dfl=True):
     import torch
+    dfls, calls = _watch_calls(model)
     losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)
     total.backward()
@@ -291,16 +296,19 @@ def _step(model, data, dfl=True):
         return False, f'loss {float(total)}'
     if not dfl:
         return True, f'loss {float(total):.3f}'
-    dfls, grads = _gamma_grads(model)
     if not dfls:
         return False, 'no DualFocalLoss in the built model'
-    missing = sum(g is None for g in grads)
+    missing = sum(not calls[id(m)] for m in dfls)
     if missing:
-        return False, (f'{missing} of {len(dfls)} DualFocalLoss modules got no gradient on '
-                       'gamma: the head does not call its loss_cls in training')
-    if not all(torch.isfinite(torch.tensor(grads))):
+        return False, (f'{missing} of {len(dfls)} DualFocalLoss modules were not called: '
+                       'the head does not call its loss_cls in training')
+    if not all(bool(torch.isfinite(out).all()) for m in dfls for out in calls[id(m)]):
+        return False, 'a DualFocalLoss call returned a non-finite loss'
+    grads = [m.gamma_logit.grad for m in dfls if m.learnable_gamma]
+    if any(g is None or not bool(torch.isfinite(g).all()) for g in grads):
         return False, f'gamma gradients {grads}'
-    return True, f'loss {float(total):.3f}, {len(dfls)} DFL, gamma grad {grads[0]:+.2e}'
+    shown = f', gamma grad {float(grads[0].flatten()[0]):+.2e}' if grads else ''
+    return True, f'loss {float(total):.3f}, {len(dfls)} DFL{shown}'
 
 
 def sweep(kind, log=None):

@@ -331,7 +331,8 @@ def _table(task, spec, run_budget, rows):
                   'class with 12 training instances')
     else:
         rare = list(spec['rare'])
-        columns = [metric_name] + rare + [f'worst {name}' for name in rare] + ['learned']
+        columns = ([metric_name] + rare + [f'worst {metric_name}'] +
+                   [f'worst {name}' for name in rare] + ['learned'])
         legend = f'learned = seeds with every rare class >= {LEARNED}'
     lines = [f'\n**{task}**, {run_budget} (seeds {seeds}; AP and IoU in %, mean ± sd; '
              f'worst = the lowest seed; {legend})\n',
@@ -355,6 +356,7 @@ def _table(task, spec, run_budget, rows):
         else:
             cells = [_stat(overall)]
             cells += [_stat(values(key)) for key in spec['rare'].values()]
+            cells += [f'{min(overall):.1f}']
             cells += [f'{min(values(key)):.1f}' for key in spec['rare'].values()]
             learned = sum(all(r['metrics'].get(key, 0) * spec['scale'] >= LEARNED
                               for key in spec['rare'].values()) for r in runs)

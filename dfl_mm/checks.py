@@ -1,9 +1,10 @@
 """The checks of settings and call arguments, with the messages users see.
 
-Every check of ``DualFocalLoss`` and ``dual_focal_loss`` is here (the
-module only calls them). Value checks of tensors are gathered by ``Checks``
-and read with one host sync per call; under ``torch.compile`` those that need
-a sync are skipped. Only torch (and numpy for class-weight files).
+``DualFocalLoss`` only calls these; ``dual_focal_loss`` uses them with its own
+checks of the normalised call (labels in range, gamma). Value checks of
+tensors are gathered by ``Checks`` and read with one host sync per call; under
+``torch.compile`` those that need a sync are skipped. torch and numpy only
+(mmengine's file loader is imported for a .pkl/.json/.yaml class-weight file).
 """
 import math
 import numbers
@@ -197,7 +198,6 @@ def load_class_weight(class_weight) -> Optional[list]:
     check_values('class_weight', torch.tensor(values, dtype=torch.float64),
                  'non-negative finite numbers', 0, low_open=False)
     return values
-
 
 
 def check_binary_labels(labels: Tensor, valid: Optional[Tensor]) -> None:

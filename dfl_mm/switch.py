@@ -3,8 +3,9 @@
 ``dfl_overrides(cfg)`` walks ``cfg.model`` and replaces
 
 * every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
-  ``DualFocalLoss`` with gamma 2 and adaptive class weights (the shipped
-  detection setting, docs/results.md; it needs the head's ``num_classes``);
+  ``DualFocalLoss`` with gamma 2, and adaptive class weights where it scores
+  the head's classes (``loss_cls``, with the head's ``num_classes``): the
+  shipped detection setting, docs/results.md;
 * every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
   (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
   with a learnable gamma and adaptive class weights (the shipped setting; it
@@ -28,6 +29,8 @@ SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
                    learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
 SEG_LOSS_KEYS = ('loss_decode', )
+# loss keys of mmdet heads whose FocalLoss scores the head's num_classes
+DET_CLASS_LOSS_KEYS = ('loss_cls', )
 
 
 def _type_name(loss) -> str:
@@ -40,7 +43,9 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
     kind = _type_name(loss)
     if kind == 'FocalLoss' and loss.get('use_sigmoid', True):
         new = dict(SIGMOID_DFL)
-        if adaptive and head.get('num_classes'):
+        # the class scores only: other FocalLosses (guided anchoring's 1-channel
+        # loss_loc) do not have the head's classes as channels
+        if adaptive and key in DET_CLASS_LOSS_KEYS and head.get('num_classes'):
             new['num_classes'] = head['num_classes']
         else:
             new.pop('class_weight')

@@ -379,3 +379,25 @@ def test_config_presets_and_the_switch_tool_are_one_source():
         code = [line for line in (ROOT / 'configs' / entry).read_text().splitlines()
                 if line.strip() and not line.startswith('#')]
         assert code == [f"_base_ = './{full}'"], entry
+
+
+def test_the_switch_weights_only_the_class_scores_of_a_detection_head():
+    """Adaptive weights need the head's classes as channels: loss_cls gets them (with
+    the head's num_classes); another FocalLoss (guided anchoring's 1-channel loss_loc)
+    and a head without num_classes get a plain DualFocalLoss."""
+    from dfl_mm.switch import dfl_overrides
+    cfg = dict(model=dict(type='RetinaNet', bbox_head=dict(
+        num_classes=80, loss_cls=dict(type='FocalLoss', loss_weight=1.0),
+        loss_loc=dict(type='FocalLoss', loss_weight=2.0))))
+    overrides, replaced = dfl_overrides(cfg)
+    head = overrides['model']['bbox_head']
+    assert head['loss_cls']['class_weight'] == 'adaptive'
+    assert head['loss_cls']['num_classes'] == 80
+    assert 'class_weight' not in head['loss_loc'] and head['loss_loc']['loss_weight'] == 2.0
+    cfg['model']['bbox_head'].pop('num_classes')
+    overrides, _ = dfl_overrides(cfg)
+    assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
+    overrides, _ = dfl_overrides(dict(model=dict(bbox_head=dict(
+        num_classes=80, loss_cls=dict(type='FocalLoss')))), adaptive=False)
+    assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
+    DualFocalLoss(**{k: v for k, v in head['loss_cls'].items() if k != '_delete_'})

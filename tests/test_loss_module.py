@@ -400,4 +400,4 @@ def test_the_switch_weights_only_the_class_scores_of_a_detection_head():
     overrides, _ = dfl_overrides(dict(model=dict(bbox_head=dict(
         num_classes=80, loss_cls=dict(type='FocalLoss')))), adaptive=False)
     assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
-    DualFocalLoss(**{k: v for k, v in head['loss_cls'].items() if k != '_delete_'})
+    DualFocalLoss(**{k: v for k, v in head['loss_cls'].items() if k not in ('_delete_', 'type')})

@@ -469,8 +469,9 @@ def main(argv=None):
     threads = sorted({r.get('threads', args.threads) for r in records})
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '
               f"on CPU ({'/'.join(map(str, threads))} thread(s) per run; this invocation took "
-              f'{total / 60:.1f} min); det {args.det_epochs} epochs, seg {args.seg_iters} '
-              'iterations per run'
+              f'{total / 60:.1f} min); '
+              + ('budgets as in each table\'s heading' if args.summarise_only else
+                 f'det {args.det_epochs} epochs, seg {args.seg_iters} iterations per run')
               + (f'; adaptive weights: {dict(args.adaptive)}' if args.adaptive else '') + '.\n')
     with open(args.out, 'w') as f:
         f.write(header + table + '\n')

@@ -4,6 +4,6 @@
 #   python tools/train.py configs/retinanet_dfl.py            # 1 GPU
 #   tools/dist_train.sh configs/retinanet_dfl.py 8            # 8 GPUs
 #
-# Variants (learnable gamma, no weights, per-class gamma, R18, LVIS) are in
+# Variants (learnable gamma, no class weights, per-class gamma, R18, LVIS) are in
 # configs/retinanet/.
 _base_ = './retinanet/retinanet_r50_fpn_dfl_1x_coco.py'

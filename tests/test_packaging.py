@@ -112,7 +112,8 @@ def test_every_config_folder_has_a_readme_and_a_complete_metafile():
 # what an entry config's "Variants (...) are in configs/<folder>/" names -> file name part
 VARIANT_WORDS = {'fixed gamma': 'fixed', 'fixed': 'fixed', 'per-class gamma': 'perclass',
                  'per-class': 'perclass', 'R18': 'r18', 'CE + DFL': 'ce-dfl',
-                 'ADE20K': 'ade20k', 'no class weights': 'noweights'}
+                 'ADE20K': 'ade20k', 'no class weights': 'noweights',
+                 'learnable gamma': 'learnable', 'LVIS': 'lvis'}
 
 
 def test_entry_configs_name_only_variants_that_exist():

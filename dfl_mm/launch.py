@@ -196,7 +196,8 @@ def build_runner(cfg: Config):
             visualizer['name'] = fresh
     from .checkpoint import scope_checkpoint_loads
     if cfg.get('compile') and not any(
-            h.get('type') == 'EagerOptimizerStepHook' for h in cfg.get('custom_hooks', [])):
+            isinstance(h, dict) and h.get('type') == 'EagerOptimizerStepHook'
+            for h in cfg.get('custom_hooks', [])):
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='EagerOptimizerStepHook')]  # dfl_mm.hooks: why
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -10,6 +10,7 @@ first use under ``data/`` (git-ignored).
 import json
 import os
 import os.path as osp
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -147,23 +148,20 @@ class DFLDemoCocoDataset(CocoDataset):
     """
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    DEMO_ROOT = DEFAULT_ROOT
+    generate_demo = staticmethod(generate_detection_demo)
 
-    def __init__(self, *args, data_root: str = DEFAULT_ROOT, demo_seed: int = 0, **kwargs):
-        generate_detection_demo(data_root, seed=demo_seed)
+    def __init__(self, *args, data_root: Optional[str] = None, demo_seed: int = 0, **kwargs):
+        data_root = self.DEMO_ROOT if data_root is None else data_root
+        self.generate_demo(data_root, seed=demo_seed)
         super().__init__(*args, data_root=data_root, **kwargs)
 
 
 @DATASETS.register_module()
-class DFLLongTailCocoDataset(CocoDataset):
-    """The long-tail detection demo (10 classes, 60:1), generated on first use.
-
-    Args:
-        data_root (str): where the data lives (or will be generated).
-        demo_seed (int): seed of the generator.
-    """
+class DFLLongTailCocoDataset(DFLDemoCocoDataset):
+    """The long-tail detection demo (10 classes, 60:1), generated on first use;
+    arguments as :class:`DFLDemoCocoDataset`."""
 
     METAINFO = dict(classes=longtail.CLASSES, palette=list(longtail.HUES))
-
-    def __init__(self, *args, data_root: str = LONGTAIL_ROOT, demo_seed: int = 0, **kwargs):
-        generate_longtail_detection_demo(data_root, seed=demo_seed)
-        super().__init__(*args, data_root=data_root, **kwargs)
+    DEMO_ROOT = LONGTAIL_ROOT
+    generate_demo = staticmethod(generate_longtail_detection_demo)

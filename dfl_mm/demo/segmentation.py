@@ -12,6 +12,7 @@ background, in the same layout.
 """
 import os
 import os.path as osp
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -134,9 +135,12 @@ class DFLDemoSegDataset(BaseSegDataset):
     """
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    DEMO_ROOT = DEFAULT_ROOT
+    generate_demo = staticmethod(generate_segmentation_demo)
 
-    def __init__(self, *args, data_root: str = DEFAULT_ROOT, demo_seed: int = 0, **kwargs):
-        generate_segmentation_demo(data_root, seed=demo_seed)
+    def __init__(self, *args, data_root: Optional[str] = None, demo_seed: int = 0, **kwargs):
+        data_root = self.DEMO_ROOT if data_root is None else data_root
+        self.generate_demo(data_root, seed=demo_seed)
         kwargs.setdefault('img_suffix', '.png')
         kwargs.setdefault('seg_map_suffix', '.png')
         super().__init__(*args, data_root=data_root, **kwargs)
@@ -161,23 +165,14 @@ class DFLDemoBinarySegDataset(DFLDemoSegDataset):
 
 
 @DATASETS.register_module()
-class DFLLongTailSegDataset(BaseSegDataset):
+class DFLLongTailSegDataset(DFLDemoSegDataset):
     """The long-tail segmentation demo (background + 10 classes, 60:1),
-    generated on first use.
-
-    Args:
-        data_root (str): where the data lives (or will be generated).
-        demo_seed (int): seed of the generator.
-    """
+    generated on first use; arguments as :class:`DFLDemoSegDataset`."""
 
     METAINFO = dict(classes=('background',) + longtail.CLASSES,
                     palette=[[0, 0, 0]] + [list(h) for h in longtail.HUES])
-
-    def __init__(self, *args, data_root: str = LONGTAIL_ROOT, demo_seed: int = 0, **kwargs):
-        generate_longtail_segmentation_demo(data_root, seed=demo_seed)
-        kwargs.setdefault('img_suffix', '.png')
-        kwargs.setdefault('seg_map_suffix', '.png')
-        super().__init__(*args, data_root=data_root, **kwargs)
+    DEMO_ROOT = LONGTAIL_ROOT
+    generate_demo = staticmethod(generate_longtail_segmentation_demo)
 
 
 @METRICS.register_module()

@@ -1,10 +1,13 @@
 """Does DFL deliver? Train DFL (with and without adaptive class weights) and
-the stack's own imbalance tools on the demo detection and segmentation data
-under the same budget and seeds, and write one table: the overall metric, the
-rare classes' AP / IoU (mean ± sd over seeds, and the worst seed), how many
-seeds learned every rare class (>= 50), and the wall time.
+its peers on the demo detection and segmentation data (the 4-class demos
+``det``/``seg`` and the long-tail demos ``det-lt``/``seg-lt``) under the same
+budget and seeds, and write one table per task and budget: the overall metric
+and the rare classes' AP / IoU (4-class: how many seeds learned every rare
+class, >= 50) or the head and tail halves (long tail), mean ± sd over seeds
+and the worst seed, and the wall time. ``tools/benchmarks/efficacy_study.sh``
+runs the whole study.
 
-    python tools/benchmarks/benchmark_efficacy.py [--tasks det seg] [--losses ...]
+    python tools/benchmarks/benchmark_efficacy.py [--tasks det seg det-lt seg-lt] [--losses ...]
         [--seeds ...] [--adaptive KEY=VALUE ...] [--det-epochs 24]
         [--seg-iters 1000] [--out docs/efficacy.md] [--work-dir DIR]
         [--threads 2] [--subset N] [--reuse] [--summarise-only]
@@ -23,11 +26,13 @@ weights of the DFL rows (dfl_mm.adaptive, same settings), averaged over
 labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
 min_kept 10000 of the batch's 73728 pixels); 'CE + Dice' = mmseg's CE + DiceLoss
 (softmax, weight 1 each); GHMC = mmdet's GHMC (configs/ghm settings, clip
-35); focal = mmdet's FocalLoss (gamma 2, alpha 0.25) / torchvision's
+35); EFL = the Equalized Focal Loss (``study_losses.py``); 'CE + Lovasz' = mmseg's
+CE + LovaszLoss (weight 1 each); focal = mmdet's FocalLoss (gamma 2, alpha 0.25) / torchvision's
 sigmoid_focal_loss (gamma 2, alpha 0.25) over one-hot pixels, because mmseg
 1.2.2's FocalLoss fails on CPU (its CPU path takes ``target[:, num_classes]``
 where ``target[:, :num_classes]`` is meant); DFL gamma 2, fixed or learnable
-(gamma_reg = the default), '+ weights' = ``class_weight='adaptive'``; 'DFL
+(gamma_reg = the default), '+ weights' = ``class_weight='adaptive'``
+('+ effective' / '+ recall': that basis, power 1); 'DFL
 sigmoid (alpha)' rows (sigmoid DFL without weights) are available but not run
 by default. For segmentation each run also records each class's share of the
 decode head's loss gradient over training (the gradient-share table).
@@ -134,12 +139,14 @@ def seg_loss(name, loss_weight, args, num_classes=4):
     return _filled(ROWS[name][1], loss_weight, args, num_classes)
 
 
-def _longtail_halves(prefix, suffix, scale):
+def _longtail_halves(prefix, suffix):
+    """The metric keys of the long-tail demos' head and tail halves and rarest class."""
     from dfl_mm.demo import longtail
     head, tail = longtail.head_tail()
     keys = [f'{prefix}{name}{suffix}' for name in longtail.CLASSES]
+    rarest = min(range(len(keys)), key=lambda k: longtail.TRAIN_COUNTS[k])
     return dict(head=[keys[k] for k in head], tail=[keys[k] for k in tail],
-                rarest=keys[-1], scale=scale)
+                rarest=keys[rarest], rarest_count=longtail.TRAIN_COUNTS[rarest])
 
 
 # Each task: its demo config, the overall metric (x scale = %), and either its rare
@@ -155,10 +162,10 @@ TASKS = {
                 rare={'line IoU': 'IoU.line', 'dot IoU': 'IoU.dot'}),
     'det-lt': dict(config=osp.join(DEMO, 'retinanet_r18_dfl_longtail_demo.py'), kind='det',
                    metric='coco/bbox_mAP', scale=100.0, num_classes=10,
-                   halves=lambda: _longtail_halves('coco/', '_precision', 100.0)),
+                   halves=lambda: _longtail_halves('coco/', '_precision')),
     'seg-lt': dict(config=osp.join(DEMO, 'deeplabv3_r18_dfl_longtail_demo.py'), kind='seg',
                    metric='mIoU', scale=1.0, num_classes=11,
-                   halves=lambda: _longtail_halves('IoU.', '', 1.0)),
+                   halves=lambda: _longtail_halves('IoU.', '')),
 }
 DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
                  'seg-lt': [0, 1, 2, 3, 4]}
@@ -199,7 +206,7 @@ def build_cfg(task, loss, seed, args, work_dir):
 
 def row_name(loss, args):
     """The row's name: the loss, plus any --adaptive settings of a '+ weights' row."""
-    if not (ROWS[loss] and _is_adaptive(loss) and args.adaptive):
+    if not (_is_adaptive(loss) and args.adaptive):
         return loss
     return loss + ' [' + ', '.join(f'{k}={v}' for k, v in args.adaptive) + ']'
 
@@ -326,9 +333,10 @@ def _table(task, spec, run_budget, rows):
         columns = [metric_name, f'head {unit}', f'tail {unit}', f'worst {metric_name}',
                    f'worst head {unit}', f'worst tail {unit}', f'tail {unit} > 0',
                    f'rarest {unit}']
-        legend = (f'head / tail = mean {unit} of the 5 most / least frequent classes; '
-                  f'tail {unit} > 0 = seeds whose tail half scores above 0; rarest = the '
-                  'class with 12 training instances')
+        legend = (f'head / tail = mean {unit} of the {len(halves["head"])} most / '
+                  f'{len(halves["tail"])} least frequent classes; tail {unit} > 0 = seeds '
+                  'whose tail half scores above 0; rarest = the class with '
+                  f'{halves["rarest_count"]} training instances')
     else:
         rare = list(spec['rare'])
         columns = ([metric_name] + rare + [f'worst {metric_name}'] +
@@ -342,17 +350,17 @@ def _table(task, spec, run_budget, rows):
     for loss in sorted({r['loss'] for r in rows}, key=_order):
         runs = [r for r in rows if r['loss'] == loss]
 
-        def values(key, scale=spec['scale']):
-            return [r['metrics'].get(key, float('nan')) * scale for r in runs]
+        def values(key):
+            return [r['metrics'].get(key, float('nan')) * spec['scale'] for r in runs]
 
         overall = values(spec['metric'])
         if halves:
-            head = [_half(r, halves['head'], halves['scale']) for r in runs]
-            tail = [_half(r, halves['tail'], halves['scale']) for r in runs]
+            head = [_half(r, halves['head'], spec['scale']) for r in runs]
+            tail = [_half(r, halves['tail'], spec['scale']) for r in runs]
             cells = [_stat(overall), _stat(head), _stat(tail), f'{min(overall):.1f}',
                      f'{min(head):.1f}', f'{min(tail):.1f}',
                      f'{sum(t > 0 for t in tail)}/{len(runs)}',
-                     _stat(values(halves['rarest'], halves['scale']))]
+                     _stat(values(halves['rarest']))]
         else:
             cells = [_stat(overall)]
             cells += [_stat(values(key)) for key in spec['rare'].values()]

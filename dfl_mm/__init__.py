@@ -30,6 +30,27 @@ if mmengine is not None:
                              scope_checkpoint_loads)
     from .hooks import DFLGammaHook, gamma_scalars
     from .loss import DualFocalLoss
+
+    def _register_demos():
+        """Make the demo datasets (and the demo's metric) known to mmdet's and mmseg's
+        registries, so a config that inherits a demo needs only ``imports=['dfl_mm']``:
+        a lazy location of the registry (imported with the framework's own
+        datasets, at the first lookup), or at once if that lookup happened."""
+        import importlib
+        for framework, demo in (('mmdet', 'dfl_mm.demo.detection'),
+                                ('mmseg', 'dfl_mm.demo.segmentation')):
+            try:
+                registry = importlib.import_module(f'{framework}.registry')
+            except ImportError:
+                continue
+            for name in ('DATASETS', 'METRICS'):
+                table = getattr(registry, name)
+                if table._imported:
+                    importlib.import_module(demo)
+                elif demo not in table._locations:
+                    table._locations = list(table._locations) + [demo]
+
+    _register_demos()
 else:
     def __getattr__(name):
         if name in _ADAPTERS:

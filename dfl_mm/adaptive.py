@@ -22,26 +22,33 @@ counted at all (no step yet, or only steps whose rows were all ignored or
 background) every weight is 1, so the loss keeps the unweighted scale.
 
 What one update is: the weights used in a training step come from the steps
-before it, never from the batch at hand. Inside an mmengine runner the counts
-of every call of one iteration (a RetinaNet head calls its loss once per FPN
-level) are summed and folded into the averages once, at the end of the
-iteration (``DFLGammaHook``; without the hook, at the first call of the next
-iteration), so the statistics and the weights do not depend on how many calls
-make a step, and every FPN level of a step uses the same weights. Outside a
-runner's training loop every training call is one step. Under DDP the counts
-of a step are all-reduced at that fold (one collective of ``2 * C`` numbers per
-step), so every rank holds identical weights. Nothing is updated in
-``eval()`` mode.
+before it, never from the batch at hand. Inside an mmengine runner with
+``DFLGammaHook`` (``tools/train.py`` adds it) the counts of every call of one
+iteration (a RetinaNet head calls its loss once per FPN level) are summed and
+folded into the averages once, at the end of the iteration, so the statistics
+and the weights do not depend on how many calls make a step, and every FPN
+level of a step uses the same weights; an iteration that raises is discarded.
+Without the hook (a plain PyTorch loop, a runner built without it) every
+training call is one step. Under DDP the counts of a step are all-reduced at
+that fold (one collective of ``2 * C`` numbers per step), so every rank holds
+identical weights.
+
+Which calls count: those that train, i.e. the module is in ``train()`` mode and
+autograd is recording (``torch.is_grad_enabled()``). Evaluation and mmseg's
+``OHEMPixelSampler``, which ranks pixels by calling the loss under ``no_grad``,
+are not counted.
 
 All state is in persistent buffers (checkpointed, restored exactly by
-``--resume``, never seen by the optimizer). The open step's counts are a
-plain tensor, not a buffer: DDP's ``broadcast_buffers`` would otherwise
-overwrite every rank's counts with rank 0's before the fold. A call that
-raises changes nothing (``DualFocalLoss`` counts a call only once its loss
-has been computed, and :meth:`AdaptiveClassWeight.call` undoes a fold).
+``--resume``, never seen by the optimizer); a step is always folded before a
+checkpoint is written (by the hook, or at once without it), so a checkpoint
+holds the whole state. The open step's counts are a plain tensor, not a buffer:
+DDP's ``broadcast_buffers`` would otherwise overwrite every rank's counts with
+rank 0's before the fold. A call that raises changes nothing (``DualFocalLoss``
+counts a call only once its loss has been computed). Counting, folding and the
+weights are tensor ops with fixed shapes and no host read: the module compiles
+into one graph with ``torch.compile(fullgraph=True, dynamic=True)``.
 """
 import math
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -57,20 +64,6 @@ APPLY_TO = ('row', 'element')
 # class weights").
 ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
                          max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999)
-
-
-def runner_iter() -> Optional[int]:
-    """The iteration of a running mmengine training loop, or None outside one."""
-    try:
-        from mmengine.logging import MessageHub
-    except ImportError:  # the core works without mmengine
-        return None
-    if not MessageHub._instance_dict:
-        return None
-    hub = MessageHub.get_current_instance()
-    # RuntimeInfoHook sets 'loop_stage' for the training loop and pops it
-    # after: a finished runner's 'iter' must not freeze a later plain loop
-    return hub.get_info('iter') if hub.get_info('loop_stage') == 'train' else None
 
 
 class AdaptiveClassWeight(nn.Module):
@@ -126,12 +119,12 @@ class AdaptiveClassWeight(nn.Module):
         self.register_buffer('counts', zeros.clone())
         self.register_buffer('hits', zeros.clone())
         self.register_buffer('steps', torch.zeros((), dtype=torch.int64))
-        # counts of the step in progress, folded at its end (DFLGammaHook), so
-        # checkpoints hold folded statistics only; not a buffer (see above)
-        self._pending: Optional[Tensor] = None
-        self._open = False  # whether pending holds an unfolded step
-        self._open_iter = None  # the runner iteration it belongs to
-        self._weights = None  # cache: the weights change only when a step folds
+        # counts and hits of the step in progress, and the number of its calls;
+        # not buffers (see above): moved with the module by _apply
+        self._pending = torch.zeros(2, num_classes, dtype=torch.float64)
+        self._calls = torch.zeros((), dtype=torch.int64)
+        self._by_hook = False  # a hook's step is open: it folds at the step's end
+        self._weights = None  # cache (eager): the weights change only when a step folds
 
     @property
     def needs_hits(self) -> bool:
@@ -139,8 +132,7 @@ class AdaptiveClassWeight(nn.Module):
 
     def frequency(self) -> Tensor:
         """(C,) running share of each class among the targets (0 before any step)."""
-        total = self.counts.sum()
-        return self.counts / total if total > 0 else torch.zeros_like(self.counts)
+        return self.counts / self.counts.sum().clamp(min=torch.finfo(torch.float64).tiny)
 
     def recall(self) -> Tensor:
         """(C,) running share of each class's targets predicted right."""
@@ -151,31 +143,38 @@ class AdaptiveClassWeight(nn.Module):
 
         .. math:: w = \\mathrm{clip}(r / \\langle r \\rangle, 1/M, M)
         """
+        if torch.compiler.is_compiling():  # no cache inside a graph: tensor ops only
+            return self._compute_weights()
         if self._weights is None or self._weights.device != self.counts.device:
             self._weights = self._compute_weights()
         return self._weights
 
     def _compute_weights(self) -> Tensor:
-        if int(self.steps) == 0 or self.power == 0 or not bool(self.counts.any()):
+        """In log space: no setting the constructor accepts overflows (``eps=1e-160,
+        power=80``); nothing counted gives frequencies of 0, hence weights of 1."""
+        if self.power == 0:
             return torch.ones(self.num_classes, device=self.counts.device)
         freq = self.frequency()
         if self.basis == 'frequency':
-            raw = (freq + self.eps).pow(-self.power)
+            log_raw = -self.power * torch.log(freq + self.eps)
         elif self.basis == 'recall':
-            raw = (1 - self.recall() + self.eps).pow(self.power)
+            log_raw = self.power * torch.log(1 - self.recall() + self.eps)
         else:  # (1 - beta) / (1 - beta^N); an unseen class (N = 0) weighs 1 below
             window = (self.counts / (1 - self.momentum)).clamp(min=1)
-            raw = ((1 - self.beta) / -torch.expm1(window * math.log(self.beta))).pow(self.power)
-        return normalise_weights(raw, freq, self.apply_to, self.max_weight).float()
+            log_beta = math.log(self.beta) if self.beta > 0 else -math.inf
+            log_raw = self.power * (math.log1p(-self.beta)
+                                    - torch.log(-torch.expm1(window * log_beta)))
+        return normalise_weights(log_raw, freq, self.apply_to, self.max_weight,
+                                 log_space=True).float()
 
-    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def weights_for(self, pred: Tensor, target: Tensor):
         """A loss call's (C,) weights, on ``pred``'s device, and where they apply.
 
         The weights come from the steps before this call, never from its batch.
         """
         if target.is_floating_point():
-            raise TypeError("class_weight='adaptive' needs integer labels, got a float target")
+            raise TypeError("class_weight='adaptive' needs integer labels, got a float "
+                            'target (sigmoid mode takes an integer one-hot map as labels)')
         if pred.shape[1] != self.num_classes:
             raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive weights '
                              f'were built for num_classes={self.num_classes}')
@@ -184,49 +183,49 @@ class AdaptiveClassWeight(nn.Module):
     @property
     def pending(self) -> Tensor:
         """(2, C) float64: the open step's raw counts and hits (zeros if none)."""
-        if self._pending is None or self._pending.device != self.counts.device:
-            self._pending = torch.zeros(2, self.num_classes, dtype=torch.float64,
-                                        device=self.counts.device)
         return self._pending
 
-    @contextmanager
-    def call(self):
-        """One training call: fold the open step first if the call belongs to a
-        later runner iteration; if the call raises, undo that fold."""
-        if not (self._open and runner_iter() != self._open_iter):
-            yield
-            return
-        state = (self.counts, self.hits, self.steps, self.pending)
-        saved = [t.clone() for t in state]
-        self.end_step()
-        try:
-            yield
-        except BaseException:
-            for buffer, value in zip(state, saved):
-                buffer.copy_(value)
-            self._open, self._weights = True, None
-            raise
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self._pending = self._pending.to(self.counts.device)
+        self._calls = self._calls.to(self.counts.device)
+        self._weights = None
+        return self
+
+    def begin_step(self) -> None:
+        """A hook opens a step: the calls until :meth:`end_step` are one step."""
+        self.abort_step()
+        self._by_hook = True
+
+    def abort_step(self) -> None:
+        """Drop the open step's counts (its iteration raised): nothing changes."""
+        self._pending.zero_()
+        self._calls.zero_()
+        self._by_hook = False
 
     def observe(self, labels: Tensor, hits: Optional[Tensor] = None) -> None:
-        """Add one call's targets to the current step.
+        """Add one call's targets to the current step (fixed shapes, no host read).
 
         Args:
-            labels (Tensor): class ids in [0, C) of the counted rows, any shape.
+            labels (Tensor): class ids of the rows, any shape; ids outside
+                [0, C) are not counted.
             hits (Tensor, optional): bool, like ``labels``: predicted right.
         """
+        C = self.num_classes
         with torch.no_grad():
-            labels = labels.reshape(-1)
-            pending = self.pending
-            pending[0] += torch.bincount(labels, minlength=self.num_classes).to(
-                self.pending.dtype)
+            labels = labels.reshape(-1).long()
+            counted = (labels >= 0) & (labels < C)
+            slot = torch.where(counted, labels, C)  # slot C: not counted
+            rows = torch.ones_like(slot, dtype=torch.float64)
+            pending = torch.zeros(2, C + 1, dtype=torch.float64, device=labels.device)
+            pending[0].index_add_(0, slot, rows)
             if hits is not None:
-                pending[1] += torch.bincount(
-                    labels[hits.reshape(-1)], minlength=self.num_classes).to(pending.dtype)
-        self._open, self._open_iter = True, runner_iter()
-        if self._open_iter is None:  # outside a runner: every call is a step
-            self.end_step()
+                pending[1].index_add_(0, slot, hits.reshape(-1).to(torch.float64))
+            self._pending.add_(pending[:, :C].to(self._pending.device))
+            self._calls.add_(1)
+        if not self._by_hook:  # no hook's step: every call is a step
+            self._fold()
 
-    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def count(self, pred: Tensor, labels: Tensor, ignore_index, use_sigmoid: bool) -> None:
         """Add a loss call's labelled rows (and, for 'recall', their hits) to the step.
 
@@ -235,43 +234,60 @@ class AdaptiveClassWeight(nn.Module):
             labels (Tensor): the loss's labels, (N,) or (B, ...): rows labelled outside
                 [0, C) (mmdet's background C, ``ignore_index``) are not counted.
         """
-        channels = pred.shape[1]
-        counted = (labels >= 0) & (labels < channels)
         if ignore_index is not None:
-            counted &= labels != ignore_index
+            labels = labels.masked_fill(labels == ignore_index, -1)
         hits = None
         if self.needs_hits:
             with torch.no_grad():
+                channels = pred.shape[1]
                 if use_sigmoid:
-                    index = labels.clamp(0, channels - 1).unsqueeze(1)
+                    index = labels.clamp(0, channels - 1).unsqueeze(1).long()
                     hits = pred.detach().gather(1, index).squeeze(1) > 0
                 else:
                     hits = pred.detach().argmax(dim=1) == labels
-            hits = hits[counted]
-        self.observe(labels[counted], hits)
+        self.observe(labels, hits)
 
-    @torch.compiler.disable  # stateful, data-dependent: eager in a compiled model
     def end_step(self) -> None:
-        """Fold the open step's counts into the averages (all-reduced under DDP).
+        """Fold the open step into the averages (all-reduced under DDP), if it had calls.
 
         Every rank calls it at the same points (ranks run the same calls), so
         the collective never waits on a rank that skipped it.
         """
-        if not self._open:
-            return
-        self._open = False
-        pending = self.pending
+        self._by_hook = False
+        if int(self._calls):
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(pending)
         m = self.momentum
         self.counts.mul_(m).add_(pending[0], alpha=1 - m)
         self.hits.mul_(m).add_(pending[1], alpha=1 - m)
-        self.steps += 1
+        self.steps.add_(1)
         pending.zero_()
+        self._calls.zero_()
         self._weights = None
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Refuse statistics no training could have written (NaN, inf, negative
+        counts, hits above counts, negative steps), naming the buffer."""
+        counts = state_dict.get(prefix + 'counts')
+        for name in ('counts', 'hits', 'steps'):
+            value = state_dict.get(prefix + name)
+            if value is None or not isinstance(value, Tensor):
+                continue
+            bad = not bool(torch.isfinite(value).all()) if value.is_floating_point() else False
+            bad = bad or value.is_complex() or bool((value < 0).any())
+            if not bad and name == 'hits' and isinstance(counts, Tensor) and \
+                    counts.shape == value.shape:
+                bad = bool((value > counts * (1 + 1e-9) + 1e-12).any())
+            if bad:
+                shown = value.flatten()[:8].tolist()
+                raise ValueError(f'checkpoint refused: {prefix}{name} holds {shown}, not '
+                                 'adaptive statistics (finite, >= 0, hits <= counts): '
+                                 'the file is corrupt or was not written by training')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._weights = None
 
     def extra_repr(self) -> str:
@@ -301,14 +317,18 @@ def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[Adapt
     return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **settings})
 
 
-def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float) -> Tensor:
+def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float,
+                      log_space: bool = False) -> Tensor:
     """Scale ``raw`` so the average weight of what it multiplies is 1, then clip.
 
     A class not seen (``f_c = 0``) carries no information: it weighs 1, the
-    average; with no class seen every weight is 1.
+    average; with no class seen every weight is 1. Computed in log space, so a
+    raw weight beyond the dtype's range (``inf``) still normalises.
+
+    .. math:: \\log w_c = \\mathrm{clip}(\\log r_c - \\log \\textstyle\\sum_k s_k r_k,\\ \\pm\\log M)
 
     Args:
-        raw (Tensor): (C,) unnormalised weights.
+        raw (Tensor): (C,) unnormalised weights (their logs with ``log_space``).
         freq (Tensor): (C,) class shares, summing to 1 (0: class not seen).
         apply_to (str): 'row' (``sum_c f_c w_c = 1``) or 'element' (the mean
             over the seen classes is 1).
@@ -317,11 +337,16 @@ def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: floa
     Returns:
         Tensor: (C,) weights, in the dtype of ``raw``.
     """
+    log_raw = raw if log_space else torch.log(raw)
     seen = freq > 0
     share = freq if apply_to == 'row' else seen.to(raw.dtype) / seen.sum().clamp(min=1)
-    average = (share * raw).sum()
-    weights = torch.where(seen, raw / torch.where(average > 0, average, 1), 1)
-    return weights.clamp(1 / max_weight, max_weight)
+    log_raw = torch.where(seen, log_raw, 0)
+    terms = torch.where(seen, torch.log(share.clamp(min=torch.finfo(share.dtype).tiny))
+                        + log_raw, -math.inf)
+    log_average = torch.logsumexp(terms, 0)
+    log_weights = torch.where(seen, log_raw - log_average, 0)
+    limit = math.log(max_weight)
+    return torch.where(seen, log_weights.clamp(-limit, limit), 0).exp()
 
 
 def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],
@@ -342,7 +367,8 @@ def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],
     """
     counts = torch.as_tensor(counts, dtype=torch.float64)
     freq = counts / counts.sum().clamp(min=1)
-    return normalise_weights((freq + eps).pow(-power), freq, apply_to, max_weight)
+    return normalise_weights(-power * torch.log(freq + eps), freq, apply_to, max_weight,
+                             log_space=True)
 
 
 def _check(name, value, ok, expected):

@@ -94,20 +94,48 @@ def mmengine_checkpoint_loading():
     try:
         with scope(MMENGINE_CHECKPOINT_GLOBALS):
             yield
+    except Exception as error:
+        if isinstance(error, pickle.UnpicklingError) or not _raised_unpickling(error):
+            raise
+        # a malformed pickle (an unhashable key, a failing __setstate__): one kind of error
+        raise pickle.UnpicklingError(
+            f'checkpoint refused: its pickle is malformed ({type(error).__name__}: '
+            f'{str(error)[:200]})') from error
     finally:
-        changed = sorted(name for name in set(methods) | set(before)
-                         if methods.get(name) is not before.get(name)
-                         and not _is_default_statistic(name, methods.get(name)))
-        if changed:
-            methods.clear()
-            methods.update(before)
+        # restore first, whatever the load raised, then judge what it tried: no key
+        # or value a checkpoint wrote is compared, sorted or hashed before the undo
+        after = list(methods.items())
+        methods.clear()
+        methods.update(before)
+        refused = [_describe_key(name) for name, method in after
+                   if not (isinstance(name, str) and before.get(name) is method)
+                   and not _is_default_statistic(name, method)]
+        if refused:
             raise pickle.UnpicklingError(
-                f'checkpoint refused: it rebinds HistoryBuffer statistics {changed} '
+                f'checkpoint refused: it rebinds HistoryBuffer statistics {refused} '
                 '(undone)')
 
 
+def _raised_unpickling(error: BaseException) -> bool:
+    """Whether ``error`` was raised while torch unpickled a file (not by the runner)."""
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(('_weights_only_unpickler.py', 'pickle.py')) or (
+                tb.tb_frame.f_code.co_name in ('persistent_load', 'find_class', '__setstate__')):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _describe_key(name) -> str:
+    if isinstance(name, str):
+        return repr(name)
+    return f'<a {type(name).__name__} key>'  # its own repr() could run a checkpoint's code
+
+
 def _is_default_statistic(name, method) -> bool:
-    return (name in HISTORY_BUFFER_STATISTICS
+    return (isinstance(name, str) and name in HISTORY_BUFFER_STATISTICS
             and method is getattr(_history_buffer(), name))
 
 

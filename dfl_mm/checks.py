@@ -8,6 +8,7 @@ tensors are gathered by ``Checks`` and read with one host sync per call; under
 """
 import math
 import numbers
+import operator
 import os
 from typing import Optional
 
@@ -60,7 +61,10 @@ def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_op
 
     NaN fails every comparison, so it is caught with the out-of-range values.
     With ``checks`` the verdict waits for ``checks.run()`` (one sync for all).
+    Inside a compiled graph nothing is checked (the verdict would need the host).
     """
+    if torch.compiler.is_compiling():
+        return
     values = values.detach()
     ok = (values > low if low_open else values >= low) & (values <= high) & values.isfinite()
 
@@ -76,12 +80,30 @@ def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_op
         own.run()
 
 
-def check_ignore_index(ignore_index) -> None:
-    """Raise TypeError unless ``ignore_index`` is None or an int (not a bool)."""
-    if ignore_index is not None and (isinstance(ignore_index, bool) or
-                                     not isinstance(ignore_index, numbers.Integral)):
-        raise TypeError(f'ignore_index must be an int or None, got '
-                        f'{type(ignore_index).__name__} {ignore_index!r}')
+def check_ignore_index(ignore_index) -> Optional[int]:
+    """``ignore_index`` as a Python int (a numpy integer too), or None.
+
+    Raises:
+        TypeError: anything else (a bool, a float, a tensor).
+    """
+    if ignore_index is None:
+        return None
+    if not isinstance(ignore_index, (bool, float, Tensor)):
+        try:  # numpy integers too: under torch.compile they are no numbers.Integral
+            return operator.index(ignore_index)
+        except TypeError:
+            pass
+    raise TypeError(f'ignore_index must be an int or None, got '
+                    f'{type(ignore_index).__name__} {ignore_index!r}')
+
+
+def check_no_grad(name: str, value: Tensor) -> None:
+    """Raise ValueError for a ``target`` / ``weight`` that requires grad: the loss
+    gives them no gradient, and a silent zero would pass for one."""
+    if value.requires_grad:
+        raise ValueError(f'{name} requires grad, but DualFocalLoss gives no gradient to '
+                         f'its {name}: pass {name}.detach() (targets and weights are '
+                         'data, as in mmdet\'s and mmseg\'s losses)')
 
 
 def check_label_dtype(target: Tensor, ignore_index) -> None:
@@ -99,28 +121,40 @@ def check_label_dtype(target: Tensor, ignore_index) -> None:
                          'or int64 labels')
 
 
-def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool) -> Tensor:
+def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
+                      as_labels: bool = False) -> Tensor:
     """An integer one-hot map shaped like ``logits`` as the loss takes it.
 
-    Sigmoid mode: the same map as floats (a float target). Softmax mode: the
-    labels (B, ...) of its one-hot rows. Anything else is returned unchanged.
+    Softmax mode, and sigmoid mode with ``as_labels`` (adaptive class weights
+    count labels): the labels (B, ...) of its rows (sigmoid: an all-zero row is
+    the background, label C). Sigmoid mode otherwise: the same map as floats
+    (a float target, multi-label rows allowed). Anything else is returned
+    unchanged.
 
     Raises:
-        ValueError: softmax mode, a row that is not one-hot.
+        ValueError: a row that is not one-hot (sigmoid with ``as_labels``: more
+            than one 1).
     """
     if (not isinstance(target, Tensor) or target.is_floating_point()
             or target.dtype == torch.bool or target.is_complex()
             or not isinstance(logits, Tensor) or logits.dim() < 2
             or target.shape != logits.shape):
         return target
-    if use_sigmoid:
+    if use_sigmoid and not as_labels:
         return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
     rows = target.sum(dim=1)
-    if not torch.compiler.is_compiling() and not bool(((target == 0) | (target == 1)).all() & (rows == 1).all()):
+    one_hot = ((target == 0) | (target == 1)).all() & (
+        (rows <= 1) if use_sigmoid else (rows == 1)).all()
+    if not torch.compiler.is_compiling() and not bool(one_hot):
+        if use_sigmoid:
+            raise ValueError("class_weight='adaptive' counts labels: an integer target "
+                             'shaped like the logits must be one-hot rows (at most one 1; '
+                             'all 0 = background), got a multi-label map')
         raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
                          'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
                          'pixels')
-    return target.argmax(dim=1)
+    labels = target.argmax(dim=1)
+    return torch.where(rows > 0, labels, logits.shape[1]) if use_sigmoid else labels
 
 
 def check_tensor(name, value, expected):
@@ -162,7 +196,6 @@ def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> N
                          f"{REDUCTIONS}, got '{reduction_override}'")
     if extra:
         raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(extra)}')
-    check_ignore_index(ignore_index)
     if not isinstance(pred, Tensor):
         raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
     if not isinstance(target, Tensor):
@@ -183,21 +216,46 @@ def load_class_weight(class_weight) -> Optional[list]:
                              f'to a {"/".join(CLASS_WEIGHT_FILES)} file, got {class_weight!r}')
         if '://' not in class_weight and not os.path.isfile(class_weight):
             raise ValueError(f'class_weight file {class_weight!r} does not exist')
+        source = f'class_weight file {class_weight!r}'
         if class_weight.endswith('.npy'):
-            class_weight = np.load(class_weight)
+            class_weight = np.load(class_weight, allow_pickle=False)
         else:
             from mmengine.fileio import load
             class_weight = load(class_weight)
-    try:
-        values = [float(w) for w in np.asarray(class_weight).reshape(-1)]
-    except (TypeError, ValueError):
-        raise TypeError('class_weight must be a list of numbers or a path to '
-                        f'a .npy/.pkl/.json file, got {class_weight!r}') from None
+    else:
+        source = 'class_weight'
+    values = _flat_numbers(class_weight, source)
     if not values:
         raise ValueError('class_weight must be non-negative finite numbers, got []')
     check_values('class_weight', torch.tensor(values, dtype=torch.float64),
                  'non-negative finite numbers', 0, low_open=False)
     return values
+
+
+def _flat_numbers(values, source: str) -> list:
+    """One flat list of real numbers, or a TypeError / ValueError naming ``source``:
+    no strings parsed as numbers, no complex part dropped, no nesting flattened."""
+    expected = 'a list of numbers (real, one per class, not nested)'
+    if isinstance(values, (Tensor, np.ndarray)):
+        kind = values.dtype.kind if isinstance(values, np.ndarray) else (
+            'c' if values.is_complex() else 'b' if values.dtype == torch.bool else 'f')
+        if kind not in 'iuf':
+            raise TypeError(f'{source} must be {expected}, got an array of {values.dtype}')
+        if values.ndim != 1:
+            raise ValueError(f'{source} must be {expected}, got an array of shape '
+                             f'{tuple(values.shape)}')
+        return [float(v) for v in values.tolist()]
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f'{source} must be {expected}, got {type(values).__name__} '
+                        f'{values!r}'[:300])
+    for value in values:
+        if isinstance(value, (list, tuple, dict, np.ndarray, Tensor)):
+            raise ValueError(f'{source} must be {expected}, got a nested '
+                             f'{type(value).__name__}: {value!r}'[:300])
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f'{source} must be {expected}, got '
+                            f'{type(value).__name__} {value!r}'[:300])
+    return [float(v) for v in values]
 
 
 def check_binary_labels(labels: Tensor, valid: Optional[Tensor]) -> None:

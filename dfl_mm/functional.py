@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .checks import (REDUCTIONS, Checks, check_ignore_index, check_label_dtype, check_number,
-                     check_tensor, check_values, one_hot_as_target)
+from .checks import (REDUCTIONS, Checks, check_ignore_index, check_label_dtype, check_no_grad,
+                     check_number, check_tensor, check_values, one_hot_as_target)
 from .ops import custom_ops, reference
 from .ops.inputs import LossInputs
 from .ops.reference import dual_focal_loss_elements
@@ -175,30 +175,38 @@ def dual_focal_loss(logits: Tensor,
 def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
     """The requested reduction (mmdet semantics) of the summed loss, as
     (factor folded into the loss's autograd function, divisor left for after it:
-    a CUDA tensor ``avg_factor``, whose value is not read on the host)."""
-    if avg_factor is not None and not isinstance(avg_factor, Tensor) and (
-            isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real)):
-        raise TypeError(f'avg_factor must be a number or a tensor, got '
-                        f'{type(avg_factor).__name__} {avg_factor!r}')
+    a CUDA tensor ``avg_factor``, whose value is not read on the host, and every
+    divisor inside a compiled graph, where sizes and ``avg_factor`` are symbolic:
+    one graph serves every value)."""
+    compiling = _compiling()
     if isinstance(avg_factor, Tensor):
+        if avg_factor.dtype == torch.bool or avg_factor.is_complex():
+            raise TypeError(f'avg_factor must be a real number, got a {avg_factor.dtype} '
+                            'tensor')
         if avg_factor.numel() != 1:
             raise ValueError(f'avg_factor must hold one value, got shape '
                              f'{tuple(avg_factor.shape)}')
-        if avg_factor.device.type == 'cpu' and not _compiling():  # reading it costs no sync
+        if avg_factor.device.type == 'cpu' and not compiling:  # reading it costs no sync
             avg_factor = avg_factor.item()
         else:
             check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
                          low_open=False, checks=checks)
-    if isinstance(avg_factor, numbers.Real) and not (
+    elif avg_factor is not None and (isinstance(avg_factor, bool) or not isinstance(
+            avg_factor, (numbers.Real, torch.SymInt, torch.SymFloat))):
+        raise TypeError(f'avg_factor must be a number or a tensor, got '
+                        f'{type(avg_factor).__name__} {avg_factor!r}')
+    if isinstance(avg_factor, numbers.Real) and not compiling and not (
             math.isfinite(avg_factor) and avg_factor >= 0):
         raise ValueError(f'avg_factor must be a finite number >= 0, got {avg_factor}')
     if reduction != 'mean':
         return 1.0, None
     if avg_factor is None:
+        if compiling:
+            return 1.0, torch.sym_max(logits.numel(), 1)
         return 1.0 / max(logits.numel(), 1), None
     # mmdet's weight_reduce_loss: an eps keeps avg_factor = 0 finite (loss 0)
     eps = torch.finfo(torch.float32).eps
-    if isinstance(avg_factor, numbers.Real):
+    if isinstance(avg_factor, numbers.Real) and not compiling:
         return 1.0 / (float(avg_factor) + eps), None
     return 1.0, avg_factor + eps
 
@@ -210,9 +218,10 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     checks = Checks()  # value checks, read with one sync before the loss runs
     check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
     check_tensor('target', target, 'integer labels or float targets')
+    check_no_grad('target', target)
     if not isinstance(use_sigmoid, bool):
         raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
-    check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     if class_weight_mode not in ('element', 'row'):
         raise ValueError(f"class_weight_mode must be 'element' or 'row', got "
                          f'{class_weight_mode!r}')
@@ -265,6 +274,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     row_weight = elem_weight = None
     if weight is not None:
         check_tensor('weight', weight, 'per-row or per-element weights')
+        check_no_grad('weight', weight)
         if weight.numel() == logits.numel() and weight.shape in (
                 logits.shape, (batch, channels)):
             elem_weight = weight.reshape(batch, channels, flat)
@@ -330,7 +340,7 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
 
 def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):
     """Raise ValueError (at ``checks.run()``) for labels outside the valid range."""
-    if labels.numel() == 0:
+    if labels.numel() == 0 or _compiling():
         return
     high = channels if use_sigmoid else channels - 1
     masked = labels if ignore_index is None else labels.masked_fill(

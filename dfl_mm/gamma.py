@@ -15,7 +15,6 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .adaptive import runner_iter
 from .checks import check_number
 from .functional import GAMMA_MAX
 
@@ -104,7 +103,9 @@ class LearnableGamma(nn.Module):
                              f'({low}, {high}) (|gamma_logit| <= {GAMMA_LOGIT_LIMIT}), '
                              f'got gamma={gamma}')
         self.gamma_logit = nn.Parameter(torch.full(shape, logit))
-        self._projected_at = None  # the runner iteration of the last projection
+        # None: no hook's step is open (every call projects); False / True: a
+        # hook's step is open, not yet / already projected
+        self._step_projected: Optional[bool] = None
         self.register_buffer('gamma_init', torch.full(shape, float(gamma)))
         # the bounds gamma_logit is expressed in, saved so that a checkpoint loaded
         # into other bounds keeps its learned gamma
@@ -124,30 +125,39 @@ class LearnableGamma(nn.Module):
         gamma = self() if gamma is None else gamma
         return self.reg * (gamma - self.gamma_init).pow(2).mean()
 
+    def begin_step(self) -> None:
+        """A hook opens a step: only its first call projects."""
+        self._step_projected = False
+
+    def end_step(self) -> None:
+        self._step_projected = None
+
+    abort_step = end_step
+
     @contextmanager
     def call(self):
         """One training call: put a logit that an optimizer step pushed past the
         limit back at it, undone if the call raises.
 
-        At the first call of a step (every call outside a runner), before the
+        At the first call of a hook's step (every call without one), before the
         logit enters the step's graph: a write between a forward and its
         backward would fail a compiled graph that saved the logit (RetinaNet
         calls its loss once per FPN level).
         """
-        step = runner_iter()
-        if step is not None and step == self._projected_at:
+        if self._step_projected:
             yield
             return
-        before, projected_at = self.gamma_logit.detach().clone(), self._projected_at
+        before, projected = self.gamma_logit.detach().clone(), self._step_projected
         with torch.no_grad():
             self.gamma_logit.clamp_(-GAMMA_LOGIT_LIMIT, GAMMA_LOGIT_LIMIT)
-        self._projected_at = step
+        if projected is not None:
+            self._step_projected = True
         try:
             yield
         except BaseException:
             with torch.no_grad():
                 self.gamma_logit.copy_(before)
-            self._projected_at = projected_at
+            self._step_projected = projected
             raise
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

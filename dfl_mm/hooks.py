@@ -10,6 +10,7 @@ from mmengine.registry import HOOKS
 
 from .adaptive import AdaptiveClassWeight
 from .checkpoint import scope_checkpoint_loads
+from .gamma import LearnableGamma
 from .loss import DualFocalLoss
 
 __all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars']
@@ -31,6 +32,13 @@ def _losses(model: torch.nn.Module):
         model = model.module
     return [(path, m) for path, m in model.named_modules()
             if isinstance(m, DualFocalLoss)]
+
+
+def _stepped(model: torch.nn.Module):
+    """The parts of the model's losses that keep per-step state."""
+    if is_model_wrapper(model):
+        model = model.module
+    return [m for m in model.modules() if isinstance(m, (AdaptiveClassWeight, LearnableGamma))]
 
 
 def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
@@ -67,8 +75,9 @@ def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
 
 @HOOKS.register_module()
 class DFLGammaHook(Hook):
-    """Close the adaptive weights' step and put gamma (and the weights) into
-    the message hub after every training iteration.
+    """Make each training iteration one step of the adaptive weights (and of the
+    learnable gamma's projection) and put gamma (and the weights) into the
+    message hub after it.
 
     The logger then shows it at every logging interval (averaged over the
     interval, like the losses) in the text log, ``scalars.json`` and any
@@ -103,12 +112,36 @@ class DFLGammaHook(Hook):
         # project's tools still loads mmengine checkpoints on torch >= 2.6
         scope_checkpoint_loads(runner)
 
+    def before_train(self, runner) -> None:
+        """An iteration that raises leaves its open step behind: drop it, so a
+        later use of the same loss (a plain loop, another runner) starts clean."""
+        loop = runner.train_loop
+        run_iter = getattr(loop, 'run_iter', None)
+        if run_iter is None or getattr(run_iter, 'dfl_steps', False):
+            return
+        modules = _stepped(runner.model)
+
+        def guarded(*args, **kwargs):
+            try:
+                return run_iter(*args, **kwargs)
+            except BaseException:
+                for module in modules:
+                    module.abort_step()
+                raise
+
+        guarded.dfl_steps = True
+        loop.run_iter = guarded
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        for module in _stepped(runner.model):
+            module.begin_step()  # the iteration's calls are one step
+
     def after_train_iter(self, runner, batch_idx: int,
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
-        for module in runner.model.modules():
-            if isinstance(module, AdaptiveClassWeight):
-                module.end_step()  # before checkpoints are saved
+        for module in _stepped(runner.model):
+            module.end_step()  # folded before checkpoints are saved
         per_class = {}
         for key, value in gamma_scalars(runner.model).items():
             if PER_CLASS.match(key):

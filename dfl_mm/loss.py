@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from . import conventions
 from .adaptive import build_adaptive
-from .checks import check_call, check_settings, load_class_weight, one_hot_as_target
+from .checks import (check_call, check_ignore_index, check_settings, load_class_weight,
+                     one_hot_as_target)
 from .functional import dual_focal_loss
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
@@ -98,7 +99,8 @@ class DualFocalLoss(nn.Module):
                        ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
         self.reduction, self.loss_weight = reduction, loss_weight
-        self.avg_non_ignore, self.ignore_index = avg_non_ignore, ignore_index
+        self.avg_non_ignore = avg_non_ignore
+        self.ignore_index = check_ignore_index(ignore_index)  # a numpy integer as an int
         self._loss_name = loss_name
         # the exponent: FixedGamma or LearnableGamma (its parameter is
         # 'exponent.gamma_logit', which custom_keys={'gamma_logit': ...} matches)
@@ -182,21 +184,23 @@ class DualFocalLoss(nn.Module):
             (N, C) for mmdet's or (B, H, W) for mmseg's 'none'; float32 for
             half-precision ``pred`` (as torch's losses under autocast).
         """
-        if ignore_index is None:
-            ignore_index = self.ignore_index
+        ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
+            ignore_index)
         check_call(pred, target, reduction_override, ignore_index, kwargs)
         reduction = reduction_override or self.reduction
-        target = one_hot_as_target(pred, target, self.use_sigmoid)
+        target = one_hot_as_target(pred, target, self.use_sigmoid,
+                                   as_labels=self.adaptive is not None)
         adapt = conventions.pixels if pred.dim() > 2 else conventions.anchors
         target, weight, avg_factor = adapt(
             pred, target, weight, reduction=reduction, avg_factor=avg_factor,
             avg_non_ignore=self.avg_non_ignore, ignore_index=ignore_index,
             use_sigmoid=self.use_sigmoid)
-        # a call that raises changes no state: both undo what they began
+        # a call that raises changes no state: the projection is undone, and a call
+        # is counted once its loss is computed; only calls that train count
+        # (not evaluation, nor mmseg's OHEM sampler ranking pixels under no_grad)
         projecting = self.training and not torch.compiler.is_compiling()
-        counting = self.adaptive is not None and self.training
-        with self.exponent.call() if projecting else nullcontext(), \
-                self.adaptive.call() if counting else nullcontext():
+        counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
+        with self.exponent.call() if projecting else nullcontext():
             class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
                 else self.adaptive.weights_for(pred, target)
             gamma = self.current_gamma()

@@ -101,40 +101,30 @@ def test_mmdet_counts_positives_and_weighs_rows_by_their_class():
     torch.testing.assert_close(loss(scores, labels, label_weights, avg_factor=4.0), expected)
 
 
-@pytest.fixture
-def runner_hub():
-    """A current MessageHub as a runner keeps it, removed afterwards."""
-    hub = MessageHub.get_instance('adaptive_fpn_test')
-    hub.update_info('loop_stage', 'train')  # what RuntimeInfoHook sets
-    yield hub
-    MessageHub._instance_dict.pop('adaptive_fpn_test')
-
-
-def test_calls_of_one_runner_iteration_are_one_step(runner_hub):
-    """A RetinaNet head calls its loss once per FPN level: one update per iteration."""
-    hub = runner_hub
+def test_calls_of_one_hook_step_are_one_step():
+    """A RetinaNet head calls its loss once per FPN level: one update per iteration
+    (DFLGammaHook's begin_step / end_step around each); without a step, one per call."""
     loss = DualFocalLoss(class_weight='adaptive', num_classes=2,
                          adaptive_weight=dict(momentum=0.0))
     seen = []
     for it in range(3):
-        hub.update_info('iter', it)
+        loss.adaptive.begin_step()  # what DFLGammaHook.before_train_iter does
         for level in range(5):
             labels = torch.tensor([0] * (level + 1) + [1, 2])
             loss(torch.randn(len(labels), 2), labels, avg_factor=2.0)
             seen.append(loss.adaptive.weights().clone())
-        assert int(loss.adaptive.steps) == it  # folded at the next iteration's first call
+        assert int(loss.adaptive.steps) == it  # not folded inside the step
+        loss.adaptive.end_step()  # what DFLGammaHook.after_train_iter does
+        assert int(loss.adaptive.steps) == it + 1
     for it in range(3):  # the five levels of an iteration use the same weights
         assert all(torch.equal(w, seen[5 * it]) for w in seen[5 * it:5 * it + 5])
-    loss.adaptive.end_step()  # what DFLGammaHook does after each iteration
     # the five calls of the last iteration counted together: 15 of class 0, 5 of class 1
     torch.testing.assert_close(loss.adaptive.frequency(),
                                torch.tensor([0.75, 0.25], dtype=torch.float64))
-    # after the training loop (RuntimeInfoHook pops 'loop_stage') a plain loop
-    # folds every call again, even though the hub still holds the last 'iter'
-    hub.pop_info('loop_stage')
-    steps = int(loss.adaptive.steps)
-    loss(torch.randn(3, 2), torch.tensor([0, 1, 2]), avg_factor=2.0)
-    assert int(loss.adaptive.steps) == steps + 1
+    loss.adaptive.end_step()  # a step with no call is no step
+    assert int(loss.adaptive.steps) == 3
+    loss(torch.randn(3, 2), torch.tensor([0, 1, 2]), avg_factor=2.0)  # no step open
+    assert int(loss.adaptive.steps) == 4
 
 
 @pytest.mark.parametrize('settings, match', [

@@ -1,4 +1,6 @@
 """torch.compile: the loss is one custom op in the graph, fullgraph, both modes."""
+import copy
+
 import pytest
 import torch
 
@@ -129,3 +131,149 @@ def test_the_demo_configs_train_with_mmengines_compile_option(config, in_tmp, sh
     assert 'EagerOptimizerStepHook' in hooks and 'EagerOptimizerStepHook' not in eager_hooks
     assert len(compiled) == len(eager) >= 2
     assert compiled == pytest.approx(eager, rel=2e-3)
+
+
+# ------------------------------------------------ issue 28, items 1-5: real training calls
+def _counting_backend():
+    """aot_eager (autograd traced, no codegen) that records each compilation: one
+    per (frame, compile) id; a restarted analysis of the same compile (dynamo turning
+    a Python float into a tensor input) is the same graph, not a recompile."""
+    from torch._dynamo.backends.registry import lookup_backend
+    from torch._guards import CompileContext
+    inner, compiles = lookup_backend('aot_eager'), {}
+
+    def backend(gm, example_inputs):
+        cid = CompileContext.current_compile_id()
+        compiles[(cid.frame_id, cid.frame_compile_id)] = gm
+        return inner(gm, example_inputs)
+
+    class Graphs:
+        def __len__(self):
+            return len(compiles)
+    graphs = Graphs()
+    return backend, graphs
+
+
+def _det_call(i):
+    n = 40 + 9 * i  # the anchor count changes every step
+    g = torch.Generator().manual_seed(i)
+    return ((3 * torch.randn(n, 4, generator=g), torch.randint(0, 5, (n, ), generator=g),
+             torch.rand(n, generator=g)), dict(avg_factor=float(3 + 2 * i)))
+
+
+def _seg_call(i):
+    h, w = 6 + i, 7 + 2 * (i % 4)  # sizes change (test-time sizes, crops); the first call
+    # has no two equal sizes (else dynamo's duck sizing ties them until they differ)
+    g = torch.Generator().manual_seed(i)
+    labels = torch.randint(0, 4, (2, h, w), generator=g)
+    labels[0, 0, :2] = 255
+    return (3 * torch.randn(2, 4, h, w, generator=g), labels), dict(ignore_index=255)
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+@pytest.mark.parametrize('learnable', [False, 'scalar', 'per_class'])
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_every_mode_is_one_graph_across_changing_shapes_and_avg_factors(
+        use_sigmoid, learnable, adaptive):
+    """fullgraph=True, dynamic=True: 10 calls with other N / H, W and avg_factor each
+    compile once; values, both gradients and the adaptive statistics equal eager's."""
+    settings = dict(use_sigmoid=use_sigmoid, learnable_gamma=learnable, num_classes=4,
+                    avg_non_ignore=not use_sigmoid)
+    if adaptive:
+        settings.update(class_weight='adaptive', adaptive_weight=dict(momentum=0.5))
+    torch.manual_seed(0)
+    eager, traced = DualFocalLoss(**settings), DualFocalLoss(**settings)
+    traced.load_state_dict(eager.state_dict())
+    backend, graphs = _counting_backend()
+    torch._dynamo.reset()
+    compiled = torch.compile(traced, fullgraph=True, dynamic=True, backend=backend)
+    call = _det_call if use_sigmoid else _seg_call
+    for i in range(10):
+        (pred, *rest), kwargs = call(i)
+        outs, grads = [], []
+        for fn in (eager, compiled):
+            leaf = pred.clone().requires_grad_()
+            out = fn(leaf, *rest, **kwargs)
+            (out * 1.3).backward()
+            outs.append(out.detach())
+            grads.append(leaf.grad)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+    assert len(graphs) == 1, f'{len(graphs)} graphs for 10 calls'
+    for (name, a), (_, b) in zip(eager.named_parameters(), traced.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), (_, b) in zip(eager.named_buffers(), traced.named_buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=0, msg=name)
+    if adaptive:
+        assert int(traced.adaptive.steps) == 10
+        assert not torch.equal(traced.adaptive.weights(), torch.ones(4))
+
+
+def test_hook_steps_compile_too():
+    """Inside DFLGammaHook's steps the graph only counts; the fold happens eagerly."""
+    settings = dict(class_weight='adaptive', num_classes=4)
+    eager, traced = DualFocalLoss(**settings), DualFocalLoss(**settings)
+    backend, graphs = _counting_backend()
+    torch._dynamo.reset()
+    compiled = torch.compile(traced, fullgraph=True, dynamic=True, backend=backend)
+    for step in range(3):
+        for module in (eager.adaptive, traced.adaptive):
+            module.begin_step()
+        for level in range(3):  # FPN levels
+            (pred, labels, _), kwargs = _det_call(3 * step + level)
+            torch.testing.assert_close(compiled(pred, labels, **kwargs),
+                                       eager(pred, labels, **kwargs))
+        for module in (eager.adaptive, traced.adaptive):
+            module.end_step()
+    assert len(graphs) == 1 and int(traced.adaptive.steps) == 3
+    torch.testing.assert_close(traced.adaptive.counts, eager.adaptive.counts)
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'transposed'])
+def test_non_contiguous_logits_and_a_numpy_ignore_index_compile_with_inductor(layout):
+    """Items 3 and 4: the fakes promise the ops' (contiguous) strides; a numpy
+    integer ignore_index of the config is an int before it reaches the graph."""
+    import numpy as np
+    torch.manual_seed(3)
+    if layout == 'channels_last':
+        loss = DualFocalLoss(use_sigmoid=False, learnable_gamma='scalar',
+                             class_weight='adaptive', num_classes=4,
+                             ignore_index=np.int64(255))
+        z = torch.randn(2, 4, 6, 5).to(memory_format=torch.channels_last)
+        labels = torch.randint(0, 4, (2, 6, 5))
+        labels[1, 2] = 255
+        kwargs = {}
+    else:
+        loss = DualFocalLoss(class_weight='adaptive', num_classes=4)
+        z = torch.randn(4, 30).t()  # (30, 4) scores, strides (1, 30)
+        labels = torch.randint(0, 5, (30, ))
+        kwargs = dict(avg_factor=6.0)
+    results = []
+    for mode in ('eager', 'compiled'):
+        torch.manual_seed(0)
+        module = copy.deepcopy(loss)
+        fn = module if mode == 'eager' else torch.compile(module, fullgraph=True,
+                                                          dynamic=True)
+        leaf = z.detach().clone().requires_grad_()
+        out = [fn(leaf, labels, **kwargs), fn(leaf, labels, reduction_override='none',
+                                              **{k: v for k, v in kwargs.items()
+                                                 if k != 'avg_factor'})]
+        (out[0] + out[1].sum()).backward()
+        results.append([o.detach() for o in out] + [leaf.grad])
+    for e, c in zip(*results):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6)
+
+
+def test_a_numpy_ignore_index_at_call_time_compiles():
+    """Item 4 at call time: dynamo traces a numpy integer as a tensor (no
+    numbers.Integral there); the check takes anything with ``__index__``."""
+    import numpy as np
+    torch.manual_seed(4)
+    loss = DualFocalLoss(use_sigmoid=False)
+    z, labels = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    labels[0, 0] = 255
+    backend, graphs = _counting_backend()
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True, backend=backend)
+    torch.testing.assert_close(compiled(z, labels, ignore_index=np.int64(255)),
+                               loss(z, labels, ignore_index=255))

@@ -35,7 +35,7 @@ def _state(loss):
     state = {k: v.clone() for k, v in loss.state_dict().items()}
     if loss.adaptive is not None:
         state['pending'] = loss.adaptive.pending.clone()
-        state['open'] = loss.adaptive._open
+        state['calls'] = loss.adaptive._calls.clone()
     return state
 
 
@@ -129,17 +129,19 @@ def _valid_or_invalid_call(rng, use_sigmoid):
 def test_random_calls_a_raising_call_leaves_the_state_dict_as_it_was(use_sigmoid, learnable,
                                                                      in_runner):
     """Property: for random valid and invalid calls, a call that raises leaves
-    every buffer, parameter and open count as it found them (inside a runner
-    too, where a call may first fold the previous iteration's step)."""
+    every buffer, parameter and open count as it found them (inside a hook's
+    steps too, two calls each)."""
     rng = random.Random(7)
     loss = DualFocalLoss(use_sigmoid=use_sigmoid, class_weight='adaptive', num_classes=3,
                          learnable_gamma=learnable, adaptive_weight=dict(basis='recall'))
-    hub = MessageHub.get_instance('state_property_test')
-    hub.update_info('loop_stage', 'train' if in_runner else None)
     raised = 0
+    stepped = [m for m in loss.modules() if hasattr(m, 'begin_step')]
     try:
         for it in range(60):
-            hub.update_info('iter', it // 2)  # two calls per iteration
+            if in_runner and it % 2 == 0:  # what DFLGammaHook does around an iteration
+                for module in stepped:
+                    module.end_step()
+                    module.begin_step()
             pred, target, kwargs, valid = _valid_or_invalid_call(rng, use_sigmoid)
             before = _state(loss)
             try:
@@ -151,7 +153,8 @@ def test_random_calls_a_raising_call_leaves_the_state_dict_as_it_was(use_sigmoid
                 continue
             assert valid and torch.isfinite(out)
     finally:
-        MessageHub._instance_dict.pop('state_property_test')
+        for module in stepped:
+            module.end_step()
     assert raised > 15 and int(loss.adaptive.steps) > 10
 
 
@@ -360,11 +363,10 @@ def _ddp_rank(rank, port, broadcast_buffers, hook, out):
     dist.init_process_group('gloo', rank=rank, world_size=2)
     torch.manual_seed(0)
     model = DistributedDataParallel(_Head(), broadcast_buffers=broadcast_buffers)
-    hub = MessageHub.get_instance('ddp_state')
-    hub.update_info('loop_stage', 'train')
     labels = torch.full((1, 2, 2), 0 if rank == 0 else 3)  # rank 0: class 0, rank 1: class 3
     for it in range(3):
-        hub.update_info('iter', it)
+        if hook:  # what DFLGammaHook.before_train_iter does
+            model.module.loss.adaptive.begin_step()
         model(torch.randn(1, 4, 2, 2), labels).backward()
         if hook:  # what DFLGammaHook.after_train_iter does
             model.module.loss.adaptive.end_step()
@@ -544,7 +546,6 @@ def test_a_raising_call_undoes_its_projection_and_a_step_projects_once():
     enters the graph; a call that raises leaves the pushed logit as it was; inside
     a runner the later calls of the step (FPN levels) do not write the logit, so a
     graph that saved it (torch.compile) still finds it unchanged at backward."""
-    from mmengine.logging import MessageHub
     loss = DualFocalLoss(learnable_gamma='scalar', gamma=2.0)
     scores, labels = torch.randn(20, 4), torch.randint(0, 5, (20, ))
     with torch.no_grad():
@@ -552,22 +553,18 @@ def test_a_raising_call_undoes_its_projection_and_a_step_projects_once():
     with pytest.raises(ValueError, match='out of range'):
         loss(scores, torch.full((20, ), 7))  # out of range: raises in the core
     assert float(loss.gamma_logit) == 1e9
-    hub = MessageHub.get_instance('projection_test')
-    hub.update_info('loop_stage', 'train')
-    try:
-        hub.update_info('iter', 0)
-        loss(scores, labels)
-        assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
-        with torch.no_grad():
-            loss.gamma_logit.fill_(1e9)  # as if pushed again within the step
-        version = loss.gamma_logit._version
-        loss(scores, labels)
-        assert float(loss.gamma_logit) == 1e9 and loss.gamma_logit._version == version
-        hub.update_info('iter', 1)  # the next step's first call projects
-        loss(scores, labels)
-        assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
-    finally:
-        MessageHub._instance_dict.pop('projection_test')
+    loss.exponent.begin_step()  # DFLGammaHook.before_train_iter
+    loss(scores, labels)
+    assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
+    with torch.no_grad():
+        loss.gamma_logit.fill_(1e9)  # as if pushed again within the step
+    version = loss.gamma_logit._version
+    loss(scores, labels)
+    assert float(loss.gamma_logit) == 1e9 and loss.gamma_logit._version == version
+    loss.exponent.end_step()
+    loss.exponent.begin_step()  # the next step's first call projects
+    loss(scores, labels)
+    assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
 
 
 def test_a_learnable_gamma_must_start_inside_the_recoverable_range():

@@ -128,8 +128,10 @@ if [ -L "$SITE/dfl_mm" ] || [ ! -e "$SITE/dfl_mm" ]; then
 fi
 if [ "$WITH_TESTS" = 1 ]; then
   "${PIP[@]}" -r "$ROOT/requirements/tests.txt"
-  # openmim for the mim test, without opendatalab/openxlab (they pin setuptools 60)
-  "${PIP[@]}" --no-deps openmim==0.3.9
+  # openmim for the mim test, without opendatalab/openxlab (they pin setuptools 60):
+  # its other requirements first and openmim itself last, with --no-deps, so no pip
+  # run after it reports the missing opendatalab as a dependency conflict
   "${PIP[@]}" click colorama model-index pandas requests rich tabulate
+  "${PIP[@]}" --no-deps openmim==0.3.9
 fi
 log "done in $((SECONDS - start)) s; environment: $VENV"

@@ -183,6 +183,10 @@ class DFLPerClassIoUMetric(IoUMetric):
     not only the printed table.
     """
 
+    # metric keys stay unprefixed ('mIoU', as mmseg's IoUMetric writes them); ''
+    # says so and silences mmengine's "prefix is not set" warning
+    default_prefix = ''
+
     def compute_metrics(self, results: list) -> dict:
         metrics = super().compute_metrics(results)
         results = tuple(zip(*results))

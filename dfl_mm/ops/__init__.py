@@ -31,10 +31,10 @@ from typing import Dict, FrozenSet, Tuple
 import torch
 
 from . import cpu, reference, triton_kernels
-from .inputs import KernelMode, LossInputs
+from .inputs import CallRefused, KernelMode, LossInputs
 
 __all__ = ['BACKENDS', 'SETTINGS', 'BackendFallbackWarning', 'TritonFallbackWarning',
-           'LossInputs', 'KernelMode', 'setting', 'use', 'select', 'forward',
+           'LossInputs', 'KernelMode', 'CallRefused', 'setting', 'use', 'select', 'forward',
            'forward_backward', 'backward']
 
 # the order in which 'auto' tries them (the reference takes what is left)
@@ -124,17 +124,19 @@ def _describe(key) -> str:
             f"{str(dtype).replace('torch.', '')} on {device})")
 
 
-def _fall_back(key, reason: str, strict: bool) -> None:
-    """The one policy: raise when the backend was named, else warn once."""
+def _fall_back(key, reason: str, strict: bool, cache: bool = True) -> None:
+    """The one policy: raise when the backend was named, else warn once (a failure
+    of one call, ``cache=False``, routes that call only)."""
     if strict:
         raise RuntimeError(f'dfl_mm: DFL_MM_BACKEND={key[0]} names the {_describe(key)}, '
                            f'which failed: {reason} (DFL_MM_BACKEND=auto falls back to '
                            'the PyTorch reference)')
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(f'dfl_mm: the {_describe(key)} failed: {reason}; these calls use the '
-                      'next backend from now on (DFL_MM_BACKEND=reference silences this)',
-                      BackendFallbackWarning)
+    if (key, cache) not in _warned:
+        _warned.add((key, cache))
+        then = 'these calls use the next backend from now on' if cache else \
+            'it uses the next backend'
+        warnings.warn(f'dfl_mm: the {_describe(key)} failed: {reason}; {then} '
+                      '(DFL_MM_BACKEND=reference silences this)', BackendFallbackWarning)
 
 
 def _ready(backend, inputs: LossInputs, strict: bool) -> bool:
@@ -170,6 +172,10 @@ def _guarded(backend, step: str, inputs: LossInputs, *args):
         return getattr(backend, step)(inputs, *args), backend
     except torch.cuda.OutOfMemoryError:
         raise
+    except (CallRefused, MemoryError) as error:  # about this call: the backend stays on
+        key = _key(backend, inputs)
+        _fall_back(key, f'{type(error).__name__}: {str(error).strip()[:300]} (this call '
+                   'only)', setting()[0] != 'auto', cache=False)
     except Exception as error:  # noqa: BLE001 - e.g. a specialisation the probe did not compile
         key = _key(backend, inputs)
         _failed[key] = f'{type(error).__name__}: {str(error).strip()[:300]}'

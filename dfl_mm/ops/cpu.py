@@ -34,6 +34,8 @@ from typing import Optional
 
 import torch
 
+from .inputs import CallRefused
+
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'dfl_cpu.c')
 # -D__FAST_MATH__ only makes glibc's <math.h> declare the SIMD variants of
 # expf/logf/expm1f/log1pf (libmvec); the maths stays IEEE (no -ffast-math).
@@ -150,7 +152,7 @@ def applies(inputs, gamma, reduce_sum: bool) -> bool:
     """Whether the kernel implements this call (see the module docstring): pure."""
     logits, target = inputs.logits, inputs.target
     return (reduce_sum and logits.device.type == 'cpu' and logits.dtype == torch.float32
-            and logits.is_contiguous() and not target.is_floating_point()
+            and logits.shape[1] >= 1 and logits.is_contiguous() and not target.is_floating_point()
             and inputs.elem_weight is None and gamma.dim() == 0
             and (logits.shape[2] == 1 or not inputs.use_sigmoid))
 
@@ -193,7 +195,8 @@ def run(name: str, args: DflArgs) -> DflOut:
 
     Raises:
         MemoryError: the kernel could not allocate its scratch.
-        RuntimeError: the kernel is unavailable or refused its arguments.
+        CallRefused: the kernel refused this call's arguments.
+        RuntimeError: the kernel is unavailable.
     """
     lib = _load()
     if lib is None:
@@ -205,7 +208,7 @@ def run(name: str, args: DflArgs) -> DflOut:
                           f'{args.classes} classes (up to 3 x 4 bytes x classes x 32 pixels '
                           'per thread); DFL_MM_BACKEND=reference uses the PyTorch reference')
     if status != OK:
-        raise RuntimeError(f'dfl_mm CPU kernel: dfl_{name} refused its arguments '
+        raise CallRefused(f'dfl_mm CPU kernel: dfl_{name} refused its arguments '
                            f'(status {status})')
     return out
 

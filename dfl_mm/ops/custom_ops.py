@@ -53,18 +53,20 @@ def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
         out, _, _ = forward(backend, inputs, gamma, reduce_sum, False, scale)
         grad_logits, grad_gamma = logits.new_empty(0), gamma.new_empty(0)
     dtype = _compute_dtype(logits)
-    return (out.to(dtype), grad_logits.contiguous(),
+    return (out.to(dtype).contiguous(), grad_logits.contiguous(),
             grad_gamma.to(dtype).reshape(gamma.shape if grad_gamma.numel() else (0, )))
 
 
+# The fakes promise contiguous outputs, as the ops return them, whatever the
+# logits' strides (channels_last maps, transposed scores).
 @_loss.register_fake
 def _(logits, target, row_weight, elem_weight, class_weight, gamma, alpha, ignore_index,
       use_sigmoid, reduce_sum, with_grad, scale):
     dtype = _compute_dtype(logits)
-    out = logits.new_empty((), dtype=dtype) if reduce_sum else torch.empty_like(
-        logits, dtype=dtype)
+    out = logits.new_empty((), dtype=dtype) if reduce_sum else logits.new_empty(
+        logits.shape, dtype=dtype)
     if _fused(reduce_sum, use_sigmoid, with_grad):
-        return out, torch.empty_like(logits), gamma.new_empty(gamma.shape, dtype=dtype)
+        return out, logits.new_empty(logits.shape), gamma.new_empty(gamma.shape, dtype=dtype)
     return out, logits.new_empty(0), gamma.new_empty(0)
 
 
@@ -86,7 +88,7 @@ def _loss_backward(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
 @_loss_backward.register_fake
 def _(logits, target, row_weight, elem_weight, class_weight, gamma, alpha, ignore_index,
       use_sigmoid, reduce_sum, grad_out, scale):
-    return torch.empty_like(logits), gamma.new_empty(gamma.shape,
+    return logits.new_empty(logits.shape), gamma.new_empty(gamma.shape,
                                                      dtype=_compute_dtype(logits))
 
 

@@ -11,7 +11,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ['LossInputs', 'KernelMode']
+__all__ = ['LossInputs', 'KernelMode', 'CallRefused']
+
+
+class CallRefused(RuntimeError):
+    """A backend can not take this one call (its arguments), though it works here:
+    the registry routes the call elsewhere without switching the backend off."""
 
 
 class KernelMode(enum.IntEnum):

@@ -239,7 +239,8 @@ def _broadcastable_gamma(gamma: Tensor, dtype) -> Tensor:
 
 
 def forward(inputs: LossInputs, gamma: Tensor, reduce_sum: bool) -> Tensor:
-    """Summed loss (0-d, compute dtype) or the element map (B, C, S, logits' dtype)."""
+    """Summed loss (0-d) or the element map (B, C, S), both in the compute dtype
+    (float32 for half logits: their small losses would underflow in float16)."""
     g = _broadcastable_gamma(gamma, inputs.dtype)
     logits = inputs.logits
     if reduce_sum:
@@ -247,7 +248,7 @@ def forward(inputs: LossInputs, gamma: Tensor, reduce_sum: bool) -> Tensor:
         for index in _chunks(logits.shape):
             total += chunk(inputs, index, g, False).sum()
         return total
-    out = torch.empty_like(logits)
+    out = torch.empty_like(logits, dtype=inputs.dtype)
     for index in _chunks(logits.shape):
         out[index] = chunk(inputs, index, g, False)
     return out

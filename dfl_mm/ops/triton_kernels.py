@@ -402,8 +402,8 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
     out = grad = gamma_grad = dummy
     if mode in (KernelMode.SUM, KernelMode.SUM_AND_GRAD):
         out = torch.empty(programs, device=device, dtype=torch.float32)
-    elif mode == KernelMode.MAP:  # computed in float32, stored in the logits' dtype
-        out = torch.empty_like(logits)
+    elif mode == KernelMode.MAP:  # computed and stored in float32 (half would underflow)
+        out = torch.empty_like(logits, dtype=torch.float32)
     if mode in (KernelMode.GRAD, KernelMode.SUM_AND_GRAD):
         grad = torch.empty_like(logits)
         gamma_grad = torch.zeros(channels if per_class else programs, device=device,

@@ -471,6 +471,9 @@ def main(argv=None):
                 done = [r for r in previous if _key(r) == key] if args.reuse else []
                 records.append(done[0] if done else run_one(task, loss, seed, args))
                 write_records(records_file, records, previous)
+    if not records:  # never overwrite a table with an empty one
+        raise SystemExit(f'efficacy study: no runs recorded for tasks {args.tasks} in '
+                         f'{args.work_dir}: {args.out} is left as it was')
     total = time.perf_counter() - study_start
     table = summarise(records, args.tasks) + summarise_gradient_share(records)
     train_minutes = sum(r['seconds'] for r in records) / 60

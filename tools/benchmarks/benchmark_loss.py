@@ -1,6 +1,6 @@
 """Speed and memory of DualFocalLoss against its peers, side by side in one run.
 
-    python tools/benchmarks/benchmark_loss.py [--threads 2] [--repeats 9] [--device cpu|cuda]
+    python tools/benchmarks/benchmark_loss.py [--quick] [--threads 2] [--repeats 9] [--device cpu|cuda]
         [--anchors 200000] [--lvis-anchors 20000 --lvis-classes 1203]
         [--seg-shape 2 19 256 512] [--ade-shape 2 150 128 256]
         [--dtype float32|bfloat16] [--only sigmoid|lvis|softmax|ade]
@@ -15,6 +15,10 @@ for backward beyond the inputs, both as multiples of the logits' bytes. Each
 group also runs DFL on its PyTorch core (without the C kernel on CPU
 or the Triton kernels on CUDA); on CUDA both groups add ``logits.clone()`` as
 the memory-bandwidth floor (column "/ clone").
+
+``--quick`` (about 1 min on 2 CPU cores): 3 repeats at a tenth of the default
+sizes, to check that it runs and see rough ratios; the README's figures use
+the defaults.
 """
 import argparse
 import os
@@ -186,12 +190,23 @@ def print_group(title, logits, results):
               f"{r['saved'] / nbytes:.3f} |")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=9)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--anchors', type=int, default=200_000)
+MIN_REPEATS, QUICK_REPEATS = 9, 3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--quick', action='store_true',
+                        help=f'{QUICK_REPEATS} repeats at a tenth of the sizes (a smoke '
+                        'run; overrides --repeats and the sizes)')
+    parser.add_argument('--threads', type=int, default=2, help='torch threads, >= 1')
+    parser.add_argument('--repeats', type=int, default=9,
+                        help=f'timed runs per contender, >= {MIN_REPEATS} (medians are '
+                        'reported), or --quick')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='cpu or cuda')
+    parser.add_argument('--anchors', type=int, default=200_000, help='RetinaNet-like rows')
     parser.add_argument('--num-classes', type=int, default=80)
     parser.add_argument('--seg-shape', type=int, nargs=4, default=[2, 19, 256, 512],
                         metavar=('B', 'C', 'H', 'W'))
@@ -200,10 +215,19 @@ def main():
     parser.add_argument('--lvis-classes', type=int, default=1203)
     parser.add_argument('--ade-shape', type=int, nargs=4, default=[2, 150, 128, 256],
                         metavar=('B', 'C', 'H', 'W'))
-    parser.add_argument('--only', choices=['sigmoid', 'lvis', 'softmax', 'ade'])
-    args = parser.parse_args()
-    if args.repeats < 9:
-        parser.error('--repeats must be >= 9 (the table reports medians)')
+    parser.add_argument('--only', choices=['sigmoid', 'lvis', 'softmax', 'ade'],
+                        help='one group only (default: all four)')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = QUICK_REPEATS
+        args.anchors, args.lvis_anchors = args.anchors // 10, args.lvis_anchors // 10
+        args.seg_shape[2:] = [max(8, d // 4) for d in args.seg_shape[2:]]
+        args.ade_shape[2:] = [max(8, d // 4) for d in args.ade_shape[2:]]
+    elif args.repeats < MIN_REPEATS:
+        parser.error(f'--repeats must be >= {MIN_REPEATS} (the table reports medians), got '
+                     f'{args.repeats}; --quick runs {QUICK_REPEATS} at smaller sizes')
+    if args.threads < 1:
+        parser.error(f'--threads must be >= 1, got {args.threads}')
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)

@@ -53,14 +53,31 @@ PY
 }
 
 start=$(date +%s)
+mkdir -p "$WORK"
+# each lane in a process group of its own (job control), so that INT / TERM to
+# this script stops both lanes and their training processes
+set -m
 lane_a > "$WORK.lane_a.log" 2>&1 &
 a=$!
 lane_b > "$WORK.lane_b.log" 2>&1 &
 b=$!
+set +m
+stop() {
+    kill -TERM -- "-$a" "-$b" 2> /dev/null || true
+    wait 2> /dev/null || true
+    echo "efficacy study: stopped; finished runs are kept in $WORK (rerun to resume)" >&2
+    exit 130
+}
+trap stop INT TERM
+echo "efficacy study: lanes running (pids $a $b), logs $WORK.lane_a.log $WORK.lane_b.log"
 status=0
 wait $a || status=$?
 wait $b || status=$?
+# a failed study never overwrites the tables: its partial tables go beside its runs
+if [ "$status" -ne 0 ]; then
+    OUT="$WORK/partial.md"
+fi
 "$PY" tools/benchmarks/benchmark_efficacy.py --summarise-only --work-dir "$WORK" --out "$OUT" \
-    --tasks det seg det-lt seg-lt > /dev/null
+    --tasks det seg det-lt seg-lt > /dev/null || status=$?
 echo "efficacy study: $(( ($(date +%s) - start) / 60 )) min wall, tables in $OUT (exit $status)"
 exit $status

@@ -122,10 +122,8 @@ class AdaptiveWeightCrossEntropyLoss(nn.Module):
         self.loss_weight, self.loss_name = loss_weight, loss_name
 
     def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
-        if not self.training:
-            return self._loss(seg_logits, seg_label, ignore_index)
-        with self.adaptive.call():  # the weights of the steps before this one
-            loss = self._loss(seg_logits, seg_label, ignore_index)
+        loss = self._loss(seg_logits, seg_label, ignore_index)  # the steps before this one
+        if self.training and torch.is_grad_enabled():
             self.adaptive.count(seg_logits, seg_label, ignore_index, use_sigmoid=False)
         return loss
 

@@ -17,6 +17,9 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
+# the published forms: arXiv 1909.11932 (the default, every backend) and the
+# authors' Neurocomputing 2021 paper (the reference backend's torch ops only)
+FORMS = ('arxiv2019', 'neurocomputing2021')
 
 
 def check_number(name, value, low, high, low_open=True):
@@ -157,6 +160,26 @@ def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
     return torch.where(rows > 0, labels, logits.shape[1]) if use_sigmoid else labels
 
 
+def check_form(form, alpha, beta, rho) -> Optional[float]:
+    """Check a form and its settings; the Neurocomputing form's ``alpha`` (1 when
+    None), or None for the default form (whose ``beta`` and ``rho`` must stay 1)."""
+    if form not in FORMS:
+        raise ValueError(f'form must be one of {FORMS}, got {form!r}')
+    if torch.compiler.is_compiling():  # checked eagerly (the module: at construction)
+        return None if form == 'arxiv2019' else (1.0 if alpha is None else alpha)
+    if form == 'arxiv2019':
+        if beta != 1.0 or rho != 1.0:
+            raise ValueError(f"beta and rho are settings of form='neurocomputing2021', "
+                             f'got beta={beta!r}, rho={rho!r} with the default form')
+        return None
+    alpha = 1.0 if alpha is None else alpha
+    for name, value, low in (('alpha', alpha, -math.inf), ('beta', beta, 0), ('rho', rho, 1)):
+        check_number(name, value, low, math.inf, low_open=False)
+        if not math.isfinite(value):
+            raise ValueError(f'{name} must be a finite number, got {value}')
+    return float(alpha)
+
+
 def check_tensor(name, value, expected):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of {expected}, '
@@ -164,7 +187,7 @@ def check_tensor(name, value, expected):
 
 
 def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
-                   ignore_index, avg_non_ignore) -> None:
+                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0) -> None:
     """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
     if not isinstance(use_sigmoid, bool):
         raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
@@ -173,7 +196,7 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
         raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
-    if alpha is not None:
+    if check_form(form, alpha, beta, rho) is None and alpha is not None:
         if not use_sigmoid:
             raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
                              'use class_weight in softmax mode')

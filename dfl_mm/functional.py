@@ -22,13 +22,14 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .checks import (REDUCTIONS, Checks, check_ignore_index, check_label_dtype, check_no_grad,
-                     check_number, check_tensor, check_values, one_hot_as_target)
+from .checks import (FORMS, REDUCTIONS, Checks, check_form, check_ignore_index, check_label_dtype,
+                     check_no_grad, check_number, check_tensor, check_values,
+                     one_hot_as_target)
 from .ops import custom_ops, reference
 from .ops.inputs import LossInputs
 from .ops.reference import dual_focal_loss_elements
 
-__all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX']
+__all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
 
 GAMMA_MAX = 20.0
 
@@ -127,10 +128,16 @@ def dual_focal_loss(logits: Tensor,
                     alpha: Optional[float] = None,
                     ignore_index: Optional[int] = None,
                     reduction: str = 'mean',
-                    avg_factor: Optional[Union[float, Tensor]] = None) -> Tensor:
+                    avg_factor: Optional[Union[float, Tensor]] = None,
+                    form: str = 'arxiv2019',
+                    beta: float = 1.0,
+                    rho: float = 1.0) -> Tensor:
     """Dual Focal Loss of logits against labels or float targets.
 
     .. math:: \\mathcal{L} = \\sum_{n,c} w_{nc}\\,\\bigl(-\\ln(1 - |y_{nc} - p_{nc}|^{\\gamma})\\bigr)
+
+    or, with ``form='neurocomputing2021'``, elements
+    ``-y ln p - beta (1 - y) ln(rho - p) - alpha |y - p|^gamma``.
 
     Args:
         logits (Tensor): (N, C) or dense (B, C, d1, ...), any float dtype.
@@ -151,12 +158,18 @@ def dual_focal_loss(logits: Tensor,
             element of the rows labelled c (as mmseg's CE), background and
             ignored rows weigh 1 (integer labels only).
         alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
-            of 1 and ``1 - alpha`` for targets of 0 (default: equal).
+            of 1 and ``1 - alpha`` for targets of 0 (default: equal). In the
+            Neurocomputing form (both modes): the coefficient of
+            ``|y - p|^gamma``, a finite number (default 1).
         ignore_index (int, optional): label to leave out, whatever its value
             (a valid class id leaves that class's rows out, as in mmseg).
         reduction (str): 'none' (element map shaped like ``logits``),
             'mean' (sum / ``avg_factor``, or over all elements) or 'sum'.
         avg_factor (float | Tensor, optional): divisor for 'mean', >= 0.
+        form (str): 'arxiv2019' (the definition above, every backend) or
+            'neurocomputing2021' (docs/DFL_SPEC.md section 8; torch ops).
+        beta (float): Neurocomputing form: weight of the false classes' term, >= 0.
+        rho (float): Neurocomputing form: ``rho >= 1`` in ``ln(rho - p)``.
 
     Returns:
         Tensor: the loss, in the dtype of ``logits`` (float32 for float16 /
@@ -169,7 +182,8 @@ def dual_focal_loss(logits: Tensor,
     """
     return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
                             class_weight, alpha, ignore_index, reduction=reduction,
-                            avg_factor=avg_factor, class_weight_mode=class_weight_mode)
+                            avg_factor=avg_factor, class_weight_mode=class_weight_mode,
+                            form=form, beta=beta, rho=rho)
 
 
 def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
@@ -213,9 +227,13 @@ def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
 
 def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                      alpha, ignore_index, *, reduction, avg_factor=None,
-                     class_weight_mode='element') -> Tensor:
+                     class_weight_mode='element', form='arxiv2019', beta=1.0,
+                     rho=1.0) -> Tensor:
     """Validate, normalise to (B, C, S), run the fused function and reduce."""
     checks = Checks()  # value checks, read with one sync before the loss runs
+    neuro_alpha = check_form(form, alpha, beta, rho)
+    if neuro_alpha is not None:
+        alpha = None  # the form's coefficient, not the sigmoid positives' weight
     check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
     check_tensor('target', target, 'integer labels or float targets')
     check_no_grad('target', target)
@@ -329,7 +347,11 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
     with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
     reduce_sum = reduction != 'none'
-    if _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
+    if neuro_alpha is not None:  # plain torch ops: autograd, and compile traces them
+        out = reference.neurocomputing_loss(inputs, gamma, neuro_alpha, float(beta),
+                                            float(rho))
+        out = out.sum() * scale if reduce_sum else out
+    elif _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
         out = custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
     else:
         out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)

@@ -50,6 +50,7 @@ class DualFocalLoss(nn.Module):
             of a learnable gamma. Default: ``DEFAULT_GAMMA_REG``.
         alpha (float, optional): sigmoid mode only: weight of positive targets
             (negatives get ``1 - alpha``). Default: None (equal importance).
+            The Neurocomputing form's coefficient instead (see ``form``).
         class_weight (list | str, optional): per-class weights, a path to a
             .npy/.pkl file holding them, or 'adaptive': weights from running
             class statistics (``dfl_mm.adaptive``; needs ``num_classes``).
@@ -67,6 +68,13 @@ class DualFocalLoss(nn.Module):
             always pass their own (255 in its configs).
         loss_name (str): key of the loss in mmseg's loss dict; must start with
             ``loss_``. Default: 'loss_dfl'.
+        form (str): 'arxiv2019', the element ``-ln(1 - |y - p|^gamma)`` (every
+            backend), or 'neurocomputing2021', the authors' peer-reviewed
+            ``-y ln p - beta (1 - y) ln(rho - p) - alpha |y - p|^gamma``
+            (torch ops, autograd; ``alpha`` is then its coefficient, default
+            1, in both modes). Default: 'arxiv2019'.
+        beta (float): Neurocomputing form: weight of the false classes, >= 0.
+        rho (float): Neurocomputing form: ``rho >= 1``. Default: 1.
 
     Example:
         >>> loss = DualFocalLoss(learnable_gamma='scalar')
@@ -92,11 +100,16 @@ class DualFocalLoss(nn.Module):
                  loss_weight: float = 1.0,
                  avg_non_ignore: bool = False,
                  ignore_index: Optional[int] = None,
-                 loss_name: str = 'loss_dfl'):
+                 loss_name: str = 'loss_dfl',
+                 form: str = 'arxiv2019',
+                 beta: float = 1.0,
+                 rho: float = 1.0):
         super().__init__()
         check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
                        alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
-                       ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+                       ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
+                       form=form, beta=beta, rho=rho)
+        self.form, self.beta, self.rho = form, float(beta), float(rho)
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
         self.reduction, self.loss_weight = reduction, loss_weight
         self.avg_non_ignore = avg_non_ignore
@@ -207,7 +220,8 @@ class DualFocalLoss(nn.Module):
             loss = dual_focal_loss(
                 pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
                 class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
-                ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor)
+                ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
+                form=self.form, beta=self.beta, rho=self.rho)
             if counting:  # checked and computed: count it
                 self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
             loss = conventions.finish(loss, pred, reduction)
@@ -218,7 +232,9 @@ class DualFocalLoss(nn.Module):
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:
-        parts = [f'use_sigmoid={self.use_sigmoid}', f'learnable_gamma={self.learnable_gamma!r}',
+        parts = [f'form={self.form!r}'] + [f'beta={self.beta}, rho={self.rho}'] * (
+            self.form != 'arxiv2019')
+        parts += [f'use_sigmoid={self.use_sigmoid}', f'learnable_gamma={self.learnable_gamma!r}',
                  f'alpha={self.alpha}', f'reduction={self.reduction!r}',
                  f'loss_weight={self.loss_weight}', f'avg_non_ignore={self.avg_non_ignore}',
                  f'ignore_index={self.ignore_index}', f'loss_name={self.loss_name!r}']

@@ -170,15 +170,19 @@ def _seg_call(i):
     return (3 * torch.randn(2, 4, h, w, generator=g), labels), dict(ignore_index=255)
 
 
+@pytest.mark.parametrize('form', ['arxiv2019', 'neurocomputing2021'])
 @pytest.mark.parametrize('adaptive', [False, True])
 @pytest.mark.parametrize('learnable', [False, 'scalar', 'per_class'])
 @pytest.mark.parametrize('use_sigmoid', [True, False])
 def test_every_mode_is_one_graph_across_changing_shapes_and_avg_factors(
-        use_sigmoid, learnable, adaptive):
+        use_sigmoid, learnable, adaptive, form):
     """fullgraph=True, dynamic=True: 10 calls with other N / H, W and avg_factor each
-    compile once; values, both gradients and the adaptive statistics equal eager's."""
+    compile once; values, both gradients and the adaptive statistics equal eager's.
+    Both forms (the Neurocomputing one is plain torch ops in the graph)."""
     settings = dict(use_sigmoid=use_sigmoid, learnable_gamma=learnable, num_classes=4,
-                    avg_non_ignore=not use_sigmoid)
+                    avg_non_ignore=not use_sigmoid, form=form)
+    if form != 'arxiv2019':
+        settings.update(alpha=0.55, beta=3.0)
     if adaptive:
         settings.update(class_weight='adaptive', adaptive_weight=dict(momentum=0.5))
     torch.manual_seed(0)

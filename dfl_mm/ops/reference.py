@@ -39,7 +39,8 @@ from torch import Tensor
 from .inputs import LossInputs
 
 __all__ = ['NAME', 'AUTO_DEVICES', 'applies', 'unavailable', 'dual_focal_loss_elements',
-           'forward', 'backward', 'forward_backward', 'TAIL', 'LN2']
+           'forward', 'backward', 'forward_backward', 'neurocomputing_elements',
+           'neurocomputing_loss', 'TAIL', 'LN2']
 
 NAME = 'reference'
 AUTO_DEVICES = None  # every device
@@ -192,29 +193,43 @@ def _soft_target_signed_logit(z: Tensor, y: Tensor):
     return u, du_dz
 
 
-def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
-    """Softmax-mode elements of a (b, C, s) chunk through their log-odds.
+def _softmax_log_odds(z: Tensor, classes: Tensor):
+    """Log-odds ``v_c = ln p_c - ln(1 - p_c)`` of a (b, C, s) chunk's softmax.
 
-    With ``v_c = ln p_c - ln(1 - p_c)`` every class is a sigmoid element of
-    logit ``v_c``. For the row's argmax ``m`` (the only class that can have
-    ``p > 1/2``) ``v_m = z_m - logsumexp(z without m)`` avoids the
-    cancellation of ``ln(1 - p_m)``; the others use ``log1p(-p_c)``.
+    For the row's argmax ``m`` (the only class that can have ``p > 1/2``)
+    ``v_m = z_m - logsumexp(z without m)`` avoids the cancellation of
+    ``ln(1 - p_m)``; the others use ``log1p(-p_c)``. Made of differentiable ops.
 
-    Backward: ``d v_c / d z_j = (delta_cj - p_j) / (1 - p_c)``, arranged so
-    that ``1 / (1 - p_m)`` is never formed:
-    ``dz = h - p * K - pi * g_m`` with ``h_c = g_c / (1 - p_c)`` (c != m),
-    ``h_m = g_m``, ``K = sum_{c != m} h_c`` and ``pi_j = p_j / (1 - p_m)``.
+    Returns:
+        (v, p, is_max, logsumexp of the row without its argmax), the first
+        three (b, C, s), the last (b, 1, s).
     """
     z_max, argmax = z.max(dim=1, keepdim=True)
     is_max = classes == argmax
     # a +inf logit would give p = (1, 0, ...) and a finite loss with NaN
     # gradients: make it a NaN loss instead, so divergence shows
     lse = torch.logsumexp(z, dim=1, keepdim=True).masked_fill(z_max == math.inf, math.nan)
-    lse_rest = torch.logsumexp(z.masked_fill(is_max, -math.inf), dim=1,
-                               keepdim=True)
+    lse_rest = torch.logsumexp(z.masked_fill(is_max, -math.inf), dim=1, keepdim=True)
     log_p = z - lse
     p = torch.exp(log_p)
-    v = torch.where(is_max, z_max - lse_rest, log_p - torch.log1p(-p))
+    # the argmax's p is masked out of the other branch: where's backward would
+    # send 0 * inf = NaN through log1p(-1) when p_m = 1
+    v = torch.where(is_max, z_max - lse_rest, log_p - torch.log1p(-p.masked_fill(is_max, 0)))
+    return v, p, is_max, lse_rest
+
+
+def _softmax_chunk(z, is_pos, classes, gamma, with_grad, weight=None):
+    """Softmax-mode elements of a (b, C, s) chunk through their log-odds.
+
+    With ``v_c = ln p_c - ln(1 - p_c)`` (:func:`_softmax_log_odds`) every
+    class is a sigmoid element of logit ``v_c``.
+
+    Backward: ``d v_c / d z_j = (delta_cj - p_j) / (1 - p_c)``, arranged so
+    that ``1 / (1 - p_m)`` is never formed:
+    ``dz = h - p * K - pi * g_m`` with ``h_c = g_c / (1 - p_c)`` (c != m),
+    ``h_m = g_m``, ``K = sum_{c != m} h_c`` and ``pi_j = p_j / (1 - p_m)``.
+    """
+    v, p, is_max, lse_rest = _softmax_log_odds(z, classes)
     u = torch.where(is_pos, v, -v)
     if not with_grad:
         return _weighted(dual_focal_loss_elements(u, gamma, False), weight)
@@ -286,3 +301,62 @@ def forward_backward(inputs: LossInputs, gamma: Tensor, scale: float):
     contract, here as two chunked passes: what a failed fused launch falls back to)."""
     factor = torch.tensor(scale, dtype=inputs.dtype, device=inputs.logits.device)
     return (forward(inputs, gamma, True) * factor, *backward(inputs, gamma, factor, True))
+
+
+# ---------------------------------------------------------------- Neurocomputing 2021
+def neurocomputing_elements(u: Tensor, gamma: Tensor, is_pos: Tensor, alpha: float,
+                            beta: float, rho: float) -> Tensor:
+    """Elements of the Neurocomputing 2021 form for hard targets, through the signed
+    logit ``u`` (``e = sigmoid(-u)``: ``1 - p`` for the true class, ``p`` for the others).
+
+    .. math:: \\ell = -[y]\\ln p - \\beta [1 - y] \\ln(\\rho - p) - \\alpha\\, e^{\\gamma}
+
+    ``-ln p = softplus(-u)`` on the true class and, for ``rho = 1``,
+    ``-ln(1 - p) = softplus(-u)`` on the others: exact at every finite logit,
+    no ``eps`` inside a log; ``e^gamma = exp(-gamma softplus(u))``.
+    """
+    e_gamma = torch.exp(-gamma * F.softplus(u))
+    if rho == 1.0:
+        false = beta * F.softplus(-u)
+    else:  # rho > 1: rho - e >= rho - 1 > 0
+        false = -beta * torch.log(rho - torch.sigmoid(-u))
+    return torch.where(is_pos, F.softplus(-u), false) - alpha * e_gamma
+
+
+def _neurocomputing_soft(z: Tensor, y: Tensor, gamma: Tensor, alpha: float, beta: float,
+                         rho: float) -> Tensor:
+    """Sigmoid-mode elements for float targets; entries of 0 or 1 take the exact
+    hard form (:func:`neurocomputing_elements`)."""
+    p = torch.sigmoid(z)
+    log_rest = -F.softplus(z) if rho == 1.0 else torch.log(rho - p)
+    err = (y - p).abs().clamp(min=torch.finfo(z.dtype).tiny)
+    soft = (y * F.softplus(-z) - beta * (1 - y) * log_rest
+            - alpha * torch.exp(gamma * torch.log(err)))
+    hard = (y == 0) | (y == 1)
+    is_pos = y == 1
+    exact = neurocomputing_elements(torch.where(is_pos, z, -z), gamma, is_pos, alpha, beta,
+                                    rho)
+    return torch.where(hard, exact, soft)
+
+
+def neurocomputing_loss(inputs: LossInputs, gamma: Tensor, alpha: float, beta: float,
+                        rho: float) -> Tensor:
+    """The weighted (B, C, S) element map of the Neurocomputing 2021 form, in the
+    compute dtype, made of differentiable torch ops (autograd gives its gradients,
+    second derivatives too; ``torch.compile`` traces it): no kernel implements it.
+
+    ``inputs.alpha`` must be None (``alpha`` here is the form's coefficient);
+    class, row and element weights and ``ignore_index`` apply as in the
+    default form.
+    """
+    z = inputs.logits.to(inputs.dtype)
+    g = _broadcastable_gamma(gamma, inputs.dtype)
+    everything = (slice(None), ) * 3
+    classes = torch.arange(z.shape[1], device=z.device).view(1, -1, 1)
+    is_pos, weight = _positives_and_weight(inputs, everything, classes)
+    if inputs.use_sigmoid and inputs.soft_target:
+        out = _neurocomputing_soft(z, inputs.target.to(inputs.dtype), g, alpha, beta, rho)
+    else:
+        v = _softmax_log_odds(z, classes)[0] if not inputs.use_sigmoid else z
+        out = neurocomputing_elements(torch.where(is_pos, v, -v), g, is_pos, alpha, beta, rho)
+    return _weighted(out, weight)

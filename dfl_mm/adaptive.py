@@ -172,9 +172,6 @@ class AdaptiveClassWeight(nn.Module):
 
         The weights come from the steps before this call, never from its batch.
         """
-        if target.is_floating_point():
-            raise TypeError("class_weight='adaptive' needs integer labels, got a float "
-                            'target (sigmoid mode takes an integer one-hot map as labels)')
         if pred.shape[1] != self.num_classes:
             raise ValueError(f'pred has {pred.shape[1]} channels, but the adaptive weights '
                              f'were built for num_classes={self.num_classes}')

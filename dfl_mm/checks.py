@@ -180,6 +180,14 @@ def check_form(form, alpha, beta, rho) -> Optional[float]:
     return float(alpha)
 
 
+def assigned_labels(target: Tensor) -> Tensor:
+    """The class a float target (B, C, ...) assigns to each row: its largest entry
+    where that is positive, else ``C`` (background): (B, ...) int64. A quality
+    score (an IoU) is not a count: the row counts once, for its class."""
+    top, index = target.max(dim=1)
+    return torch.where(top > 0, index, target.shape[1])
+
+
 def check_tensor(name, value, expected):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of {expected}, '

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .checks import (FORMS, REDUCTIONS, Checks, check_form, check_ignore_index, check_label_dtype,
+from .checks import (FORMS, REDUCTIONS, Checks, assigned_labels, check_form, check_ignore_index, check_label_dtype,
                      check_no_grad, check_number, check_tensor, check_values,
                      one_hot_as_target)
 from .ops import custom_ops, reference
@@ -156,7 +156,8 @@ def dual_focal_loss(logits: Tensor,
         class_weight_mode (str): 'element': ``class_weight[c]`` multiplies
             the class-c element of every row; 'row': it multiplies every
             element of the rows labelled c (as mmseg's CE), background and
-            ignored rows weigh 1 (integer labels only).
+            ignored rows weigh 1 (a float target's row: the class of its
+            largest positive entry).
         alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
             of 1 and ``1 - alpha`` for targets of 0 (default: equal). In the
             Neurocomputing form (both modes): the coefficient of
@@ -318,11 +319,9 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
                      low_open=False, checks=checks)
         class_weight = class_weight.view(1, channels, 1)
-        if class_weight_mode == 'row':
-            if target.is_floating_point():
-                raise TypeError("class_weight_mode='row' needs integer labels, got a "
-                                'float target')
-            labels = target3
+        if class_weight_mode == 'row':  # a float target's rows: their assigned class
+            labels = (assigned_labels(target3).unsqueeze(1) if target.is_floating_point()
+                      else target3)
             known = (labels >= 0) & (labels < channels)
             row = torch.where(known, class_weight.view(-1)[labels.clamp(0, channels - 1)],
                               1.0)

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from . import conventions
 from .adaptive import build_adaptive
-from .checks import (check_call, check_ignore_index, check_settings, load_class_weight,
-                     one_hot_as_target)
+from .checks import (assigned_labels, check_call, check_ignore_index, check_settings,
+                     load_class_weight, one_hot_as_target)
 from .functional import dual_focal_loss
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
@@ -28,6 +28,12 @@ class DualFocalLoss(nn.Module):
       avg_factor=..., reduction_override=...)``; labels in [0, C] with
       C = background (sigmoid); 'none' gives the (N, C) element map; 'mean'
       divides by ``avg_factor`` (or by N * C), like mmdet's FocalLoss.
+    * mmdet quality heads (GFL, TOOD, RTMDet, LD: QualityFocalLoss's place):
+      ``loss(cls_score (N, C), (labels (N,), scores (N,)), weight (N,),
+      avg_factor=...)``: the soft target ``y`` = the score at the label, as
+      QualityFocalLoss: 'none' gives the per-row (N,) loss, 'mean' without
+      ``avg_factor`` averages over rows; VFNet (VarifocalLoss's place) passes
+      an (N, C) IoU-aware float target (elements, as VarifocalLoss).
     * mmseg decode heads: ``loss(seg_logits (B, C, H, W), seg_label (B, H, W),
       weight=None, ignore_index=255)``; 'none' gives the per-pixel (B, H, W)
       loss (summed over classes); 'mean' averages over pixels, or over the
@@ -75,6 +81,10 @@ class DualFocalLoss(nn.Module):
             1, in both modes). Default: 'arxiv2019'.
         beta (float): Neurocomputing form: weight of the false classes, >= 0.
         rho (float): Neurocomputing form: ``rho >= 1``. Default: 1.
+        activated (bool): ``pred`` holds probabilities, not logits (TOOD's
+            heads; mmdet's ``activated``), sigmoid mode. Default: False.
+        iou_weighted (bool): VarifocalLoss's meaning: with a float target a
+            positive element (target q > 0) weighs q. Default: False.
 
     Example:
         >>> loss = DualFocalLoss(learnable_gamma='scalar')
@@ -103,13 +113,21 @@ class DualFocalLoss(nn.Module):
                  loss_name: str = 'loss_dfl',
                  form: str = 'arxiv2019',
                  beta: float = 1.0,
-                 rho: float = 1.0):
+                 rho: float = 1.0,
+                 activated: bool = False,
+                 iou_weighted: bool = False):
         super().__init__()
         check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
                        alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
                        ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
                        form=form, beta=beta, rho=rho)
         self.form, self.beta, self.rho = form, float(beta), float(rho)
+        for name, value in (('activated', activated), ('iou_weighted', iou_weighted)):
+            if not isinstance(value, bool):
+                raise TypeError(f'{name} must be True or False, got {value!r}')
+        if activated and not use_sigmoid:
+            raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
+        self.activated, self.iou_weighted = activated, iou_weighted
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
         self.reduction, self.loss_weight = reduction, loss_weight
         self.avg_non_ignore = avg_non_ignore
@@ -183,8 +201,10 @@ class DualFocalLoss(nn.Module):
         Args:
             pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W)
                 logits (mmseg).
-            target (Tensor): labels (N,) / (B, H, W), or targets shaped like
-                ``pred``: floats (sigmoid mode) or an integer one-hot map.
+            target (Tensor | tuple): labels (N,) / (B, H, W), targets shaped
+                like ``pred`` (floats, sigmoid mode, e.g. VFNet's IoU-aware
+                map, or an integer one-hot map), or QualityFocalLoss's
+                ``(labels (N,), scores (N,))``.
             weight (Tensor, optional): (N,), (N, 1), (N, C) (also flattened
                 to (N * C,), as mmdet's FocalLoss takes it) or (B, H, W);
                 non-negative.
@@ -194,11 +214,16 @@ class DualFocalLoss(nn.Module):
 
         Returns:
             Tensor: the scalar loss ('mean'/'sum', including the gamma pull),
-            (N, C) for mmdet's or (B, H, W) for mmseg's 'none'; float32 for
+            (N, C) for mmdet's 'none', (N,) with a ``(labels, scores)`` target
+            or (B, H, W) for mmseg's; float32 for
             half-precision ``pred`` (as torch's losses under autocast).
         """
         ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
             ignore_index)
+        labels = None  # a (labels, scores) target's labels (what adaptive weights count)
+        if isinstance(target, (tuple, list)) and isinstance(pred, Tensor):
+            target, labels = conventions.quality_target(pred, target)
+        per_row = labels is not None  # QualityFocalLoss's 'none' is per row
         check_call(pred, target, reduction_override, ignore_index, kwargs)
         reduction = reduction_override or self.reduction
         target = one_hot_as_target(pred, target, self.use_sigmoid,
@@ -208,6 +233,14 @@ class DualFocalLoss(nn.Module):
             pred, target, weight, reduction=reduction, avg_factor=avg_factor,
             avg_non_ignore=self.avg_non_ignore, ignore_index=ignore_index,
             use_sigmoid=self.use_sigmoid)
+        if per_row and reduction == 'mean' and avg_factor is None:
+            avg_factor = pred.shape[0]  # QualityFocalLoss averages its rows
+        if self.iou_weighted and target.is_floating_point():
+            weight = conventions.quality_weight(target, weight)
+        if self.activated:
+            pred = conventions.from_probabilities(pred)
+        if self.adaptive is not None and labels is None:
+            labels = assigned_labels(target) if target.is_floating_point() else target
         # a call that raises changes no state: the projection is undone, and a call
         # is counted once its loss is computed; only calls that train count
         # (not evaluation, nor mmseg's OHEM sampler ranking pixels under no_grad)
@@ -223,8 +256,8 @@ class DualFocalLoss(nn.Module):
                 ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
                 form=self.form, beta=self.beta, rho=self.rho)
             if counting:  # checked and computed: count it
-                self.adaptive.count(pred, target, ignore_index, self.use_sigmoid)
-            loss = conventions.finish(loss, pred, reduction)
+                self.adaptive.count(pred, labels, ignore_index, self.use_sigmoid)
+            loss = conventions.finish(loss, pred, reduction, per_row=per_row)
             if self.learnable_gamma and reduction != 'none':
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
@@ -238,6 +271,7 @@ class DualFocalLoss(nn.Module):
                  f'alpha={self.alpha}', f'reduction={self.reduction!r}',
                  f'loss_weight={self.loss_weight}', f'avg_non_ignore={self.avg_non_ignore}',
                  f'ignore_index={self.ignore_index}', f'loss_name={self.loss_name!r}']
+        parts += [f'{name}=True' for name in ('activated', 'iou_weighted') if getattr(self, name)]
         if self.class_weight is not None:
             parts.append(f'class_weight={self.class_weight.tolist()}')
         return ', '.join(parts)

@@ -5,7 +5,13 @@
 * every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
   ``DualFocalLoss`` with gamma 2, and adaptive class weights where it scores
   the head's classes (``loss_cls``, with the head's ``num_classes``): the
-  shipped detection setting, docs/results.md;
+  shipped detection setting, docs/results.md; probabilities stay
+  probabilities (``activated``, TOOD);
+* every ``QualityFocalLoss`` (GFL, TOOD, RTMDet, LD) and ``VarifocalLoss``
+  (VFNet): by the same sigmoid ``DualFocalLoss``, which takes their soft
+  quality targets (``(labels, scores)`` / the IoU-aware map, with
+  ``iou_weighted`` as VarifocalLoss's); not GFL's ``DistributionFocalLoss``
+  (box regression, mmdet's other "DFL");
 * every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
   (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
   with a learnable gamma and adaptive class weights (the shipped setting; it
@@ -29,8 +35,11 @@ SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
                    learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
 SEG_LOSS_KEYS = ('loss_decode', )
-# loss keys of mmdet heads whose FocalLoss scores the head's num_classes
-DET_CLASS_LOSS_KEYS = ('loss_cls', )
+# loss keys of mmdet heads whose FocalLoss scores the head's num_classes (TOOD's
+# first epochs use initial_loss_cls)
+DET_CLASS_LOSS_KEYS = ('loss_cls', 'initial_loss_cls')
+# sigmoid classification losses of mmdet that DualFocalLoss replaces
+DET_LOSSES = ('FocalLoss', 'QualityFocalLoss', 'VarifocalLoss')
 
 
 def _type_name(loss) -> str:
@@ -41,7 +50,7 @@ def _type_name(loss) -> str:
 def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
     """The DFL dict replacing ``loss`` (the value of ``key`` in ``head``), or None."""
     kind = _type_name(loss)
-    if kind == 'FocalLoss' and loss.get('use_sigmoid', True):
+    if kind in DET_LOSSES and loss.get('use_sigmoid', True):
         new = dict(SIGMOID_DFL)
         # the class scores only: other FocalLosses (guided anchoring's 1-channel
         # loss_loc) do not have the head's classes as channels
@@ -49,6 +58,10 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
             new['num_classes'] = head['num_classes']
         else:
             new.pop('class_weight')
+        if loss.get('activated', False):
+            new['activated'] = True
+        if kind == 'VarifocalLoss' and loss.get('iou_weighted', True):
+            new['iou_weighted'] = True
     elif (kind == 'CrossEntropyLoss' and key in SEG_LOSS_KEYS
           and not loss.get('use_sigmoid', False) and not loss.get('use_mask', False)):
         new = dict(SOFTMAX_DFL)

@@ -2,8 +2,9 @@
 
     python tools/analysis/head_sweep.py [--only det|seg]   (markdown tables on stdout, progress on stderr)
 
-Detection: every config shipped inside mmdet whose model uses ``FocalLoss``,
-one per (detector, heads) pair (an R50 one where there is, else the shortest
+Detection: every config shipped inside mmdet whose model uses a sigmoid
+classification loss DualFocalLoss replaces (``FocalLoss``, the quality targets'
+``QualityFocalLoss`` and ``VarifocalLoss``), one per (detector, heads) pair (an R50 one where there is, else the shortest
 name, so backbone, schedule and dataset variants count once). Segmentation: one config per mmseg model
 folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
 head type. Each is switched to DualFocalLoss by ``dfl_mm.switch`` (the same
@@ -77,14 +78,14 @@ def _preference(rel):
 
 
 def detection_candidates():
-    """[(config, key, heads)] one per (detector type, heads with FocalLoss)."""
+    """[(config, key, heads)] one per (detector type, heads with a replaced loss)."""
     from mmengine.config import Config
 
     from dfl_mm.switch import dfl_overrides
     root, files = _config_files('mmdet')
     chosen = OrderedDict()
     for path in files:
-        if not _mentions(path, r"FocalLoss"):
+        if not _mentions(path, r"FocalLoss|VarifocalLoss"):  # Quality..., Focal...
             continue
         try:
             cfg = Config.fromfile(path)
@@ -327,7 +328,8 @@ def sweep(kind, log=None):
 
 
 def markdown(rows, kind):
-    loss = 'FocalLoss' if kind == 'det' else 'softmax CrossEntropyLoss'
+    loss = ('FocalLoss, QualityFocalLoss or VarifocalLoss' if kind == 'det'
+            else 'softmax CrossEntropyLoss')
     passed = sum(r['ok'] for r in rows)
     out = [f'{passed} of {len(rows)} {"mmdet" if kind == "det" else "mmseg"} '
            f'{"detectors" if kind == "det" else "decode heads"} with {loss} train with '

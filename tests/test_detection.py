@@ -16,6 +16,9 @@ DET_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'retinanet*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'demo' / 'retinanet*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'fcos' / '*.py')) +
                      glob.glob(str(ROOT / 'configs' / 'atss' / '*.py')))
+# the quality heads: DualFocalLoss with soft targets (and TOOD's probabilities)
+QUALITY_CONFIGS = sorted(path for folder in ('gfl', 'rtmdet', 'tood', 'vfnet')
+                         for path in glob.glob(str(ROOT / 'configs' / folder / '*.py')))
 DEMO = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
 # the demo ships gamma 2 + adaptive weights; these tests also learn gamma (both kinds of state)
 LEARNABLE = ["model.bbox_head.loss_cls.learnable_gamma='scalar'"]
@@ -24,9 +27,10 @@ SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=
          'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.001']
 
 
-@pytest.mark.parametrize('config', DET_CONFIGS, ids=lambda p: Path(p).name)
+@pytest.mark.parametrize('config', DET_CONFIGS + QUALITY_CONFIGS, ids=lambda p: Path(p).name)
 def test_detection_config_builds_and_trains_one_step(config):
-    from mmdet.models.dense_heads import ATSSHead, FCOSHead, RetinaHead
+    from mmdet.models.dense_heads import (ATSSHead, FCOSHead, GFLHead, RetinaHead,
+                                          RTMDetSepBNHead, TOODHead, VFNetHead)
     from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -40,7 +44,9 @@ def test_detection_config_builds_and_trains_one_step(config):
     assert 'dfl_mm' in cfg.custom_imports['imports']
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
-    head = {'fcos': FCOSHead, 'atss': ATSSHead}.get(Path(config).parent.name, RetinaHead)
+    head = {'fcos': FCOSHead, 'atss': ATSSHead, 'gfl': GFLHead, 'tood': TOODHead,
+            'vfnet': VFNetHead, 'rtmdet': RTMDetSepBNHead}.get(Path(config).parent.name,
+                                                              RetinaHead)
     assert type(model.bbox_head) is head
     loss_module = model.bbox_head.loss_cls
     assert isinstance(loss_module, dfl_mm.DualFocalLoss) and loss_module.use_sigmoid
@@ -63,10 +69,26 @@ def test_detection_config_builds_and_trains_one_step(config):
     data = model.data_preprocessor(
         dict(inputs=[torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8)],
              data_samples=[sample]), training=True)
-    losses = model(**data, mode='loss')
-    total = sum(v.sum() for k, v in _flatten(losses) if 'loss' in k)
-    total.backward()
-    assert torch.isfinite(total)
+    calls = []
+    for module in model.modules():
+        if isinstance(module, dfl_mm.DualFocalLoss):
+            module.register_forward_hook(lambda m, args, out: calls.append(
+                (type(args[1]).__name__, bool(torch.isfinite(out).all()))))
+    # TOOD: the first epochs' hard-label loss, then the soft (labels, scores) one
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()  # TOOD reads the epoch there, as a runner sets it
+    for epoch in ((0, 4) if head is TOODHead else (0, )):
+        hub.update_info('epoch', epoch)
+        losses = model(**data, mode='loss')
+        total = sum(v.sum() for k, v in _flatten(losses) if 'loss' in k)
+        total.backward()
+        assert torch.isfinite(total)
+    hub.runtime_info.pop('epoch')
+    assert calls and all(finite for _, finite in calls)
+    if head in (GFLHead, RTMDetSepBNHead, TOODHead):
+        assert ('tuple', True) in calls  # QualityFocalLoss's (labels, scores) convention
+    if head is VFNetHead:
+        assert loss_module.iou_weighted
     if loss_module.learnable_gamma:
         assert loss_module.gamma_logit.grad is not None
 

@@ -1,0 +1,168 @@
+"""Quality-aware DFL: soft targets in the places of mmdet's QualityFocalLoss
+(GFL, TOOD, RTMDet, LD) and VarifocalLoss (VFNet), side by side with mmdet's
+own losses for what must agree, and probabilities (``activated``)."""
+import pytest
+import torch
+from mmdet.models.losses import QualityFocalLoss, VarifocalLoss
+
+from dfl_mm import DualFocalLoss
+from dfl_mm.functional import dual_focal_loss
+
+N, C = 40, 5
+
+
+def _quality_call(seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    z = 3 * torch.randn(N, C, generator=g, dtype=dtype)
+    labels = torch.randint(0, C + 1, (N, ), generator=g)  # C: background
+    scores = torch.rand(N, generator=g, dtype=dtype)
+    weight = torch.rand(N, generator=g, dtype=dtype)
+    weight[:4] = 0
+    return z, labels, scores, weight
+
+
+def _dense(labels, scores):
+    """The (N, C) map a (labels, scores) target means, built by hand."""
+    y = torch.zeros(len(labels), C, dtype=scores.dtype)
+    pos = labels < C
+    y[pos.nonzero()[:, 0], labels[pos]] = scores[pos]
+    return y
+
+
+def independent(z, y, gamma):
+    """``-ln(1 - |y - sigmoid(z)|^gamma)`` per element, straight from the definition."""
+    return -torch.log(1 - (y - torch.sigmoid(z)).abs() ** gamma)
+
+
+@pytest.mark.parametrize('gamma', [0.5, 1.0, 2.0, 4.5])
+def test_soft_target_values_and_gradients_match_the_definition(gamma):
+    z, labels, scores, _ = _quality_call(1, torch.float64)
+    z = (z / 3).requires_grad_()  # moderate logits: the direct formula is exact there
+    y = _dense(labels, scores)
+    got = dual_focal_loss(z, y, gamma, reduction='none')
+    want = independent(z, y, gamma)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    g_got, = torch.autograd.grad(got.sum(), z)
+    g_want, = torch.autograd.grad(want.sum(), z)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-10)
+    fn = lambda x: DualFocalLoss(gamma=gamma)(x, (labels, scores))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (z.detach().requires_grad_(), ))
+
+
+def test_the_tuple_and_the_tensor_target_are_the_same_data():
+    z, labels, scores, weight = _quality_call()
+    loss = DualFocalLoss()
+    dense = _dense(labels, scores)
+    torch.testing.assert_close(loss(z, (labels, scores), weight, reduction_override='sum'),
+                               loss(z, dense, weight, reduction_override='sum'))
+    torch.testing.assert_close(loss(z, (labels, scores), weight, reduction_override='none'),
+                               loss(z, dense, weight, reduction_override='none').sum(1))
+
+
+@pytest.mark.parametrize('avg_factor', [None, 7.5])
+def test_reductions_shapes_and_zero_weights_follow_mmdets_quality_focal_loss(avg_factor):
+    z, labels, scores, weight = _quality_call(2)
+    ours, theirs = DualFocalLoss(), QualityFocalLoss()
+    per_row = {}
+    for name, fn in (('ours', ours), ('theirs', theirs)):
+        none = fn(z, (labels, scores), weight, reduction_override='none')
+        total = fn(z, (labels, scores), weight, reduction_override='sum')
+        mean = fn(z, (labels, scores), weight, avg_factor=avg_factor)
+        assert none.shape == (N, )  # QualityFocalLoss's 'none' is per anchor
+        torch.testing.assert_close(none.sum(), total)
+        # 'mean': over the rows (QFL averages (N,) row losses), or / avg_factor
+        torch.testing.assert_close(mean, total / (avg_factor or N))
+        per_row[name] = none
+    # the same rows weigh nothing
+    assert torch.equal(per_row['ours'] == 0, per_row['theirs'] == 0)
+    assert torch.equal(per_row['ours'][:4], torch.zeros(4))
+
+
+def test_iou_weighted_follows_mmdets_varifocal_loss():
+    z, labels, scores, _ = _quality_call(3)
+    y = _dense(labels, scores)
+    weight = torch.rand(N, C)
+    weight[:, 0] = 0
+    plain = DualFocalLoss(reduction='none')(z, y, weight)
+    weighted = DualFocalLoss(reduction='none', iou_weighted=True)(z, y, weight)
+    vfl = VarifocalLoss(reduction='none')(z, y, weight)
+    assert weighted.shape == vfl.shape == (N, C)  # VarifocalLoss's 'none' is per element
+    # a positive element weighs its IoU target, every other element 1
+    torch.testing.assert_close(weighted, plain * torch.where(y > 0, y, 1.0))
+    assert torch.equal(weighted == 0, vfl == 0)
+    # avg_factor: sum / avg_factor, as VarifocalLoss's weight_reduce_loss
+    torch.testing.assert_close(DualFocalLoss(iou_weighted=True)(z, y, weight, avg_factor=3.0),
+                               weighted.sum() / 3.0)
+    # per-row weights (N,) weigh every element of their row
+    row = torch.rand(N)
+    torch.testing.assert_close(
+        DualFocalLoss(reduction='none', iou_weighted=True)(z, y, row),
+        DualFocalLoss(reduction='none', iou_weighted=True)(z, y, row[:, None].expand(N, C)))
+
+
+def test_activated_takes_probabilities_and_gives_the_logits_loss():
+    z, labels, scores, _ = _quality_call(4, torch.float64)
+    z = z / 3
+    prob = torch.sigmoid(z).requires_grad_()
+    logits = z.clone().requires_grad_()
+    for target in (labels, (labels, scores)):
+        got = DualFocalLoss(activated=True)(prob, target)
+        want = DualFocalLoss()(logits, target)
+        torch.testing.assert_close(got, want)
+        g_p, = torch.autograd.grad(got, prob)
+        g_z, = torch.autograd.grad(want, logits)
+        # the chain rule through p = sigmoid(z): d/dp = d/dz / (p (1 - p))
+        torch.testing.assert_close(g_p, g_z / (prob * (1 - prob)).detach())
+    saturated = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    out = DualFocalLoss(activated=True)(saturated, torch.tensor([0, 2]))
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(saturated.grad).all()
+    with pytest.raises(ValueError, match=r'activated=True takes probabilities in \[0, 1\]'):
+        DualFocalLoss(activated=True)(torch.tensor([[0.5, 1.5]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match='activated=True takes sigmoid probabilities'):
+        DualFocalLoss(activated=True, use_sigmoid=False)
+
+
+def test_adaptive_weights_count_the_assigned_class_of_positive_rows():
+    z, labels, scores, _ = _quality_call(5)
+    want = torch.bincount(labels[labels < C], minlength=C).double()
+    for target in ((labels, scores), _dense(labels, scores)):
+        loss = DualFocalLoss(class_weight='adaptive', num_classes=C,
+                             adaptive_weight=dict(momentum=0.0))
+        loss(z, target)
+        if isinstance(target, tuple):
+            assert torch.equal(loss.adaptive.counts, want)  # a soft score is not a count
+        else:  # a row with a positive score counts once, for its class
+            dense_rows = target.amax(1) > 0
+            torch.testing.assert_close(
+                loss.adaptive.counts,
+                torch.bincount(target.argmax(1)[dense_rows], minlength=C).double())
+    # 'row' weights: the rows of a float target weigh their assigned class's weight
+    loss = DualFocalLoss(class_weight='adaptive', num_classes=C,
+                         adaptive_weight=dict(momentum=0.0))
+    loss(z, (labels, scores))
+    w = loss.adaptive.weights()
+    assert not torch.equal(w, torch.ones(C))
+    loss.eval()
+    y = _dense(labels, scores)
+    row_w = torch.where(labels < C, w[labels.clamp(max=C - 1)], 1.0)
+    torch.testing.assert_close(loss(z, (labels, scores), reduction_override='none'),
+                               DualFocalLoss(reduction='none')(z, y).sum(1) * row_w)
+
+
+@pytest.mark.parametrize('target, error, message', [
+    (lambda: (torch.zeros(N, dtype=torch.long), ), TypeError, 'must be \\(labels, scores\\)'),
+    (lambda: (torch.zeros(N), torch.rand(N)), TypeError, 'labels .* must be integers'),
+    (lambda: (torch.zeros(N, dtype=torch.long), torch.ones(N, dtype=torch.long)), TypeError,
+     'scores .* must be floats'),
+    (lambda: (torch.full((N, ), C + 1), torch.rand(N)), ValueError, f'label {C + 1} out of'),
+    (lambda: (torch.zeros(N - 1, dtype=torch.long), torch.rand(N)), ValueError,
+     'N labels and N quality scores'),
+    (lambda: (torch.zeros(N, dtype=torch.long), torch.full((N, ), 1.5)), ValueError,
+     r'a float target must be in \[0, 1\]'),
+    (lambda: (torch.zeros(N, dtype=torch.long), torch.rand(N, requires_grad=True)), ValueError,
+     'target'),
+])
+def test_a_bad_quality_target_is_refused_naming_it(target, error, message):
+    with pytest.raises(error, match=message):
+        DualFocalLoss()(torch.randn(N, C), target())

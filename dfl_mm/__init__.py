@@ -2,7 +2,8 @@
 
 ``custom_imports = dict(imports=['dfl_mm'])`` in a config registers
 ``DualFocalLoss`` (mmengine's root MODELS, found from mmdet's and mmseg's
-registries) and ``DFLGammaHook`` (HOOKS). The tools and ``DFLGammaHook`` let
+registries), ``DFLGammaHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
+MODELS: ``dfl_mm.heads``) and the demo datasets. The tools and ``DFLGammaHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
 other ``torch.load`` (see ``dfl_mm.checkpoint``).
 
@@ -31,26 +32,28 @@ if mmengine is not None:
     from .hooks import DFLGammaHook, gamma_scalars
     from .loss import DualFocalLoss
 
-    def _register_demos():
-        """Make the demo datasets (and the demo's metric) known to mmdet's and mmseg's
-        registries, so a config that inherits a demo needs only ``imports=['dfl_mm']``:
+    def _register_lazily():
+        """Make the demo datasets (and the demo's metric) and ``DFLSSDHead`` known to
+        mmdet's and mmseg's registries, so a config needs only ``imports=['dfl_mm']``:
         a lazy location of the registry (imported with the framework's own
-        datasets, at the first lookup), or at once if that lookup happened."""
+        modules, at the first lookup), or at once if that lookup happened."""
         import importlib
-        for framework, demo in (('mmdet', 'dfl_mm.demo.detection'),
-                                ('mmseg', 'dfl_mm.demo.segmentation')):
+        for framework, names, module in (
+                ('mmdet', ('DATASETS', 'METRICS'), 'dfl_mm.demo.detection'),
+                ('mmseg', ('DATASETS', 'METRICS'), 'dfl_mm.demo.segmentation'),
+                ('mmdet', ('MODELS', ), 'dfl_mm.heads')):
             try:
                 registry = importlib.import_module(f'{framework}.registry')
             except ImportError:
                 continue
-            for name in ('DATASETS', 'METRICS'):
+            for name in names:
                 table = getattr(registry, name)
                 if table._imported:
-                    importlib.import_module(demo)
-                elif demo not in table._locations:
-                    table._locations = list(table._locations) + [demo]
+                    importlib.import_module(module)
+                elif module not in table._locations:
+                    table._locations = list(table._locations) + [module]
 
-    _register_demos()
+    _register_lazily()
 else:
     def __getattr__(name):
         if name in _ADAPTERS:

@@ -12,6 +12,16 @@
   quality targets (``(labels, scores)`` / the IoU-aware map, with
   ``iou_weighted`` as VarifocalLoss's); not GFL's ``DistributionFocalLoss``
   (box regression, mmdet's other "DFL");
+* every sigmoid ``CrossEntropyLoss`` of a dense head (``model.rpn_head`` /
+  ``model.bbox_head``: RPN's binary objectness, YOLOX's classes and
+  objectness): by the sigmoid ``DualFocalLoss`` (adaptive weights on a
+  ``loss_cls`` of the head's classes; a one-channel objectness gets none);
+  not YOLOv3's, whose (B, N, C) channels-last maps DualFocalLoss would read
+  as (B, C, ...) (docs/zoo.md);
+* mmdet's ``SSDHead``, whose softmax cross-entropy is hard-coded: by
+  ``DFLSSDHead`` (``dfl_mm.heads``) with a softmax ``DualFocalLoss`` over the
+  ``C + 1`` channels (gamma 2, no class weights: the background is a channel
+  there) and SSD's own hard-negative mining;
 * every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
   (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
   with a learnable gamma and adaptive class weights (the shipped setting; it
@@ -31,6 +41,7 @@ from typing import List, Tuple
 __all__ = ['dfl_overrides', 'derived_config_text', 'SIGMOID_DFL', 'SOFTMAX_DFL']
 
 SIGMOID_DFL = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, class_weight='adaptive')
+SSD_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0)  # as dfl_mm.heads'
 SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
                    learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
@@ -40,6 +51,11 @@ SEG_LOSS_KEYS = ('loss_decode', )
 DET_CLASS_LOSS_KEYS = ('loss_cls', 'initial_loss_cls')
 # sigmoid classification losses of mmdet that DualFocalLoss replaces
 DET_LOSSES = ('FocalLoss', 'QualityFocalLoss', 'VarifocalLoss')
+# the dense heads of a detector (where a sigmoid CrossEntropyLoss is a dense classifier)
+DENSE_HEADS = ('rpn_head', 'bbox_head')
+# dense heads whose sigmoid CE is not replaced: (B, N, C) channels-last maps
+CHANNELS_LAST_HEADS = ('YOLOV3Head', )
+SSD_HEADS = ('SSDHead', )
 
 
 def _type_name(loss) -> str:
@@ -47,10 +63,18 @@ def _type_name(loss) -> str:
     return name.split('.')[-1] if isinstance(name, str) else getattr(name, '__name__', '')
 
 
-def _replacement(loss: dict, key: str, head: dict, adaptive: bool):
+def _dense_sigmoid_ce(loss: dict, head: dict, path) -> bool:
+    """Whether ``loss`` is a sigmoid CrossEntropyLoss of a detector's dense head."""
+    return (_type_name(loss) == 'CrossEntropyLoss' and loss.get('use_sigmoid', False)
+            and not loss.get('use_mask', False) and len(path) >= 3
+            and path[1] in DENSE_HEADS and _type_name(head) not in CHANNELS_LAST_HEADS)
+
+
+def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
     """The DFL dict replacing ``loss`` (the value of ``key`` in ``head``), or None."""
     kind = _type_name(loss)
-    if kind in DET_LOSSES and loss.get('use_sigmoid', True):
+    if ((kind in DET_LOSSES and loss.get('use_sigmoid', True))
+            or _dense_sigmoid_ce(loss, head, path)):
         new = dict(SIGMOID_DFL)
         # the class scores only: other FocalLosses (guided anchoring's 1-channel
         # loss_loc) do not have the head's classes as channels
@@ -85,10 +109,13 @@ def _walk(node, key, parent, adaptive, path, found) -> Tuple[object, bool]:
     """(override of ``node``, whether anything under it changed)."""
     if isinstance(node, dict):
         if 'type' in node and key is not None:
-            new = _replacement(node, key, parent, adaptive)
+            new = _replacement(node, key, parent, adaptive, path)
             if new is not None:
                 found.append(('.'.join(path), _type_name(node)))
                 return dict(_delete_=True, **new), True
+            if _type_name(node) in SSD_HEADS:  # its CE is code, not config: a head that takes one
+                found.append(('.'.join(path), _type_name(node)))
+                return dict(type='DFLSSDHead', loss_cls=dict(SSD_DFL)), True
         out, changed = {}, False
         for k, v in node.items():
             sub, sub_changed = _walk(v, k, node, adaptive, path + [k], found)

@@ -2,9 +2,10 @@
 
     python tools/analysis/head_sweep.py [--only det|seg]   (markdown tables on stdout, progress on stderr)
 
-Detection: every config shipped inside mmdet whose model uses a sigmoid
+Detection: every config shipped inside mmdet whose model has a dense
 classification loss DualFocalLoss replaces (``FocalLoss``, the quality targets'
-``QualityFocalLoss`` and ``VarifocalLoss``), one per (detector, heads) pair (an R50 one where there is, else the shortest
+``QualityFocalLoss`` and ``VarifocalLoss``, a dense head's sigmoid
+``CrossEntropyLoss``: RPN, YOLOX; SSD's softmax), one per (detector, heads) pair (an R50 one where there is, else the shortest
 name, so backbone, schedule and dataset variants count once). Segmentation: one config per mmseg model
 folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
 head type. Each is switched to DualFocalLoss by ``dfl_mm.switch`` (the same
@@ -29,6 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 # input sizes tried in turn: tiny first; some heads need larger feature maps
 # (deformable convs or top-k over the anchors of P3-P7, LRASPP's 49-pixel pooling)
 IMAGE_SIZES = {'det': (128, 256, 512), 'seg': (128, 512)}
+LATE_EPOCH = 1000
 
 
 def _configs_root(package: str) -> str:
@@ -60,7 +62,8 @@ def _heads(model: dict, loss_type_paths):
     """Head types that hold the replaced losses: {'bbox_head': 'RetinaHead', ...}."""
     heads = OrderedDict()
     for path, _ in loss_type_paths:
-        parts = path.split('.')[1:-1]  # drop 'model' and the loss key
+        parts = path.split('.')[1:]  # drop 'model' and the loss key (not a replaced head's name)
+        parts = parts if parts[-1].endswith('head') else parts[:-1]
         node, name = model, []
         for part in parts:
             node = node[int(part)] if part.isdigit() else node[part]
@@ -85,7 +88,7 @@ def detection_candidates():
     root, files = _config_files('mmdet')
     chosen = OrderedDict()
     for path in files:
-        if not _mentions(path, r"FocalLoss|VarifocalLoss"):  # Quality..., Focal...
+        if not _mentions(path, r"FocalLoss|VarifocalLoss|CrossEntropyLoss|SSDHead"):
             continue
         try:
             cfg = Config.fromfile(path)
@@ -162,8 +165,11 @@ def _build(cfg, registry):
     """The model in training mode, with no checkpoint to fetch (offline)."""
     from mmengine.model import revert_sync_batchnorm
     cfg.model.pop('pretrained', None)
-    if 'teacher_ckpt' in cfg.model:  # LAD's teacher: random weights do for one step
+    if 'teacher_ckpt' in cfg.model:  # LAD's / LD's teacher: random weights do for one step
         cfg.model.teacher_ckpt = None
+    teacher = cfg.model.get('teacher_config')
+    if isinstance(teacher, str) and not osp.isfile(teacher):  # LD: relative to mmdet's root
+        cfg.model.teacher_config = osp.join(osp.dirname(_configs_root('mmdet')), teacher)
     backbone = cfg.model.get('backbone')
     if backbone is not None:
         backbone.pop('init_cfg', None)
@@ -200,11 +206,18 @@ def check_detection(rel, dfl=True, size=128):
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = _build(_config('mmdet', rel, dfl), MODELS)
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
-                            num_items=[3, 3], num_classes=_num_classes(model),
-                            with_mask=True)
-    data = model.data_preprocessor(packed, True)
-    return _step(model, data, dfl)
+    # instance masks for the heads that need them; a box head whose assigner reads
+    # tensor masks (RTMDet's DynamicSoftLabelAssigner) gets none
+    for with_mask in (True, False):
+        packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
+                                num_items=[3, 3], num_classes=_num_classes(model),
+                                with_mask=with_mask)
+        data = model.data_preprocessor(packed, True)
+        try:
+            return _step(model, data, dfl)
+        except Exception:  # noqa: BLE001
+            if not with_mask:
+                raise
 
 
 def check_segmentation(rel, dfl=True, size=128):
@@ -289,12 +302,20 @@ def _run_one(check, kind, rel):
 
 def _step(model, data, dfl=True):
     import torch
+    from mmengine.logging import MessageHub
     dfls, calls = _watch_calls(model)
-    losses = model(**data, mode='loss')
-    total, _ = model.parse_losses(losses)
-    total.backward()
-    if not torch.isfinite(total):
-        return False, f'loss {float(total)}'
+    hub = MessageHub.get_current_instance()
+    # a head that changes its loss with the epoch (TOOD: initial_loss_cls for the
+    # first epochs) trains a second step at a late epoch, so that both are called
+    for epoch in (0, LATE_EPOCH):
+        hub.update_info('epoch', epoch)
+        losses = model(**data, mode='loss')
+        total, _ = model.parse_losses(losses)
+        total.backward()
+        if not torch.isfinite(total):
+            return False, f'loss {float(total)}'
+        if all(calls[id(m)] for m in dfls):
+            break
     if not dfl:
         return True, f'loss {float(total):.3f}'
     if not dfls:
@@ -328,7 +349,8 @@ def sweep(kind, log=None):
 
 
 def markdown(rows, kind):
-    loss = ('FocalLoss, QualityFocalLoss or VarifocalLoss' if kind == 'det'
+    loss = ('a dense classification loss (FocalLoss, QualityFocalLoss, VarifocalLoss, '
+            "a dense head's sigmoid CrossEntropyLoss, SSD's softmax)" if kind == 'det'
             else 'softmax CrossEntropyLoss')
     passed = sum(r['ok'] for r in rows)
     out = [f'{passed} of {len(rows)} {"mmdet" if kind == "det" else "mmseg"} '

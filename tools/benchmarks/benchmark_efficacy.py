@@ -7,7 +7,8 @@ class, >= 50) or the head and tail halves (long tail), mean ± sd over seeds
 and the worst seed, and the wall time. ``tools/benchmarks/efficacy_study.sh``
 runs the whole study.
 
-    python tools/benchmarks/benchmark_efficacy.py [--tasks det seg det-lt seg-lt] [--losses ...]
+    python tools/benchmarks/benchmark_efficacy.py [--tasks det seg det-lt seg-lt rtmdet rtmdet-lt]
+        [--losses ...]
         [--seeds ...] [--adaptive KEY=VALUE ...] [--det-epochs 24]
         [--seg-iters 1000] [--out docs/efficacy.md] [--work-dir DIR]
         [--threads 2] [--subset N] [--reuse] [--summarise-only]
@@ -92,6 +93,8 @@ ROWS = {
     'focal': (dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
               dict(type='PixelSigmoidFocalLoss', gamma=2.0, alpha=0.25,
                    loss_weight=LOSS_WEIGHT)),
+    # RTMDet's own loss (the rtmdet tasks: a quality head's soft targets)
+    'QFL': (dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0), None),
     'EFL': (dict(type='EqualizedFocalLoss', use_sigmoid=True, num_classes=NUM_CLASSES,
                  loss_weight=1.0), None),
     'DFL fixed': _dfl(learnable=False),
@@ -167,8 +170,14 @@ TASKS = {
                    metric='mIoU', scale=1.0, num_classes=11,
                    halves=lambda: _longtail_halves('IoU.', '')),
 }
+# the RTMDet demos (a quality head): DFL in QualityFocalLoss's place against QFL itself
+TASKS['rtmdet'] = dict(TASKS['det'], config=osp.join(DEMO, 'rtmdet_dfl_demo.py'))
+TASKS['rtmdet-lt'] = dict(TASKS['det-lt'], config=osp.join(DEMO, 'rtmdet_dfl_longtail_demo.py'))
+# the rows a quality head can take ((labels, scores) targets); the others are RetinaNet's
+QUALITY_TASKS, QUALITY_LOSSES = ('rtmdet', 'rtmdet-lt'), ('QFL', 'DFL fixed', 'DFL + weights')
+RETINANET_LOSSES = tuple(name for name in ROWS if name != 'QFL')
 DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
-                 'seg-lt': [0, 1, 2, 3, 4]}
+                 'seg-lt': [0, 1, 2, 3, 4], 'rtmdet': [0, 1, 2], 'rtmdet-lt': [0, 1, 2]}
 
 
 def build_cfg(task, loss, seed, args, work_dir):
@@ -465,6 +474,9 @@ def main(argv=None):
         for loss in args.losses:
             kind = TASKS[task]['kind']
             if (loss in SEG_ONLY and kind != 'seg') or (loss in DET_ONLY and kind != 'det'):
+                continue
+            # RetinaNet's peers take hard labels; QFL takes (labels, scores)
+            if loss not in (QUALITY_LOSSES if task in QUALITY_TASKS else RETINANET_LOSSES):
                 continue
             for seed in args.seeds or DEFAULT_SEEDS[task]:
                 key = (task, row_name(loss, args), seed, budget(task, args))

@@ -1,0 +1,120 @@
+"""What the switch replaces in mmdet's own configs beyond FocalLoss (quality losses,
+dense sigmoid CE, SSD), the RTMDet preset, and DFLSSDHead's hard-negative mining
+against mmdet's SSDHead."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from torch import nn
+
+from conftest import ROOT
+from dfl_mm.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
+
+
+def _zoo(rel):
+    from mmengine.utils import get_installed_path
+    return Config.fromfile(f"{get_installed_path('mmdet')}/.mim/configs/{rel}")
+
+
+def _switched(rel):
+    overrides, replaced = dfl_overrides(_zoo(rel))
+    return overrides.get('model', {}), dict(replaced)
+
+
+def test_quality_losses_are_replaced_with_their_meaning_kept():
+    model, replaced = _switched('gfl/gfl_r50_fpn_1x_coco.py')
+    assert replaced == {'model.bbox_head.loss_cls': 'QualityFocalLoss'}  # not loss_dfl
+    assert model['bbox_head']['loss_cls']['num_classes'] == 80
+    model, _ = _switched('vfnet/vfnet_r50_fpn_1x_coco.py')
+    assert model['bbox_head']['loss_cls']['iou_weighted'] is True
+    model, replaced = _switched('tood/tood_r50_fpn_1x_coco.py')
+    assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.initial_loss_cls'}
+    assert all(model['bbox_head'][k]['activated'] is True for k in ('loss_cls', 'initial_loss_cls'))
+
+
+def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_or_channels_last_heads():
+    model, replaced = _switched('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    assert replaced == {'model.rpn_head.loss_cls': 'CrossEntropyLoss'}  # not the RoI head's
+    assert 'class_weight' not in model['rpn_head']['loss_cls']  # one objectness channel
+    model, replaced = _switched('yolox/yolox_s_8xb8-300e_coco.py')
+    head = model['bbox_head']
+    assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_obj'}
+    assert head['loss_cls']['class_weight'] == 'adaptive' and head['loss_cls']['reduction'] == 'sum'
+    assert 'class_weight' not in head['loss_obj'] and head['loss_obj']['reduction'] == 'sum'
+    assert _switched('yolo/yolov3_d53_8xb8-320-273e_coco.py') == ({}, {})
+    assert _switched('cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py')[1]  # a list of stages
+
+
+def test_ssd_gets_the_head_that_takes_a_loss():
+    model, replaced = _switched('ssd/ssd300_coco.py')
+    assert replaced == {'model.bbox_head': 'SSDHead'}
+    assert model['bbox_head'] == dict(type='DFLSSDHead', loss_cls=SSD_DFL)
+
+
+def test_the_rtmdet_config_spells_the_detection_preset():
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'rtmdet' / 'rtmdet_tiny_dfl_8xb32-300e_coco.py'))
+    loss = cfg.model.bbox_head.loss_cls.to_dict()
+    assert {k: v for k, v in loss.items() if k != 'num_classes'} == SIGMOID_DFL
+    assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'PipelineSwitchHook',
+                                                    'DFLGammaHook']
+
+
+class _CrossEntropyMap(nn.Module):
+    """Softmax CE as a (N, 1) 'none' map: what makes DFLSSDHead mmdet's SSDHead."""
+
+    def forward(self, pred, target, reduction_override=None):
+        assert reduction_override == 'none'
+        return F.cross_entropy(pred, target, reduction='none')[:, None]
+
+
+def _ssd_heads():
+    import dfl_mm  # noqa: F401  (registers DFLSSDHead lazily)
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    model = _zoo('ssd/ssd300_coco.py').model
+    head, train_cfg = model.bbox_head.to_dict(), model.train_cfg.to_dict()
+    ours = MODELS.build(dict(head, type='DFLSSDHead', loss_cls=dict(type=_CrossEntropyMap),
+                             train_cfg=train_cfg))
+    theirs = MODELS.build(dict(head, train_cfg=train_cfg))
+    return ours, theirs
+
+
+def test_dfl_ssd_head_mines_hard_negatives_as_ssd_does():
+    ours, theirs = _ssd_heads()
+    g = torch.Generator().manual_seed(0)
+    n, c = 300, ours.num_classes + 1
+    labels = torch.full((n, ), ours.num_classes)
+    labels[:20] = torch.randint(0, ours.num_classes, (20, ), generator=g)
+    args = (torch.randn(n, c, generator=g), torch.randn(n, 4, generator=g),
+            torch.rand(n, 4, generator=g), labels, torch.ones(n), torch.randn(n, 4, generator=g),
+            torch.ones(n, 4), 20.0)
+    for a, b in zip(ours.loss_by_feat_single(*args), theirs.loss_by_feat_single(*args)):
+        torch.testing.assert_close(a, b)
+
+
+def test_dfl_ssd_head_trains_with_dual_focal_loss():
+    from mmdet.registry import MODELS
+    ours, _ = _ssd_heads()
+    ours.loss_cls = MODELS.build(SSD_DFL)
+    cls_score = torch.randn(50, ours.num_classes + 1, requires_grad=True)
+    labels = torch.full((50, ), ours.num_classes)
+    labels[:5] = torch.arange(5)
+    loss_cls, _ = ours.loss_by_feat_single(cls_score, torch.zeros(50, 4), torch.rand(50, 4),
+                                           labels, torch.ones(50), torch.zeros(50, 4),
+                                           torch.ones(50, 4), 5.0)
+    loss_cls.sum().backward()
+    assert torch.isfinite(loss_cls).all() and cls_score.grad.abs().sum() > 0
+    # only the 5 positives and the 15 hardest negatives get a gradient
+    assert int((cls_score.grad.abs().sum(1) > 0).sum()) == 20
+
+
+@pytest.mark.parametrize('rel', ['rtmdet/rtmdet_tiny_8xb32-300e_coco.py', 'ssd/ssd300_coco.py'])
+def test_the_switch_tool_writes_a_config_that_builds(tmp_path, rel):
+    import sys
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import dfl_switch
+    out = tmp_path / 'derived.py'
+    dfl_switch.main([f'mmdet::{rel}', '-o', str(out)])
+    cfg = Config.fromfile(str(out))
+    assert 'DualFocalLoss' in out.read_text() and 'dfl_mm' in cfg.custom_imports.imports

@@ -22,6 +22,10 @@
   ``DFLSSDHead`` (``dfl_mm.heads``) with a softmax ``DualFocalLoss`` over the
   ``C + 1`` channels (gamma 2, no class weights: the background is a channel
   there) and SSD's own hard-negative mining;
+* every sigmoid ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
+  (Fast-SCNN, binary heads): by the sigmoid ``DualFocalLoss`` at the CE's
+  scale (``loss_weight`` over the channels; adaptive weights with more than
+  one channel);
 * every softmax ``CrossEntropyLoss`` of an mmseg decode or auxiliary head
   (``loss_decode``, a dict or a list of losses): by a softmax ``DualFocalLoss``
   with a learnable gamma and adaptive class weights (the shipped setting; it
@@ -51,8 +55,10 @@ SEG_LOSS_KEYS = ('loss_decode', )
 DET_CLASS_LOSS_KEYS = ('loss_cls', 'initial_loss_cls')
 # sigmoid classification losses of mmdet that DualFocalLoss replaces
 DET_LOSSES = ('FocalLoss', 'QualityFocalLoss', 'VarifocalLoss')
-# the dense heads of a detector (where a sigmoid CrossEntropyLoss is a dense classifier)
+# the dense heads of a detector and their classification keys, where a sigmoid
+# CrossEntropyLoss classifies (DDOD's loss_iou regresses an IoU: not replaced)
 DENSE_HEADS = ('rpn_head', 'bbox_head')
+DENSE_CE_KEYS = ('loss_cls', 'loss_obj')
 # dense heads whose sigmoid CE is not replaced: (B, N, C) channels-last maps
 CHANNELS_LAST_HEADS = ('YOLOV3Head', )
 SSD_HEADS = ('SSDHead', )
@@ -63,11 +69,30 @@ def _type_name(loss) -> str:
     return name.split('.')[-1] if isinstance(name, str) else getattr(name, '__name__', '')
 
 
+def _sigmoid_seg_replacement(loss: dict, head: dict, adaptive: bool) -> dict:
+    """A decode head's sigmoid CrossEntropyLoss (Fast-SCNN; binary heads with one
+    output channel) as a sigmoid DualFocalLoss of the same scale: mmseg's sigmoid CE
+    averages over pixels x channels, DualFocalLoss over pixels (its classes summed),
+    so ``loss_weight`` is divided by the channels."""
+    channels = head.get('out_channels', head.get('num_classes')) or 1
+    new = dict(SIGMOID_DFL, avg_non_ignore=loss.get('avg_non_ignore', False))
+    if adaptive and channels > 1:
+        new['num_classes'] = channels
+    else:  # one channel: the background is not a class
+        new.pop('class_weight')
+    if 'loss_name' in loss:
+        new['loss_name'] = loss['loss_name'].replace('_ce', '_dfl')
+    new['loss_weight'] = loss.get('loss_weight', 1.0) / channels
+    return new
+
+
 def _dense_sigmoid_ce(loss: dict, head: dict, path) -> bool:
-    """Whether ``loss`` is a sigmoid CrossEntropyLoss of a detector's dense head."""
+    """Whether ``loss`` is a classifying sigmoid CrossEntropyLoss of a detector's
+    dense head."""
     return (_type_name(loss) == 'CrossEntropyLoss' and loss.get('use_sigmoid', False)
             and not loss.get('use_mask', False) and len(path) >= 3
-            and path[1] in DENSE_HEADS and _type_name(head) not in CHANNELS_LAST_HEADS)
+            and path[1] in DENSE_HEADS and path[-1] in DENSE_CE_KEYS
+            and _type_name(head) not in CHANNELS_LAST_HEADS)
 
 
 def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
@@ -97,6 +122,9 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
             new.pop('class_weight')
         if 'loss_name' in loss:
             new['loss_name'] = loss['loss_name'].replace('_ce', '_dfl')
+    elif (kind == 'CrossEntropyLoss' and key in SEG_LOSS_KEYS and loss.get('use_sigmoid')
+          and not loss.get('use_mask', False)):
+        return _sigmoid_seg_replacement(loss, head, adaptive)
     else:
         return None
     new['loss_weight'] = loss.get('loss_weight', 1.0)

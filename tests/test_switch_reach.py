@@ -118,3 +118,28 @@ def test_the_switch_tool_writes_a_config_that_builds(tmp_path, rel):
     dfl_switch.main([f'mmdet::{rel}', '-o', str(out)])
     cfg = Config.fromfile(str(out))
     assert 'DualFocalLoss' in out.read_text() and 'dfl_mm' in cfg.custom_imports.imports
+
+
+def test_a_decode_heads_sigmoid_ce_is_replaced_at_its_own_scale():
+    """Fast-SCNN: mmseg's sigmoid CE averages over pixels x classes; the switch divides
+    DualFocalLoss's loss_weight by the classes, so at gamma 1 (where the element is
+    BCE) the two are the same loss, ignored pixels included."""
+    from mmseg.models.losses import CrossEntropyLoss
+    from mmengine.utils import get_installed_path
+
+    from dfl_mm import DualFocalLoss
+    cfg = Config.fromfile(f"{get_installed_path('mmseg')}/.mim/configs/fastscnn/"
+                          'fast_scnn_8xb4-160k_cityscapes-512x1024.py')
+    overrides, replaced = dfl_overrides(cfg)
+    assert len(replaced) == 3  # the decode head and both auxiliary heads
+    loss = overrides['model']['decode_head']['loss_decode']
+    assert loss['use_sigmoid'] and loss['num_classes'] == 19
+    assert loss['loss_weight'] == pytest.approx(1 / 19)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 19, 6, 7)
+    labels = torch.randint(0, 19, (2, 6, 7))
+    labels[0, :2] = 255
+    theirs = CrossEntropyLoss(use_sigmoid=True)(logits, labels, ignore_index=255)
+    ours = DualFocalLoss(use_sigmoid=True, gamma=1.0, loss_weight=loss['loss_weight'],
+                         ignore_index=255)(logits, labels)
+    torch.testing.assert_close(ours, theirs)

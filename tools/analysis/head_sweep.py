@@ -108,7 +108,7 @@ def detection_candidates():
 
 
 def segmentation_candidates():
-    """[(config, key, heads)] one per decode-head type with a softmax CE."""
+    """[(config, key, heads)] one per decode-head type with a CE (softmax or sigmoid)."""
     from mmengine.config import Config
 
     from dfl_mm.switch import dfl_overrides
@@ -161,19 +161,30 @@ def _watch_calls(model):
     return losses, calls
 
 
+def _offline(node):
+    """Drop every pretrained weight a model config would fetch (the backbone's, and
+    nested ones such as DetectoRS's RFP backbone): random weights do for one step."""
+    if isinstance(node, dict):
+        node.pop('pretrained', None)
+        init = node.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            node.pop('init_cfg')
+        for value in node.values():
+            _offline(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _offline(value)
+
+
 def _build(cfg, registry):
     """The model in training mode, with no checkpoint to fetch (offline)."""
     from mmengine.model import revert_sync_batchnorm
-    cfg.model.pop('pretrained', None)
+    _offline(cfg.model)
     if 'teacher_ckpt' in cfg.model:  # LAD's / LD's teacher: random weights do for one step
         cfg.model.teacher_ckpt = None
     teacher = cfg.model.get('teacher_config')
     if isinstance(teacher, str) and not osp.isfile(teacher):  # LD: relative to mmdet's root
         cfg.model.teacher_config = osp.join(osp.dirname(_configs_root('mmdet')), teacher)
-    backbone = cfg.model.get('backbone')
-    if backbone is not None:
-        backbone.pop('init_cfg', None)
-        backbone.pop('pretrained', None)
     model = revert_sync_batchnorm(registry.build(cfg.model))
     import logging
 
@@ -206,12 +217,12 @@ def check_detection(rel, dfl=True, size=128):
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = _build(_config('mmdet', rel, dfl), MODELS)
-    # instance masks for the heads that need them; a box head whose assigner reads
-    # tensor masks (RTMDet's DynamicSoftLabelAssigner) gets none
+    # instance masks and a semantic map (HTC) for the heads that need them; a box
+    # head whose assigner reads tensor masks (RTMDet's) gets neither
     for with_mask in (True, False):
         packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
                                 num_items=[3, 3], num_classes=_num_classes(model),
-                                with_mask=with_mask)
+                                with_mask=with_mask, with_semantic=with_mask)
         data = model.data_preprocessor(packed, True)
         try:
             return _step(model, data, dfl)
@@ -351,7 +362,7 @@ def sweep(kind, log=None):
 def markdown(rows, kind):
     loss = ('a dense classification loss (FocalLoss, QualityFocalLoss, VarifocalLoss, '
             "a dense head's sigmoid CrossEntropyLoss, SSD's softmax)" if kind == 'det'
-            else 'softmax CrossEntropyLoss')
+            else 'CrossEntropyLoss (softmax, or sigmoid: Fast-SCNN, binary heads)')
     passed = sum(r['ok'] for r in rows)
     out = [f'{passed} of {len(rows)} {"mmdet" if kind == "det" else "mmseg"} '
            f'{"detectors" if kind == "det" else "decode heads"} with {loss} train with '

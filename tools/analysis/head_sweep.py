@@ -201,11 +201,13 @@ def _build(cfg, registry):
     return model
 
 
-def _num_classes(model) -> int:
-    """The largest class count of the model's heads (an RPN has 1)."""
+def _num_classes(model, pick=max) -> int:
+    """The largest (``pick=min``: smallest) class count > 1 of the model's heads (an
+    RPN has 1; detection takes the smallest, so that box labels fit the box head
+    beside a semantic head of more classes: HTC, SCNet, Panoptic FPN)."""
     counts = [m.num_classes for m in model.modules()
-              if isinstance(getattr(m, 'num_classes', None), int)]
-    return max(counts + [2])
+              if isinstance(getattr(m, 'num_classes', None), int) and m.num_classes > 1]
+    return pick(counts) if counts else 2
 
 
 def check_detection(rel, dfl=True, size=128):
@@ -221,7 +223,7 @@ def check_detection(rel, dfl=True, size=128):
     # head whose assigner reads tensor masks (RTMDet's) gets neither
     for with_mask in (True, False):
         packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, size, size)] * 2,
-                                num_items=[3, 3], num_classes=_num_classes(model),
+                                num_items=[3, 3], num_classes=_num_classes(model, min),
                                 with_mask=with_mask, with_semantic=with_mask)
         data = model.data_preprocessor(packed, True)
         try:

@@ -72,11 +72,13 @@ def _ssd_heads():
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
+    from mmengine.registry import DefaultScope
     model = _zoo('ssd/ssd300_coco.py').model
     head, train_cfg = model.bbox_head.to_dict(), model.train_cfg.to_dict()
-    ours = MODELS.build(dict(head, type='DFLSSDHead', loss_cls=dict(type=_CrossEntropyMap),
-                             train_cfg=train_cfg))
-    theirs = MODELS.build(dict(head, train_cfg=train_cfg))
+    with DefaultScope.overwrite_default_scope('mmdet'):  # as mmdet's configs set it
+        ours = MODELS.build(dict(head, type='DFLSSDHead', loss_cls=dict(type=_CrossEntropyMap),
+                                 train_cfg=train_cfg))
+        theirs = MODELS.build(dict(head, train_cfg=train_cfg))
     return ours, theirs
 
 
@@ -95,8 +97,10 @@ def test_dfl_ssd_head_mines_hard_negatives_as_ssd_does():
 
 def test_dfl_ssd_head_trains_with_dual_focal_loss():
     from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
     ours, _ = _ssd_heads()
-    ours.loss_cls = MODELS.build(SSD_DFL)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ours.loss_cls = MODELS.build(SSD_DFL)
     cls_score = torch.randn(50, ours.num_classes + 1, requires_grad=True)
     labels = torch.full((50, ), ours.num_classes)
     labels[:5] = torch.arange(5)

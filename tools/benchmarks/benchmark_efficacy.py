@@ -27,7 +27,9 @@ weights of the DFL rows (dfl_mm.adaptive, same settings), averaged over
 labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
 min_kept 10000 of the batch's 73728 pixels); 'CE + Dice' = mmseg's CE + DiceLoss
 (softmax, weight 1 each); GHMC = mmdet's GHMC (configs/ghm settings, clip
-35); EFL = the Equalized Focal Loss (``study_losses.py``); 'CE + Lovasz' = mmseg's
+35); EFL = the Equalized Focal Loss (``study_losses.py``); QFL = mmdet's QualityFocalLoss
+(beta 2: the rtmdet tasks, where the DFL rows take its soft targets); 'DFL
+Neurocomputing 2021' = ``form='neurocomputing2021'`` at its defaults (seg); 'CE + Lovasz' = mmseg's
 CE + LovaszLoss (weight 1 each); focal = mmdet's FocalLoss (gamma 2, alpha 0.25) / torchvision's
 sigmoid_focal_loss (gamma 2, alpha 0.25) over one-hot pixels, because mmseg
 1.2.2's FocalLoss fails on CPU (its CPU path takes ``target[:, num_classes]``
@@ -103,6 +105,8 @@ ROWS = {
     'DFL learnable + weights': _dfl(weights={}),
     'DFL learnable + effective': _dfl(weights=dict(basis='effective', power=1.0)),
     'DFL learnable + recall': _dfl(weights=dict(basis='recall', power=1.0)),
+    # the authors' peer-reviewed form (alpha = beta = rho = 1, gamma 2), no weights
+    'DFL Neurocomputing 2021': (None, dict(_dfl(learnable=False)[1], form='neurocomputing2021')),
     'DFL sigmoid + weights': (None, _dfl(use_sigmoid=True, weights={})[1]),
     'DFL sigmoid': (None, _dfl(use_sigmoid=True)[1]),
     'DFL sigmoid alpha': (None, _dfl(use_sigmoid=True, alpha=0.25)[1]),

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slow  # the model-zoo sweep
 # (docs/zoo.md): GLIP and Grounding DINO need transformers/fairscale;
 # SAN asserts a CE classification loss, and with its own loss fails here too (NaN
 # matching costs without CLIP weights, or a class-weight mismatch: it varies)
+# mmdet 3.3's RPN-only Cascade RPN config does not build (CascadeRPNHead needs a
+# num_classes the config lacks)
 OUTSIDE = {
+    'cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py',
     'glip/glip_atss_swin-l_fpn_dyhead_16xb2_ms-2x_funtune_coco.py',
     'grounding_dino/grounding_dino_r50_scratch_8xb2_1x_coco.py',
     'san/san-vit-b16_voc12aug-640x640.py',
@@ -26,7 +29,7 @@ OUTSIDE = {
 @pytest.mark.parametrize('kind', ['det', 'seg'])
 def test_every_zoo_head_trains_a_step_with_dfl(kind):
     rows = head_sweep.sweep(kind)
-    assert len(rows) >= (30 if kind == 'det' else 25)  # the walk found the zoo
+    assert len(rows) >= (50 if kind == 'det' else 30)  # the walk found the zoo
     by_config = {r['config']: r for r in rows}
     faults = [r for r in rows if not r['ok'] and r['config'] not in OUTSIDE]
     assert not faults, '\n'.join(f"{r['config']}: {r['verdict']}: {r['message']}"

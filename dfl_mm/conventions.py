@@ -57,6 +57,18 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
     return dense[:, :channels], labels
 
 
+def channels_last_rows(pred: Tensor, target, weight):
+    """(..., C) maps with the classes last (YOLOv3) as mmdet's (N, C) rows:
+    ``(pred (N, C), target (N, C) or (N,), weight (N, C) or (N,))``."""
+    channels = pred.shape[-1]
+    rows = pred.reshape(-1, channels)
+    if isinstance(target, Tensor):
+        target = target.reshape(rows.shape if target.shape == pred.shape else (-1, ))
+    if isinstance(weight, Tensor):
+        weight = weight.reshape(rows.shape if weight.numel() == pred.numel() else (-1, ))
+    return rows, target, weight
+
+
 def from_probabilities(prob: Tensor) -> Tensor:
     """Logits of probabilities (``activated=True``, as TOOD's losses take them),
     clamped one float step inside (0, 1) so that p = 0 or 1 stays finite.

@@ -85,6 +85,9 @@ class DualFocalLoss(nn.Module):
             heads; mmdet's ``activated``), sigmoid mode. Default: False.
         iou_weighted (bool): VarifocalLoss's meaning: with a float target a
             positive element (target q > 0) weighs q. Default: False.
+        channels_last (bool): ``pred`` is (..., C) with the classes last
+            (YOLOv3's (B, N, C) maps): every leading index is a row of mmdet's
+            (N, C) convention; 'none' keeps ``pred``'s shape. Default: False.
 
     Example:
         >>> loss = DualFocalLoss(learnable_gamma='scalar')
@@ -115,19 +118,22 @@ class DualFocalLoss(nn.Module):
                  beta: float = 1.0,
                  rho: float = 1.0,
                  activated: bool = False,
-                 iou_weighted: bool = False):
+                 iou_weighted: bool = False,
+                 channels_last: bool = False):
         super().__init__()
         check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
                        alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
                        ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
                        form=form, beta=beta, rho=rho)
         self.form, self.beta, self.rho = form, float(beta), float(rho)
-        for name, value in (('activated', activated), ('iou_weighted', iou_weighted)):
+        for name, value in (('activated', activated), ('iou_weighted', iou_weighted),
+                            ('channels_last', channels_last)):
             if not isinstance(value, bool):
                 raise TypeError(f'{name} must be True or False, got {value!r}')
         if activated and not use_sigmoid:
             raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
         self.activated, self.iou_weighted = activated, iou_weighted
+        self.channels_last = channels_last
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
         self.reduction, self.loss_weight = reduction, loss_weight
         self.avg_non_ignore = avg_non_ignore
@@ -218,6 +224,12 @@ class DualFocalLoss(nn.Module):
             or (B, H, W) for mmseg's; float32 for
             half-precision ``pred`` (as torch's losses under autocast).
         """
+        if self.channels_last and isinstance(pred, Tensor) and pred.dim() > 2:
+            rows = conventions.channels_last_rows(pred, target, weight)
+            out = self.forward(*rows, avg_factor=avg_factor,
+                               reduction_override=reduction_override,
+                               ignore_index=ignore_index, **kwargs)
+            return out.view(pred.shape) if out.dim() else out
         ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
             ignore_index)
         labels = None  # a (labels, scores) target's labels (what adaptive weights count)
@@ -271,7 +283,8 @@ class DualFocalLoss(nn.Module):
                  f'alpha={self.alpha}', f'reduction={self.reduction!r}',
                  f'loss_weight={self.loss_weight}', f'avg_non_ignore={self.avg_non_ignore}',
                  f'ignore_index={self.ignore_index}', f'loss_name={self.loss_name!r}']
-        parts += [f'{name}=True' for name in ('activated', 'iou_weighted') if getattr(self, name)]
+        parts += [f'{name}=True' for name in ('activated', 'iou_weighted', 'channels_last')
+                  if getattr(self, name)]
         if self.class_weight is not None:
             parts.append(f'class_weight={self.class_weight.tolist()}')
         return ', '.join(parts)

@@ -14,10 +14,9 @@
   (box regression, mmdet's other "DFL");
 * every sigmoid ``CrossEntropyLoss`` of a dense head (``model.rpn_head`` /
   ``model.bbox_head``: RPN's binary objectness, YOLOX's classes and
-  objectness): by the sigmoid ``DualFocalLoss`` (adaptive weights on a
+  objectness, YOLOv3's classes (``channels_last``: its (B, N, C) maps) and
+  confidence): by the sigmoid ``DualFocalLoss`` (adaptive weights on a
   ``loss_cls`` of the head's classes; a one-channel objectness gets none);
-  not YOLOv3's, whose (B, N, C) channels-last maps DualFocalLoss would read
-  as (B, C, ...) (docs/zoo.md);
 * mmdet's ``SSDHead``, whose softmax cross-entropy is hard-coded: by
   ``DFLSSDHead`` (``dfl_mm.heads``) with a softmax ``DualFocalLoss`` over the
   ``C + 1`` channels (gamma 2, no class weights: the background is a channel
@@ -58,8 +57,8 @@ DET_LOSSES = ('FocalLoss', 'QualityFocalLoss', 'VarifocalLoss')
 # the dense heads of a detector and their classification keys, where a sigmoid
 # CrossEntropyLoss classifies (DDOD's loss_iou regresses an IoU: not replaced)
 DENSE_HEADS = ('rpn_head', 'bbox_head')
-DENSE_CE_KEYS = ('loss_cls', 'loss_obj')
-# dense heads whose sigmoid CE is not replaced: (B, N, C) channels-last maps
+DENSE_CE_KEYS = ('loss_cls', 'loss_obj', 'loss_conf')
+# dense heads whose class scores are (B, N, C) maps, classes last
 CHANNELS_LAST_HEADS = ('YOLOV3Head', )
 SSD_HEADS = ('SSDHead', )
 
@@ -91,8 +90,7 @@ def _dense_sigmoid_ce(loss: dict, head: dict, path) -> bool:
     dense head."""
     return (_type_name(loss) == 'CrossEntropyLoss' and loss.get('use_sigmoid', False)
             and not loss.get('use_mask', False) and len(path) >= 3
-            and path[1] in DENSE_HEADS and path[-1] in DENSE_CE_KEYS
-            and _type_name(head) not in CHANNELS_LAST_HEADS)
+            and path[1] in DENSE_HEADS and path[-1] in DENSE_CE_KEYS)
 
 
 def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
@@ -111,6 +109,8 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
             new['activated'] = True
         if kind == 'VarifocalLoss' and loss.get('iou_weighted', True):
             new['iou_weighted'] = True
+        if _type_name(head) in CHANNELS_LAST_HEADS and key in DET_CLASS_LOSS_KEYS:
+            new['channels_last'] = True
     elif (kind == 'CrossEntropyLoss' and key in SEG_LOSS_KEYS
           and not loss.get('use_sigmoid', False) and not loss.get('use_mask', False)):
         new = dict(SOFTMAX_DFL)

@@ -32,7 +32,7 @@ def test_quality_losses_are_replaced_with_their_meaning_kept():
     assert all(model['bbox_head'][k]['activated'] is True for k in ('loss_cls', 'initial_loss_cls'))
 
 
-def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_or_channels_last_heads():
+def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_heads():
     model, replaced = _switched('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
     assert replaced == {'model.rpn_head.loss_cls': 'CrossEntropyLoss'}  # not the RoI head's
     assert 'class_weight' not in model['rpn_head']['loss_cls']  # one objectness channel
@@ -41,7 +41,10 @@ def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_or_channels_last_head
     assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_obj'}
     assert head['loss_cls']['class_weight'] == 'adaptive' and head['loss_cls']['reduction'] == 'sum'
     assert 'class_weight' not in head['loss_obj'] and head['loss_obj']['reduction'] == 'sum'
-    assert _switched('yolo/yolov3_d53_8xb8-320-273e_coco.py') == ({}, {})
+    model, replaced = _switched('yolo/yolov3_d53_8xb8-320-273e_coco.py')
+    assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_conf'}
+    assert model['bbox_head']['loss_cls']['channels_last'] is True  # (B, N, C) maps
+    assert 'channels_last' not in model['bbox_head']['loss_conf']  # (B, N): elements
     assert _switched('cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py')[1]  # a list of stages
 
 
@@ -147,3 +150,23 @@ def test_a_decode_heads_sigmoid_ce_is_replaced_at_its_own_scale():
     ours = DualFocalLoss(use_sigmoid=True, gamma=1.0, loss_weight=loss['loss_weight'],
                          ignore_index=255)(logits, labels)
     torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
+def test_channels_last_maps_are_the_rows_of_mmdets_convention(reduction):
+    """YOLOv3: (B, N, C) scores, (B, N, C) float targets, (B, N, 1) weights."""
+    from dfl_mm import DualFocalLoss
+    torch.manual_seed(0)
+    pred = torch.randn(2, 7, 5, requires_grad=True)
+    target = (torch.rand(2, 7, 5) > 0.7).float()
+    weight = (torch.rand(2, 7, 1) > 0.3).float()
+    ours = DualFocalLoss(channels_last=True, reduction=reduction)(pred, target, weight)
+    rows = DualFocalLoss(reduction=reduction)(pred.reshape(14, 5), target.reshape(14, 5),
+                                              weight.reshape(14))
+    assert ours.shape == (pred.shape if reduction == 'none' else ())
+    torch.testing.assert_close(ours, rows.reshape(ours.shape))
+    labels = torch.randint(0, 6, (2, 7))  # integer labels (B, N), C = background
+    torch.testing.assert_close(
+        DualFocalLoss(channels_last=True, reduction=reduction)(pred, labels),
+        DualFocalLoss(reduction=reduction)(pred.reshape(14, 5), labels.reshape(14)).reshape(
+            ours.shape))

@@ -1,6 +1,9 @@
 """Quality-aware DFL: soft targets in the places of mmdet's QualityFocalLoss
 (GFL, TOOD, RTMDet, LD) and VarifocalLoss (VFNet), side by side with mmdet's
 own losses for what must agree, and probabilities (``activated``)."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from mmdet.models.losses import QualityFocalLoss, VarifocalLoss
@@ -9,6 +12,7 @@ from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
 
 N, C = 40, 5
+SOFT_GOLDEN = json.loads((Path(__file__).parent / 'data' / 'dfl_soft_golden.json').read_text())
 
 
 def _quality_call(seed=0, dtype=torch.float32):
@@ -32,6 +36,26 @@ def _dense(labels, scores):
 def independent(z, y, gamma):
     """``-ln(1 - |y - sigmoid(z)|^gamma)`` per element, straight from the definition."""
     return -torch.log(1 - (y - torch.sigmoid(z)).abs() ** gamma)
+
+
+@pytest.mark.parametrize('case', SOFT_GOLDEN['cases'], ids=lambda c: f"C{len(c['logits'])}"
+                         f"-g{c['gamma']}-z{max(map(abs, c['logits'])):.0f}")
+def test_soft_target_golden_values_and_gradients(case):
+    """60-digit references (tests/helpers/soft_golden.py): the loss per class, its sum
+    and both gradients, in float64."""
+    z = torch.tensor([case['logits']], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([case['target']], dtype=torch.float64)
+    gamma = torch.tensor(case['gamma'], dtype=torch.float64, requires_grad=True)
+    per_class = dual_focal_loss(z, y, gamma, reduction='none')
+    torch.testing.assert_close(per_class[0], torch.tensor(case['loss_per_class'],
+                                                          dtype=torch.float64), rtol=1e-9,
+                               atol=1e-14)
+    total = dual_focal_loss(z, y, gamma, reduction='sum')
+    g_z, g_gamma = torch.autograd.grad(total, (z, gamma))
+    torch.testing.assert_close(float(total), case['loss_sum'], rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(g_z[0], torch.tensor(case['grad_logits'], dtype=torch.float64),
+                               rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(float(g_gamma), case['grad_gamma'], rtol=1e-7, atol=1e-12)
 
 
 @pytest.mark.parametrize('gamma', [0.5, 1.0, 2.0, 4.5])

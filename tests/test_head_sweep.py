@@ -104,8 +104,8 @@ def test_switch_errors_name_the_problem(tmp_path):
         dfl_switch.main(['nope.py'])
     with pytest.raises(SystemExit, match="no such config in mmdet"):
         dfl_switch.main(['mmdet::nope/nope.py'])
-    with pytest.raises(SystemExit, match='has no FocalLoss or mmseg softmax CrossEntropyLoss'):
-        dfl_switch.main(['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    with pytest.raises(SystemExit, match='has no dense classification loss to replace'):
+        dfl_switch.main(['mmdet::centernet/centernet_r18_8xb16-crop512-140e_coco.py',
                          '-o', str(tmp_path / 'x.py')])
 
 

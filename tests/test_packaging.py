@@ -65,7 +65,8 @@ def test_python_m_runs_the_shipped_tools(installed, tmp_path):
                            str(tmp_path / 'x.py')], env=env, cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=300)
     # the shipped demo config already uses DFL: nothing to replace, and it says so
-    assert proc.returncode != 0 and 'has no FocalLoss' in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode != 0 and 'has no dense classification loss' in proc.stderr, \
+        proc.stderr[-2000:]
     proc = subprocess.run([sys.executable, '-c', 'import dfl_mm.cli as c; print(c._root("tools"))'],
                           env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == str(installed['site'] / 'dfl_mm' / '.mim')  # not the checkout

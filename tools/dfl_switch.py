@@ -52,8 +52,10 @@ def main(argv=None):
     cfg = Config.fromfile(resolve(args.config))
     overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
     if not replaced:
-        raise SystemExit(f'dfl_switch: {args.config} has no FocalLoss or mmseg softmax '
-                         'CrossEntropyLoss to replace')
+        raise SystemExit(f'dfl_switch: {args.config} has no dense classification loss to '
+                         'replace (FocalLoss, QualityFocalLoss, VarifocalLoss, a dense '
+                         "head's sigmoid CrossEntropyLoss, SSDHead, a decode head's "
+                         'CrossEntropyLoss; docs/zoo.md)')
     base = args.config if '::' in args.config else osp.abspath(args.config)
     name = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     out = args.out or osp.join('work_dirs', 'dfl_configs', f'{name}_dfl.py')

@@ -39,7 +39,7 @@ def _env():
 
 @pytest.mark.parametrize('demo', DEMOS)
 def test_every_demo_config_trains_from_a_fresh_clone(clone, demo):
-    kind = 'det' if demo.startswith('retinanet') else 'seg'
+    kind = 'det' if demo.startswith(('retinanet', 'rtmdet')) else 'seg'
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', f'configs/demo/{demo}', '--work-dir',
          f'work_dirs/{demo}', '--cfg-options', *SHORT[kind]],

@@ -11,9 +11,9 @@ from mmdet.models.dense_heads import SSDHead
 from mmdet.registry import MODELS
 from torch import Tensor
 
-__all__ = ['DFLSSDHead']
+from .switch import SSD_DFL
 
-SSD_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0)
+__all__ = ['DFLSSDHead']
 
 
 @MODELS.register_module()
@@ -30,7 +30,7 @@ class DFLSSDHead(SSDHead):
 
     def __init__(self, *args, loss_cls: dict = SSD_DFL, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss_cls = MODELS.build(loss_cls)
+        self.loss_cls = MODELS.build(dict(loss_cls))
 
     def loss_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, anchor: Tensor,
                             labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,

@@ -44,7 +44,7 @@ from typing import List, Tuple
 __all__ = ['dfl_overrides', 'derived_config_text', 'SIGMOID_DFL', 'SOFTMAX_DFL']
 
 SIGMOID_DFL = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, class_weight='adaptive')
-SSD_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0)  # as dfl_mm.heads'
+SSD_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0)  # DFLSSDHead's default
 SOFTMAX_DFL = dict(type='DualFocalLoss', use_sigmoid=False, gamma=2.0,
                    learnable_gamma='scalar', avg_non_ignore=True, class_weight='adaptive')
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax

@@ -15,8 +15,22 @@ got right (``hits``), and turns them into weights:
     \\ \\text{(effective)}
 
 normalised over the classes seen so far so that the average weight of what
-they multiply is 1 (per row: ``sum_c f_c w_c = 1``; per element: their mean is
-1) and clipped to ``[1 / max_weight, max_weight]``. A class with no
+they multiply is 1 (``normalise='mean'``; per row: ``sum_c f_c w_c = 1``; per
+element: their mean is 1) or so that the least weight is 1 (``normalise='head'``:
+the most frequent class keeps its weight, no class weighs less than without
+weights), and clipped to ``[1 / max_weight, max_weight]``. ``apply_to``: 'row'
+(the weight of a labelled row's class multiplies its every element),
+'positive' (only its labelled class's element: the false-class elements keep
+weight 1) or 'element' (the class-c element of every row).
+
+``gamma_scale = s > 0`` also gives each class its own focusing exponent from
+the same statistics (the insight of the Equalized Focal Loss, with the running
+frequency in place of its gradient ratio):
+
+.. math:: \\gamma_c = \\gamma + s\\,(1 - f_c / \\max_k f_k)
+
+so a rare class's channel focuses harder and its flood of easy negatives
+weighs less; an unseen class keeps ``gamma``. A class with no
 information (never counted, ``f_c = 0``) weighs 1, the average; with nothing
 counted at all (no step yet, or only steps whose rows were all ignored or
 background) every weight is 1, so the loss keeps the unweighted scale.
@@ -59,11 +73,13 @@ __all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'build_adaptive', 'freque
            'normalise_weights']
 
 BASES = ('frequency', 'recall', 'effective')
-APPLY_TO = ('row', 'element')
+APPLY_TO = ('row', 'element', 'positive')
+NORMALISE = ('mean', 'head')
 # Defaults from the sweep in tools/benchmarks/benchmark_efficacy.py (docs/loss.md, "Adaptive
 # class weights").
 ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
-                         max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999)
+                         max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999,
+                         normalise='mean', gamma_scale=0.0)
 
 
 class AdaptiveClassWeight(nn.Module):
@@ -82,10 +98,15 @@ class AdaptiveClassWeight(nn.Module):
         max_weight (float): weights are clipped to [1 / max_weight, max_weight];
             >= 1.
         apply_to (str): 'row' (a row is weighted by its target's class, as
-            mmseg's CE ``class_weight``) or 'element' (the class-c element of
+            mmseg's CE ``class_weight``), 'positive' (only the target class's
+            element of such a row) or 'element' (the class-c element of
             every row, as DFL's static ``class_weight``).
         eps (float): added to the frequency (or to 1 - recall), > 0.
         beta (float): the 'effective' basis's beta, in [0, 1).
+        normalise (str): 'mean' (the average weight is 1) or 'head' (the
+            least weight is 1).
+        gamma_scale (float): s >= 0 of the per-class exponent offsets
+            ``s (1 - f_c / max f)`` (0: none).
 
     Buffers:
         counts (C,) float64: EMA of the per-step count of targets per class.
@@ -99,14 +120,19 @@ class AdaptiveClassWeight(nn.Module):
     def __init__(self, num_classes: int, basis: str = 'frequency',
                  power: float = 0.5, momentum: float = 0.99,
                  max_weight: float = 10.0, apply_to: str = 'row',
-                 eps: float = 1e-4, beta: float = 0.9999):
+                 eps: float = 1e-4, beta: float = 0.9999, normalise: str = 'mean',
+                 gamma_scale: float = 0.0):
         super().__init__()
         if basis not in BASES:
             raise ValueError(f'adaptive_weight basis must be one of {BASES}, got {basis!r}')
         if apply_to not in APPLY_TO:
             raise ValueError(f'adaptive_weight apply_to must be one of {APPLY_TO}, '
                              f'got {apply_to!r}')
+        if normalise not in NORMALISE:
+            raise ValueError(f'adaptive_weight normalise must be one of {NORMALISE}, '
+                             f'got {normalise!r}')
         _check('power', power, lambda v: 0 <= v < math.inf, 'a number >= 0')
+        _check('gamma_scale', gamma_scale, lambda v: 0 <= v <= 20, 'a number in [0, 20]')
         _check('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)')
         _check('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1')
         _check('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0')
@@ -115,6 +141,7 @@ class AdaptiveClassWeight(nn.Module):
         self.basis, self.apply_to = basis, apply_to
         self.power, self.momentum = float(power), float(momentum)
         self.max_weight, self.eps, self.beta = float(max_weight), float(eps), float(beta)
+        self.normalise, self.gamma_scale = normalise, float(gamma_scale)
         zeros = torch.zeros(num_classes, dtype=torch.float64)
         self.register_buffer('counts', zeros.clone())
         self.register_buffer('hits', zeros.clone())
@@ -165,7 +192,16 @@ class AdaptiveClassWeight(nn.Module):
             log_raw = self.power * (math.log1p(-self.beta)
                                     - torch.log(-torch.expm1(window * log_beta)))
         return normalise_weights(log_raw, freq, self.apply_to, self.max_weight,
-                                 log_space=True).float()
+                                 log_space=True, normalise=self.normalise).float()
+
+    def gamma_offsets(self) -> Optional[Tensor]:
+        """(C,) float32 ``s (1 - f_c / max f)`` added to the exponent (0 for an
+        unseen class, and before any step), or None when ``gamma_scale`` is 0."""
+        if self.gamma_scale == 0:
+            return None
+        freq = self.frequency()
+        relative = freq / freq.max().clamp(min=torch.finfo(torch.float64).tiny)
+        return torch.where(freq > 0, self.gamma_scale * (1 - relative), 0.0).float()
 
     def weights_for(self, pred: Tensor, target: Tensor):
         """A loss call's (C,) weights, on ``pred``'s device, and where they apply.
@@ -290,7 +326,8 @@ class AdaptiveClassWeight(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
                 f'momentum={self.momentum}, max_weight={self.max_weight}, '
-                f'apply_to={self.apply_to!r}, eps={self.eps}, beta={self.beta}')
+                f'apply_to={self.apply_to!r}, eps={self.eps}, beta={self.beta}, '
+                f'normalise={self.normalise!r}, gamma_scale={self.gamma_scale}')
 
 
 def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[AdaptiveClassWeight]:
@@ -315,8 +352,9 @@ def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[Adapt
 
 
 def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: float,
-                      log_space: bool = False) -> Tensor:
-    """Scale ``raw`` so the average weight of what it multiplies is 1, then clip.
+                      log_space: bool = False, normalise: str = 'mean') -> Tensor:
+    """Scale ``raw`` so the average weight of what it multiplies is 1 (or, with
+    ``normalise='head'``, so the least weight of a seen class is 1), then clip.
 
     A class not seen (``f_c = 0``) carries no information: it weighs 1, the
     average; with no class seen every weight is 1. Computed in log space, so a
@@ -327,8 +365,9 @@ def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: floa
     Args:
         raw (Tensor): (C,) unnormalised weights (their logs with ``log_space``).
         freq (Tensor): (C,) class shares, summing to 1 (0: class not seen).
-        apply_to (str): 'row' (``sum_c f_c w_c = 1``) or 'element' (the mean
-            over the seen classes is 1).
+        apply_to (str): 'row' or 'positive' (``sum_c f_c w_c = 1``) or
+            'element' (the mean over the seen classes is 1).
+        normalise (str): 'mean' (as above) or 'head' (``min_c w_c = 1``).
         max_weight (float): clip to [1 / max_weight, max_weight].
 
     Returns:
@@ -336,11 +375,14 @@ def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: floa
     """
     log_raw = raw if log_space else torch.log(raw)
     seen = freq > 0
-    share = freq if apply_to == 'row' else seen.to(raw.dtype) / seen.sum().clamp(min=1)
+    share = freq if apply_to != 'element' else seen.to(raw.dtype) / seen.sum().clamp(min=1)
     log_raw = torch.where(seen, log_raw, 0)
-    terms = torch.where(seen, torch.log(share.clamp(min=torch.finfo(share.dtype).tiny))
-                        + log_raw, -math.inf)
-    log_average = torch.logsumexp(terms, 0)
+    if normalise == 'head':
+        log_average = torch.where(seen, log_raw, math.inf).min()
+    else:
+        terms = torch.where(seen, torch.log(share.clamp(min=torch.finfo(share.dtype).tiny))
+                            + log_raw, -math.inf)
+        log_average = torch.logsumexp(terms, 0)
     log_weights = torch.where(seen, log_raw - log_average, 0)
     limit = math.log(max_weight)
     return torch.where(seen, log_weights.clamp(-limit, limit), 0).exp()

@@ -17,6 +17,9 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
+# where a (C,) class_weight applies: every row's class-c element, every element of
+# the rows labelled c, or only the labelled class's element of those rows
+CLASS_WEIGHT_MODES = ('element', 'row', 'positive')
 # the published forms: arXiv 1909.11932 (the default, every backend) and the
 # authors' Neurocomputing 2021 paper (the reference backend's torch ops only)
 FORMS = ('arxiv2019', 'neurocomputing2021')

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .checks import (FORMS, REDUCTIONS, Checks, assigned_labels, check_form, check_ignore_index, check_label_dtype,
+from .checks import (CLASS_WEIGHT_MODES, FORMS, REDUCTIONS, Checks, assigned_labels, check_form, check_ignore_index, check_label_dtype,
                      check_no_grad, check_number, check_tensor, check_values,
                      one_hot_as_target)
 from .ops import custom_ops, reference
@@ -157,7 +157,8 @@ def dual_focal_loss(logits: Tensor,
             the class-c element of every row; 'row': it multiplies every
             element of the rows labelled c (as mmseg's CE), background and
             ignored rows weigh 1 (a float target's row: the class of its
-            largest positive entry).
+            largest positive entry); 'positive': only the labelled class's
+            element of those rows (their false classes weigh 1).
         alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
             of 1 and ``1 - alpha`` for targets of 0 (default: equal). In the
             Neurocomputing form (both modes): the coefficient of
@@ -241,8 +242,8 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     if not isinstance(use_sigmoid, bool):
         raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
     ignore_index = check_ignore_index(ignore_index)
-    if class_weight_mode not in ('element', 'row'):
-        raise ValueError(f"class_weight_mode must be 'element' or 'row', got "
+    if class_weight_mode not in CLASS_WEIGHT_MODES:
+        raise ValueError(f'class_weight_mode must be one of {CLASS_WEIGHT_MODES}, got '
                          f'{class_weight_mode!r}')
     if not logits.is_floating_point():
         raise TypeError(f'logits must be a floating point tensor, got {logits.dtype}')
@@ -319,14 +320,19 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
         check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
                      low_open=False, checks=checks)
         class_weight = class_weight.view(1, channels, 1)
-        if class_weight_mode == 'row':  # a float target's rows: their assigned class
+        if class_weight_mode != 'element':  # a float target's rows: their assigned class
             labels = (assigned_labels(target3).unsqueeze(1) if target.is_floating_point()
                       else target3)
             known = (labels >= 0) & (labels < channels)
             row = torch.where(known, class_weight.view(-1)[labels.clamp(0, channels - 1)],
                               1.0)
-            if elem_weight is not None:
-                elem_weight = elem_weight * row
+            if class_weight_mode == 'positive':  # only the labelled class's element
+                own = torch.arange(channels, device=labels.device).view(1, channels, 1)
+                row = torch.where(own == labels, row, 1.0)
+                if row_weight is not None:
+                    row, row_weight = row * row_weight, None
+            if elem_weight is not None or class_weight_mode == 'positive':
+                elem_weight = row if elem_weight is None else elem_weight * row
             else:
                 row_weight = row if row_weight is None else row_weight * row
             class_weight = None

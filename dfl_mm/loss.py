@@ -10,7 +10,7 @@ from . import conventions
 from .adaptive import build_adaptive
 from .checks import (assigned_labels, check_call, check_ignore_index, check_settings,
                      load_class_weight, one_hot_as_target)
-from .functional import dual_focal_loss
+from .functional import GAMMA_MAX, dual_focal_loss
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG', 'GAMMA_LOGIT_LIMIT']
@@ -63,7 +63,8 @@ class DualFocalLoss(nn.Module):
             Static weights multiply the class-c element of every row.
         adaptive_weight (dict, optional): settings of the adaptive weights,
             keys of ``ADAPTIVE_DEFAULTS`` (basis, power, momentum, max_weight,
-            apply_to, eps, beta); missing keys take those defaults.
+            apply_to, eps, beta, normalise, gamma_scale); missing keys take
+            those defaults.
         reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
         loss_weight (float): factor of the returned loss. Default: 1.
         avg_non_ignore (bool): mmseg: average over non-ignored pixels only.
@@ -144,6 +145,12 @@ class DualFocalLoss(nn.Module):
         self.exponent = build_gamma(gamma, learnable_gamma, num_classes, gamma_min, gamma_max,
                                     gamma_reg)
         self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
+        if self.adaptive is not None and self.adaptive.gamma_scale:
+            highest = (gamma_max if learnable_gamma else gamma) + self.adaptive.gamma_scale
+            if highest > GAMMA_MAX:
+                raise ValueError(f'adaptive_weight gamma_scale={self.adaptive.gamma_scale} '
+                                 f'would raise gamma to {highest}; gamma (or gamma_max) + '
+                                 f'gamma_scale must be <= {GAMMA_MAX}')
         weights = None if self.adaptive is not None else load_class_weight(class_weight)
         if weights is not None and num_classes is not None and len(weights) != num_classes:
             raise ValueError(f'class_weight has {len(weights)} values, expected '
@@ -262,8 +269,10 @@ class DualFocalLoss(nn.Module):
             class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
                 else self.adaptive.weights_for(pred, target)
             gamma = self.current_gamma()
+            offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
+            focus = gamma if offsets is None else gamma + offsets.to(pred.device)
             loss = dual_focal_loss(
-                pred, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
+                pred, target, focus, use_sigmoid=self.use_sigmoid, weight=weight,
                 class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
                 ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
                 form=self.form, beta=self.beta, rho=self.rho)

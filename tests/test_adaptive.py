@@ -228,7 +228,10 @@ def test_two_gloo_ranks_with_different_labels_end_with_identical_weights():
 
 def test_defaults_are_documented_in_the_loss_docstring():
     assert set(ADAPTIVE_DEFAULTS) == {'basis', 'power', 'momentum', 'max_weight', 'apply_to',
-                                      'eps', 'beta'}
+                                      'eps', 'beta', 'normalise', 'gamma_scale'}
+    from dfl_mm import DualFocalLoss
+    for key in ADAPTIVE_DEFAULTS:
+        assert key in DualFocalLoss.__doc__
     module = AdaptiveClassWeight(3)
     assert (module.power, module.momentum) == (ADAPTIVE_DEFAULTS['power'],
                                                ADAPTIVE_DEFAULTS['momentum'])

@@ -104,3 +104,109 @@ def test_study_rows_fill_the_tasks_class_count():
     lovasz = study.seg_loss('CE + Lovasz', 0.4, args)
     assert [loss['type'] for loss in lovasz] == ['CrossEntropyLoss', 'LovaszLoss']
     assert all(loss['loss_weight'] == 0.4 for loss in lovasz)
+
+
+@pytest.mark.parametrize('tail, classes, ratio', [('many', 36, 50), ('small', 10, 50),
+                                                  ('digits', 10, 50)])
+def test_other_detection_tails_hold_their_zipf_counts(tmp_path, tail, classes, ratio):
+    from dfl_mm.demo import longtail
+    from dfl_mm.demo.detection import TAIL_SETS, generate_tail_detection_demo
+    spec = longtail.TAILS[tail]
+    root = generate_tail_detection_demo(tail, str(tmp_path / tail))
+    assert len(spec.classes) == classes == len(set(spec.classes))
+    assert spec.train_counts[0] / spec.train_counts[-1] >= ratio
+    assert list(spec.train_counts) == sorted(spec.train_counts, reverse=True)
+    low, high = min(TAIL_SETS[tail][1]), max(TAIL_SETS[tail][1])
+    for split in ('train', 'val'):
+        ann = json.load(open(f'{root}/annotations/{split}.json'))
+        counts = Counter(a['category_id'] for a in ann['annotations'])
+        assert [counts[k + 1] for k in range(classes)] == list(spec.split_counts(split))
+        assert [c['name'] for c in ann['categories']] == list(spec.classes)
+        for a in ann['annotations']:
+            x, y, w, h = a['bbox']
+            assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128
+            assert int(low * 0.85) <= w <= high * 1.15 + 1
+    assert min(spec.split_counts('val')) >= spec.val_min
+    again = generate_tail_detection_demo(tail, str(tmp_path / 'again'))
+    assert (open(f'{root}/annotations/train.json').read()
+            == open(f'{again}/annotations/train.json').read())
+
+
+def test_the_tails_differ_in_what_makes_them_hard():
+    from dfl_mm.demo import longtail
+    from dfl_mm.demo.detection import LONGTAIL_SPLITS, TAIL_SETS
+    many, small = longtail.TAILS['many'], longtail.TAILS['small']
+    # many: 36 distinct (shape, tone) pairs; both halves mix most shapes and every
+    # tone, so a tail class shares its shape with a head class of a close tone
+    assert sorted(longtail.MANY_PAIRS) == [(s, t) for s in range(9) for t in range(4)]
+    head, tail = longtail.head_tail(many.train_counts)
+    for half in (head, tail):
+        assert len({longtail.MANY_PAIRS[k][0] for k in half}) >= 7
+        assert {longtail.MANY_PAIRS[k][1] for k in half} == set(range(4))
+    # small: more and smaller objects to an image than the shapes tail
+    per_image = sum(small.train_counts) / LONGTAIL_SPLITS['train']
+    assert per_image > 2 * sum(longtail.TRAIN_COUNTS) / LONGTAIL_SPLITS['train']
+    assert max(TAIL_SETS['small'][1]) < 12 + 1
+
+
+def test_shapes_tail_is_the_data_it_always_was(tmp_path):
+    """The refactor into ``longtail.TAILS`` left the shapes tail byte-identical."""
+    import hashlib
+    from dfl_mm.demo.detection import generate_longtail_detection_demo
+    root = generate_longtail_detection_demo(str(tmp_path / 'lt'))
+    digest = hashlib.sha256(open(f'{root}/annotations/train.json', 'rb').read()).hexdigest()
+    assert digest == '460d2a301aa3bc71e2d2dfccf12f9b18f389f93336c061cd1ba19907f9e2f8bf'
+    image = hashlib.sha256(open(f'{root}/train/00007.png', 'rb').read()).hexdigest()
+    assert image == '5363bdcff16ec581594db42bfaa6e4cff12140e0c2dd6ae2887c3a302bf04c11'
+
+
+def test_focal_with_adaptive_weights_is_focal_before_any_step_then_weighs_like_dfl():
+    from mmdet.models.losses import FocalLoss
+    from study_losses import AdaptiveWeightFocalLoss
+    torch.manual_seed(3)
+    pred = torch.randn(30, 4, dtype=torch.float64)
+    target = torch.tensor([0] * 12 + [1] * 6 + [2] * 2 + [4] * 10)  # 4 = background
+    weight = torch.rand(30, dtype=torch.float64)
+    loss = AdaptiveWeightFocalLoss(num_classes=4, adaptive_weight=dict(
+        momentum=0.0, normalise='head', apply_to='positive'))
+    focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25, reduction='none')
+    torch.testing.assert_close(loss(pred, target, weight, avg_factor=5.0),
+                               (focal(pred, target, weight) / 5.0).sum())
+    loss.train()
+    loss(pred.clone().requires_grad_(), target)  # one step: frequencies 12 : 6 : 2 : 0
+    w = loss.adaptive.weights().double()
+    assert float(w[0]) == pytest.approx(1.0) and float(w[3]) == 1.0 and w[2] > w[1] > 1
+    element = torch.ones(30, 4, dtype=torch.float64)
+    for i, c in enumerate(target.tolist()):
+        if c < 4:
+            element[i, c] = w[c]
+    torch.testing.assert_close(loss.eval()(pred, target, weight, avg_factor=5.0),
+                               (focal(pred, target, weight) * element / 5.0).sum())
+
+
+def test_balanced_softmax_adds_the_log_prior_of_the_steps_before():
+    from study_losses import BalancedSoftmaxCrossEntropyLoss
+    torch.manual_seed(4)
+    logits = torch.randn(1, 3, 2, 5, dtype=torch.float64)
+    labels = torch.tensor([[[0, 0, 0, 0, 1], [0, 1, 2, 255, 0]]])
+    loss = BalancedSoftmaxCrossEntropyLoss(num_classes=3).train()
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(loss(logits.clone().requires_grad_(), labels), ce)  # uniform
+    prior = torch.tensor([6, 2, 1], dtype=torch.float64) / 9 * 0.01  # one step, EMA 0.99
+    prior = prior / prior.sum()
+    shifted = logits + torch.log(prior + 1e-4).view(1, 3, 1, 1)
+    expected = torch.nn.functional.cross_entropy(shifted, labels, ignore_index=255)
+    torch.testing.assert_close(loss.eval()(logits, labels), expected)
+
+
+def test_poly1_is_cross_entropy_plus_one_minus_pt():
+    from study_losses import Poly1CrossEntropyLoss
+    torch.manual_seed(5)
+    logits = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 3, 3))
+    labels[0, 0, 0] = 255
+    valid = labels != 255
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction='none')
+    p_t = logits.softmax(1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
+    expected = ((ce + 1 - p_t) * valid).sum() / valid.sum()
+    torch.testing.assert_close(Poly1CrossEntropyLoss()(logits, labels), expected)

@@ -3,9 +3,10 @@
 Images hold coloured shapes on a textured background. In the 4-class demo two
 classes are common (in almost every image), two are rare (in a few images
 each), and objects come in several sizes, so a detector must handle both
-imbalance and scale. The long-tail demo has ten classes with Zipf-like
-frequencies (``longtail.py``). The data is generated deterministically on
-first use under ``data/`` (git-ignored).
+imbalance and scale. The long-tail demos draw the class sets of
+``longtail.TAILS`` with Zipf-like frequencies: the ten shapes, 36 confusable
+shape tones, small crowded shapes and handwritten digits. The data is
+generated deterministically on first use under ``data/`` (git-ignored).
 """
 import json
 import os
@@ -28,6 +29,10 @@ SPLITS = {'train': 240, 'val': 80}
 DEFAULT_ROOT = 'data/dfl_demo_det'
 LONGTAIL_ROOT = 'data/dfl_longtail_det'
 LONGTAIL_SPLITS = {'train': 240, 'val': 80}
+# the other long tails of the detection study: tail name -> (root, object sides in px)
+TAIL_SETS = {'many': ('data/dfl_manyclass_det', (12, 16, 20, 24)),
+             'small': ('data/dfl_smallcrowd_det', (8, 10, 12)),
+             'digits': ('data/dfl_digits_det', (16, 20, 24, 32))}
 
 
 def _draw(draw, cls, box, rng):
@@ -67,15 +72,53 @@ def _background(rng, size):
     return Image.fromarray((base + noise).astype(np.uint8))
 
 
-def _longtail_image(rng, size, classes):
-    """An image holding one object of each class in ``classes``."""
+def _longtail_image(rng, size, classes, sides=(12, 16, 24, 32), paint=None):
+    """An image holding one object of each class in ``classes``, of a side from
+    ``sides``; ``paint(rng, img, cls, box)`` draws one (default: the shape)."""
     img = _background(rng, size)
-    draw, taken, annotations = ImageDraw.Draw(img), [], []
+    taken, annotations = [], []
     for cls in classes:
-        box = longtail.place(rng, size, (12, 16, 24, 32), taken)
-        longtail.draw_shape(draw, int(cls), box, longtail.colour(rng, int(cls)))
+        box = longtail.place(rng, size, sides, taken)
+        (paint or _paint_shape)(rng, img, int(cls), box)
         annotations.append((int(cls), box))
     return img, annotations
+
+
+def _paint_shape(rng, img, cls, box):
+    longtail.draw_shape(ImageDraw.Draw(img), cls, box, longtail.colour(rng, cls))
+
+
+def _paint_shape_tone(rng, img, cls, box):
+    """The 36-class tail: class ``cls`` is a (shape, tone) pair of ``longtail.MANY_PAIRS``."""
+    shape, tone = longtail.MANY_PAIRS[cls]
+    fill = np.clip(np.array(longtail.SHAPE_TONES[tone]) + rng.normal(0, 12, 3), 0, 255)
+    longtail.draw_shape(ImageDraw.Draw(img), shape, box, tuple(int(c) for c in fill))
+
+
+def _digit_painter(split):
+    """Paint scikit-learn's 8x8 handwritten digits, upsampled into the box, in a
+    random light ink; train and val draw from disjoint halves of each digit's scans."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - scikit-learn is a test requirement
+        raise ImportError('the digits long-tail demo needs scikit-learn '
+                          '(pip install scikit-learn): it ships the digit scans') from err
+    digits = load_digits()
+    pools = []
+    for d in range(10):
+        scans = digits.images[digits.target == d]
+        half = len(scans) * 2 // 3
+        pools.append(scans[:half] if split == 'train' else scans[half:])
+
+    def paint(rng, img, cls, box):
+        x0, y0, x1, y1 = box
+        scan = pools[cls][rng.integers(len(pools[cls]))]
+        mask = Image.fromarray((scan * 255 / 16).astype(np.uint8)).resize(
+            (x1 - x0, y1 - y0), Image.BILINEAR)
+        ink = Image.new('RGB', mask.size, tuple(int(c) for c in rng.integers(150, 256, 3)))
+        img.paste(ink, (x0, y0), mask)
+
+    return paint
 
 
 def _write_coco(root, seed, size, splits, classes, images_of):
@@ -138,6 +181,27 @@ def generate_longtail_detection_demo(root: str = LONGTAIL_ROOT, seed: int = 0,
                        images_of)
 
 
+def generate_tail_detection_demo(tail: str, root: Optional[str] = None, seed: int = 0,
+                                 size: int = 128, splits=None) -> str:
+    """Write the long tail ``tail`` of :data:`TAIL_SETS` ('many', 'small',
+    'digits'): ``longtail.TAILS[tail]`` instances per class and split, dealt over
+    the images at random. Layout as :func:`generate_detection_demo`.
+
+    Returns:
+        str: ``root``.
+    """
+    spec, (default_root, sides) = longtail.TAILS[tail], TAIL_SETS[tail]
+
+    def images_of(rng, split, count):
+        paint = {'many': _paint_shape_tone, 'small': _paint_shape}.get(tail) or \
+            _digit_painter(split)
+        dealt = longtail.deal(rng, spec.split_counts(split), count)
+        return (_longtail_image(rng, size, classes, sides, paint) for classes in dealt)
+
+    return _write_coco(root or default_root, seed, size, splits or LONGTAIL_SPLITS,
+                       spec.classes, images_of)
+
+
 @DATASETS.register_module()
 class DFLDemoCocoDataset(CocoDataset):
     """The demo detection data as a CocoDataset, generated on first use.
@@ -165,3 +229,24 @@ class DFLLongTailCocoDataset(DFLDemoCocoDataset):
     METAINFO = dict(classes=longtail.CLASSES, palette=list(longtail.HUES))
     DEMO_ROOT = LONGTAIL_ROOT
     generate_demo = staticmethod(generate_longtail_detection_demo)
+
+
+def _tail_dataset(name: str, tail: str):
+    """A registered dataset class of the long tail ``tail`` (generated on first use)."""
+    def generate(root, seed=0, **kwargs):
+        return generate_tail_detection_demo(tail, root, seed, **kwargs)
+
+    spec = longtail.TAILS[tail]
+    palette = [tuple(int(c) for c in np.random.default_rng(k).integers(40, 256, 3))
+               for k in range(len(spec.classes))]
+    cls = type(name, (DFLDemoCocoDataset, ), dict(
+        METAINFO=dict(classes=spec.classes, palette=palette), DEMO_ROOT=TAIL_SETS[tail][0],
+        generate_demo=staticmethod(generate),
+        __doc__=f"The '{tail}' long-tail detection demo (``longtail.TAILS``), generated "
+        'on first use; arguments as :class:`DFLDemoCocoDataset`.'))
+    return DATASETS.register_module(module=cls)
+
+
+DFLManyClassCocoDataset = _tail_dataset('DFLManyClassCocoDataset', 'many')
+DFLSmallCrowdCocoDataset = _tail_dataset('DFLSmallCrowdCocoDataset', 'small')
+DFLDigitsCocoDataset = _tail_dataset('DFLDigitsCocoDataset', 'digits')

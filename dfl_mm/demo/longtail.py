@@ -1,4 +1,4 @@
-"""Long-tailed demo data: ten shape classes with Zipf-like frequencies.
+"""Long-tailed demo data: class sets with Zipf-like frequencies.
 
 The detection and segmentation long-tail demos (``DFLLongTailCocoDataset``,
 ``DFLLongTailSegDataset``) draw the same ten classes; class ``k`` (0-based)
@@ -8,10 +8,19 @@ frequent, 12 for the rarest (60:1). The validation split holds at least
 on enough examples. Classes are told apart by shape and (jittered) colour,
 like the 4-class demos.
 
+The detection study has three more long tails that differ in what makes them
+hard (:data:`TAILS`, ``detection.py`` draws them): ``many``, 36 visually
+confusable classes (9 shapes x 4 close tones), 800 down to 8 training
+instances (100:1); ``small``, the ten shapes at 8-12 px, ~18 to an image
+(2500 down to 42); ``digits``, real handwritten digits (scikit-learn's
+``load_digits``, disjoint train / val pools) on textured canvases (500 down to
+10).
+
 Only numpy and PIL here; the datasets live in ``detection.py`` and
 ``segmentation.py``.
 """
 import math
+from dataclasses import dataclass
 from typing import List, Tuple
 
 import numpy as np
@@ -27,11 +36,45 @@ HUES = ((220, 60, 60), (60, 60, 220), (60, 180, 60), (230, 170, 40), (180, 60, 2
         (60, 200, 200), (240, 240, 240), (140, 90, 40), (240, 120, 160), (150, 150, 60))
 
 
+def zipf(head: int, tail: int, classes: int) -> Tuple[int, ...]:
+    """Training instances per class, ``n_k = head / (k + 1)^a`` from ``head`` down to ``tail``."""
+    a = math.log(head / tail) / math.log(classes)
+    return tuple(round(head / (k + 1) ** a) for k in range(classes))
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A long-tailed class set: class names (most frequent first), training
+    instances per class and the validation floor per class."""
+
+    classes: Tuple[str, ...]
+    train_counts: Tuple[int, ...]
+    val_min: int = VAL_MIN
+
+    def split_counts(self, split: str) -> Tuple[int, ...]:
+        """Instances per class of a split: Zipf for 'train', >= ``val_min`` for 'val'."""
+        if split == 'train':
+            return self.train_counts
+        return tuple(max(self.val_min, round(n * VAL_SHARE)) for n in self.train_counts)
+
+
+SHAPE_TONES = ((205, 60, 55), (225, 125, 45), (195, 55, 150), (150, 95, 65))
+# 36 classes: (shape, tone) pairs in a fixed shuffled frequency order, so that the
+# head and the tail half both mix shapes and tones (7-8 of the 9 shapes, all 4 tones)
+MANY_PAIRS = tuple((s, t) for s, t in np.random.default_rng(36).permutation(
+    [(s, t) for s in range(9) for t in range(len(SHAPE_TONES))]).tolist())
+TAILS = {
+    'shapes': Tail(CLASSES, TRAIN_COUNTS),
+    'many': Tail(tuple(f'{CLASSES[s]}-{t}' for s, t in MANY_PAIRS), zipf(800, 8, 36), 15),
+    'small': Tail(CLASSES, zipf(2500, 42, 10)),
+    'digits': Tail(tuple(str(d) for d in range(10)), zipf(500, 10, 10)),
+}
+
+
 def split_counts(split: str) -> Tuple[int, ...]:
-    """Instances per class of a split: Zipf for 'train', a floor of VAL_MIN for 'val'."""
-    if split == 'train':
-        return TRAIN_COUNTS
-    return tuple(max(VAL_MIN, round(n * VAL_SHARE)) for n in TRAIN_COUNTS)
+    """Instances per class of a split of the shapes tail: Zipf for 'train', a
+    floor of VAL_MIN for 'val'."""
+    return TAILS['shapes'].split_counts(split)
 
 
 def head_tail(counts=TRAIN_COUNTS) -> Tuple[List[int], List[int]]:

@@ -101,12 +101,24 @@ ROWS = {
                  loss_weight=1.0), None),
     'DFL fixed': _dfl(learnable=False),
     'DFL learnable': _dfl(),
+    'focal + positive weights': (dict(type='AdaptiveWeightFocalLoss', use_sigmoid=True, loss_weight=1.0,
+                                      **{ADAPTIVE: dict(normalise='head', apply_to='positive')}),
+                                 None),
     'DFL + weights': _dfl(learnable=False, weights={}),
+    # issue 27: weights that boost the tail without taxing the head
+    'DFL + head weights': _dfl(learnable=False, weights=dict(normalise='head')),
+    'DFL + positive weights': _dfl(learnable=False, weights=dict(normalise='head',
+                                                                 apply_to='positive')),
+    'DFL + positive weights + class gamma': _dfl(learnable=False, weights=dict(
+        normalise='head', apply_to='positive', gamma_scale=2.0)),
     'DFL learnable + weights': _dfl(weights={}),
     'DFL learnable + effective': _dfl(weights=dict(basis='effective', power=1.0)),
     'DFL learnable + recall': _dfl(weights=dict(basis='recall', power=1.0)),
     # the authors' peer-reviewed form (alpha = beta = rho = 1, gamma 2), no weights
     'DFL Neurocomputing 2021': (None, dict(_dfl(learnable=False)[1], form='neurocomputing2021')),
+    'Balanced Softmax CE': (None, dict(type='BalancedSoftmaxCrossEntropyLoss',
+                                       num_classes=NUM_CLASSES, loss_weight=LOSS_WEIGHT)),
+    'Poly-1': (None, dict(type='Poly1CrossEntropyLoss', loss_weight=LOSS_WEIGHT)),
     'DFL sigmoid + weights': (None, _dfl(use_sigmoid=True, weights={})[1]),
     'DFL sigmoid': (None, _dfl(use_sigmoid=True)[1]),
     'DFL sigmoid alpha': (None, _dfl(use_sigmoid=True, alpha=0.25)[1]),
@@ -146,14 +158,15 @@ def seg_loss(name, loss_weight, args, num_classes=4):
     return _filled(ROWS[name][1], loss_weight, args, num_classes)
 
 
-def _longtail_halves(prefix, suffix):
-    """The metric keys of the long-tail demos' head and tail halves and rarest class."""
+def _longtail_halves(prefix, suffix, tail='shapes'):
+    """The metric keys of a long-tail demo's head and tail halves and rarest class."""
     from dfl_mm.demo import longtail
-    head, tail = longtail.head_tail()
-    keys = [f'{prefix}{name}{suffix}' for name in longtail.CLASSES]
-    rarest = min(range(len(keys)), key=lambda k: longtail.TRAIN_COUNTS[k])
-    return dict(head=[keys[k] for k in head], tail=[keys[k] for k in tail],
-                rarest=keys[rarest], rarest_count=longtail.TRAIN_COUNTS[rarest])
+    spec = longtail.TAILS[tail]
+    head, rest = longtail.head_tail(spec.train_counts)
+    keys = [f'{prefix}{name}{suffix}' for name in spec.classes]
+    rarest = min(range(len(keys)), key=lambda k: spec.train_counts[k])
+    return dict(head=[keys[k] for k in head], tail=[keys[k] for k in rest],
+                rarest=keys[rarest], rarest_count=spec.train_counts[rarest])
 
 
 # Each task: its demo config, the overall metric (x scale = %), and either its rare
@@ -174,6 +187,13 @@ TASKS = {
                    metric='mIoU', scale=1.0, num_classes=11,
                    halves=lambda: _longtail_halves('IoU.', '')),
 }
+# issue 27's other detection long tails (dfl_mm/demo/longtail.py TAILS): many confusable
+# classes, small crowded objects, real handwritten digits
+for _task, _tail, _classes in (('det-many', 'many', 36), ('det-small', 'small', 10),
+                               ('det-digits', 'digits', 10)):
+    TASKS[_task] = dict(TASKS['det-lt'], num_classes=_classes, config=osp.join(
+        DEMO, f"retinanet_r18_dfl_{dict(many='manyclass', small='smallcrowd').get(_tail, _tail)}"
+        '_demo.py'), halves=lambda tail=_tail: _longtail_halves('coco/', '_precision', tail))
 # the RTMDet demos (a quality head): DFL in QualityFocalLoss's place against QFL itself
 TASKS['rtmdet'] = dict(TASKS['det'], config=osp.join(DEMO, 'rtmdet_dfl_demo.py'))
 TASKS['rtmdet-lt'] = dict(TASKS['det-lt'], config=osp.join(DEMO, 'rtmdet_dfl_longtail_demo.py'))
@@ -181,6 +201,7 @@ TASKS['rtmdet-lt'] = dict(TASKS['det-lt'], config=osp.join(DEMO, 'rtmdet_dfl_lon
 QUALITY_TASKS, QUALITY_LOSSES = ('rtmdet', 'rtmdet-lt'), ('QFL', 'DFL fixed', 'DFL + weights')
 RETINANET_LOSSES = tuple(name for name in ROWS if name != 'QFL')
 DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
+                 'det-many': [0, 1, 2], 'det-small': [0, 1, 2], 'det-digits': [0, 1, 2],
                  'seg-lt': [0, 1, 2, 3, 4], 'rtmdet': [0, 1, 2], 'rtmdet-lt': [0, 1, 2]}
 
 

@@ -9,6 +9,14 @@ Study tooling, not the product (``dfl_mm`` never imports this file):
   one-hot pixels (mmseg 1.2.2's FocalLoss fails on CPU).
 - ``AdaptiveWeightCrossEntropyLoss`` (mmseg): softmax CE weighted per pixel by
   DualFocalLoss's adaptive class weights.
+- ``AdaptiveWeightFocalLoss`` (mmdet): mmdet's sigmoid focal loss (alpha 0.25,
+  gamma 2) weighted by the very same adaptive class weights (is it the weights
+  or DFL that helps?).
+- ``BalancedSoftmaxCrossEntropyLoss`` (mmseg): logit-adjusted CE (Ren et al.
+  2020, Menon et al. 2021), ``-log softmax(z + tau log pi)_y`` with ``pi`` the
+  running class frequency of the adaptive statistics.
+- ``Poly1CrossEntropyLoss`` (mmseg): Poly-1 (Leng et al. 2022),
+  ``CE + eps (1 - p_t)``.
 
 ``register()`` adds them to the registries (once).
 """
@@ -115,10 +123,8 @@ class AdaptiveWeightCrossEntropyLoss(nn.Module):
 
     def __init__(self, num_classes, adaptive_weight=None, loss_weight=1.0,
                  loss_name='loss_ce'):
-        from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
         super().__init__()
-        self.adaptive = AdaptiveClassWeight(
-            num_classes, **{**ADAPTIVE_DEFAULTS, **(adaptive_weight or {})})
+        self.adaptive = _adaptive(num_classes, adaptive_weight)
         self.loss_weight, self.loss_name = loss_weight, loss_name
 
     def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
@@ -134,12 +140,96 @@ class AdaptiveWeightCrossEntropyLoss(nn.Module):
         return self.loss_weight * loss.sum() / valid.sum().clamp(min=1)
 
 
+def _adaptive(num_classes, adaptive_weight):
+    from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+    return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **(adaptive_weight or {})})
+
+
+class AdaptiveWeightFocalLoss(nn.Module):
+    """mmdet's sigmoid focal loss (``FocalLoss`` at alpha 0.25, gamma 2) with
+    DualFocalLoss's adaptive class weights, applied as DFL applies them
+    ('row': every element of a positive row; 'positive': its class's element).
+
+    The mmdet loss interface of ``FocalLoss`` (labels in [0, C], C = background).
+    """
+
+    def __init__(self, num_classes, class_weight='adaptive', adaptive_weight=None, gamma=2.0,
+                 alpha=0.25, loss_weight=1.0, use_sigmoid=True):
+        super().__init__()
+        assert use_sigmoid and class_weight == 'adaptive'
+        self.use_sigmoid, self.num_classes = True, num_classes
+        self.gamma, self.alpha, self.loss_weight = gamma, alpha, loss_weight
+        self.adaptive = _adaptive(num_classes, adaptive_weight)
+
+    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
+        from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+        C = self.num_classes
+        onehot = F.one_hot(target, C + 1)[:, :C].to(pred.dtype)
+        loss = py_sigmoid_focal_loss(pred, onehot, gamma=self.gamma, alpha=self.alpha,
+                                     reduction='none')
+        class_weight, mode = self.adaptive.weights_for(pred, target)
+        row = torch.where(target < C, class_weight[target.clamp(max=C - 1)], 1.0)[:, None]
+        loss = loss * (torch.where(onehot > 0, row, 1.0) if mode == 'positive' else row)
+        if weight is not None:
+            loss = loss * weight.reshape(pred.shape[0], -1)
+        if self.training and torch.is_grad_enabled():
+            self.adaptive.count(pred, target, None, use_sigmoid=True)
+        if (reduction_override or 'mean') == 'sum':
+            return self.loss_weight * loss.sum()
+        return self.loss_weight * loss.sum() / (avg_factor if avg_factor is not None
+                                                else max(loss.numel(), 1))
+
+
+class BalancedSoftmaxCrossEntropyLoss(nn.Module):
+    """Logit-adjusted softmax CE, mean over non-ignored pixels:
+
+    .. math:: \\ell = -\\log \\mathrm{softmax}(z + \\tau \\log(\\pi + \\epsilon))_y
+
+    ``pi`` the running class frequency (the adaptive statistics, momentum 0.99,
+    from the steps before this one: uniform, i.e. plain CE, before any step).
+    """
+
+    def __init__(self, num_classes, tau=1.0, eps=1e-4, loss_weight=1.0, loss_name='loss_ce'):
+        super().__init__()
+        self.adaptive = _adaptive(num_classes, None)
+        self.tau, self.eps = tau, eps
+        self.loss_weight, self.loss_name = loss_weight, loss_name
+
+    def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
+        prior = self.adaptive.frequency().to(seg_logits)
+        shift = self.tau * torch.log(prior + self.eps) if bool(prior.any()) else 0 * prior
+        loss = F.cross_entropy(seg_logits + shift.view(1, -1, 1, 1), seg_label,
+                               ignore_index=ignore_index, reduction='sum')
+        if self.training and torch.is_grad_enabled():
+            self.adaptive.count(seg_logits, seg_label, ignore_index, use_sigmoid=False)
+        valid = seg_label != ignore_index
+        return self.loss_weight * loss / valid.sum().clamp(min=1)
+
+
+class Poly1CrossEntropyLoss(nn.Module):
+    """Poly-1: ``CE + eps (1 - p_t)``, mean over non-ignored pixels (eps 1)."""
+
+    def __init__(self, epsilon=1.0, loss_weight=1.0, loss_name='loss_ce'):
+        super().__init__()
+        self.epsilon, self.loss_weight, self.loss_name = epsilon, loss_weight, loss_name
+
+    def forward(self, seg_logits, seg_label, weight=None, ignore_index=255, **kwargs):
+        valid = seg_label != ignore_index
+        label = torch.where(valid, seg_label, 0)
+        ce = F.cross_entropy(seg_logits, label, reduction='none')
+        p_t = seg_logits.softmax(1).gather(1, label.unsqueeze(1)).squeeze(1)
+        loss = (ce + self.epsilon * (1 - p_t)) * valid
+        return self.loss_weight * loss.sum() / valid.sum().clamp(min=1)
+
+
 def register():
     """Add the study's losses to mmdet's and mmseg's MODELS (idempotent)."""
     from mmdet.registry import MODELS as DET_MODELS
     from mmseg.registry import MODELS as SEG_MODELS
-    if DET_MODELS.get('EqualizedFocalLoss') is None:
-        DET_MODELS.register_module(module=EqualizedFocalLoss)
-    for cls in (PixelSigmoidFocalLoss, AdaptiveWeightCrossEntropyLoss):
+    for cls in (EqualizedFocalLoss, AdaptiveWeightFocalLoss):
+        if DET_MODELS.get(cls.__name__) is None:
+            DET_MODELS.register_module(module=cls)
+    for cls in (PixelSigmoidFocalLoss, AdaptiveWeightCrossEntropyLoss,
+                BalancedSoftmaxCrossEntropyLoss, Poly1CrossEntropyLoss):
         if SEG_MODELS.get(cls.__name__) is None:
             SEG_MODELS.register_module(module=cls)

@@ -32,3 +32,13 @@ def test_progress_reports_steps_elapsed_time_and_time_left(tmp_path):
     assert step3 and step3[0].endswith('min left'), out
     assert not any('warning' in line for line in lines)  # compiler output stays in the log
     assert progress.returncode == 0  # it ends with the build
+
+
+def test_install_help_prints_the_usage_and_nothing_of_the_script():
+    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'install.sh'), '--help'],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith('Install the OpenMMLab stack')
+    assert 'bash tools/install.sh [--tests]' in proc.stdout and 'TORCH_SPEC' in proc.stdout
+    assert 'set -euo' not in proc.stdout and 'ROOT=' not in proc.stdout
+    assert not any(line.startswith('#') for line in proc.stdout.splitlines())

@@ -56,6 +56,10 @@ def test_segmentation_config_builds_and_trains_one_step(config):
             group = next(g for g in optim.optimizer.param_groups
                          if any(p is loss.gamma_logit for p in g['params']))
             assert group['weight_decay'] == 0.0
+            # a parameter of the head trains at the head's lr (SegFormer: 10x)
+            head = [g for g in optim.optimizer.param_groups
+                    if any(p is model.decode_head.conv_seg.weight for p in g['params'])]
+            assert group['lr'] == head[0]['lr']
 
     torch.manual_seed(0)
     num_labels = 2 if binary else model.decode_head.num_classes

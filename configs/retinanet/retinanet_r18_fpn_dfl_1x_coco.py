@@ -1,4 +1,4 @@
-# RetinaNet R18-FPN with DualFocalLoss (learnable gamma), 1x COCO.
+# RetinaNet R18-FPN with DualFocalLoss (the detection preset of configs/_base_/dfl_det.py), 1x COCO.
 _base_ = './retinanet_r50_fpn_dfl_1x_coco.py'
 model = dict(
     backbone=dict(

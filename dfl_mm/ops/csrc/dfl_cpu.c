@@ -242,7 +242,7 @@ static double sigmoid_backward(const float *logits, const int64_t *labels,
 
 /* ------------------------------------------------------------------ softmax
  * (B, C, S) float32 logits, labels (B, S), vectorised over the pixels of a
- * block of BLOCK; the maths of _softmax_chunk in dfl_mm/core.py: every class
+ * block of BLOCK; the maths of _softmax_chunk in dfl_mm/ops/reference.py: every class
  * is a sigmoid element of its log-odds v_c = ln p_c - ln(1 - p_c), and
  *
  *   d loss / d z_j = h_j - p_j K - pi_j g_m,   h_c = w_c p_c d loss_c / d p_c,

@@ -29,6 +29,6 @@ custom_hooks = [dict(type='DFLGammaHook')]
 # 19-class Cityscapes model: children write `model = _base_.cityscapes_heads`
 cityscapes_heads = dict(
     decode_head=dict(
-        loss_decode=dict(_delete_=True, **dfl_loss, num_classes=19, loss_weight=1.0)),
+        loss_decode=dict(_delete_=True, **dfl_loss, num_classes=19)),
     auxiliary_head=dict(
         loss_decode=dict(_delete_=True, **dfl_loss, num_classes=19, loss_weight=0.4)))

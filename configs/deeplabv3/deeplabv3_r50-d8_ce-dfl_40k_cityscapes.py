@@ -5,5 +5,5 @@ model = dict(
     decode_head=dict(loss_decode=[
         dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
              avg_non_ignore=True, loss_name='loss_ce'),
-        dict(**_base_.dfl_loss, num_classes=19, loss_weight=1.0),
+        dict(**_base_.dfl_loss, num_classes=19),
     ]))

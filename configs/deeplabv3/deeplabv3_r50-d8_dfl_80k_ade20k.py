@@ -6,7 +6,7 @@ _base_ = [
 model = dict(
     decode_head=dict(
         loss_decode=dict(
-            _delete_=True, **_base_.dfl_loss, num_classes=150, loss_weight=1.0)),
+            _delete_=True, **_base_.dfl_loss, num_classes=150)),
     auxiliary_head=dict(
         loss_decode=dict(
             _delete_=True, **_base_.dfl_loss, num_classes=150, loss_weight=0.4)))

@@ -49,7 +49,7 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(**_base_.dfl_loss, num_classes=num_classes, loss_weight=1.0)),
+        loss_decode=dict(**_base_.dfl_loss, num_classes=num_classes)),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=64,

@@ -4,7 +4,7 @@
 # Trains on CPU in a few minutes and reports COCO bbox mAP with per-class AP.
 #
 #   python tools/train.py configs/demo/retinanet_r18_dfl_demo.py
-_base_ = 'mmdet::_base_/default_runtime.py'
+_base_ = ['mmdet::_base_/default_runtime.py', '../_base_/dfl_det.py']
 
 custom_imports = dict(
     imports=['dfl_mm', 'dfl_mm.demo.detection'], allow_failed_imports=False)
@@ -54,13 +54,7 @@ model = dict(
             type='DeltaXYWHBBoxCoder',
             target_means=[.0, .0, .0, .0],
             target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(
-            type='DualFocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            class_weight='adaptive',
-            num_classes=num_classes,
-            loss_weight=1.0),
+        loss_cls=dict(**_base_.dfl_loss_cls, num_classes=num_classes),
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
     train_cfg=dict(
         assigner=dict(
@@ -155,9 +149,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=10, norm_type=2),
-    paramwise_cfg=dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)}))
+    paramwise_cfg=_base_.gamma_no_decay)
 
-custom_hooks = [dict(type='DFLGammaHook')]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=2))

@@ -10,24 +10,16 @@ _base_ = [
     'mmdet::_base_/datasets/lvis_v1_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/dfl_det.py',
 ]
-custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
 num_classes = 1203
 model = dict(
     bbox_head=dict(
         num_classes=num_classes,
-        loss_cls=dict(
-            _delete_=True,
-            type='DualFocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            # rare classes weigh more: the detection default (configs/_base_/dfl_det.py);
-            # not measured on LVIS. One learnable gamma per class is one line away:
-            # learnable_gamma='per_class',
-            class_weight='adaptive',
-            num_classes=num_classes,
-            loss_weight=1.0)),
+        # the detection preset (configs/_base_/dfl_det.py), not measured on LVIS;
+        # one learnable gamma per class is one key away: learnable_gamma='per_class'
+        loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls, num_classes=num_classes)),
     test_cfg=dict(score_thr=0.0001, max_per_img=300))
 
 backend_args = None
@@ -56,5 +48,4 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)}))
-custom_hooks = [dict(type='DFLGammaHook')]
+    paramwise_cfg=_base_.gamma_no_decay)

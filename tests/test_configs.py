@@ -1,0 +1,55 @@
+"""Every shipped config takes its DualFocalLoss from one preset: resolved, each DFL
+dict equals ``dfl_mm.switch``'s preset of its kind, differs only where the file's
+name says it does (a variant), and restates no default of ``DualFocalLoss``."""
+import inspect
+import re
+
+import pytest
+
+from conftest import ROOT
+
+CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
+# a variant word in a file name -> the preset keys that variant changes
+VARIANTS = {'learnable': {'learnable_gamma', 'class_weight'}, 'fixed': {'learnable_gamma'},
+            'perclass': {'learnable_gamma'}, 'noweights': {'class_weight'},
+            'static': {'class_weight'}, 'binary': {'use_sigmoid', 'class_weight', 'num_classes'}}  # undoes the inherited ones
+# keys a config gives per model, not per preset
+PER_MODEL = {'num_classes', 'loss_weight', 'loss_name', 'activated', 'iou_weighted',
+             'channels_last', '_delete_'}
+
+
+def _dfl_dicts(node, path='model'):
+    if isinstance(node, dict):
+        if node.get('type') == 'DualFocalLoss':
+            yield path, node
+        for key, value in node.items():
+            yield from _dfl_dicts(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _dfl_dicts(value, f'{path}[{i}]')
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
+def test_config_losses_are_the_presets(config):
+    from mmengine.config import Config
+
+    from dfl_mm import DualFocalLoss
+    from dfl_mm.switch import SIGMOID_DFL, SOFTMAX_DFL
+    model = Config.fromfile(str(config)).to_dict().get('model', {})
+    found = list(_dfl_dicts(model))
+    assert found, f'{config.name} holds no DualFocalLoss'
+    defaults = {name: p.default for name, p in
+                inspect.signature(DualFocalLoss.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    words = set(re.split(r'[_-]', config.stem))
+    allowed = set().union(*(keys for word, keys in VARIANTS.items() if word in words))
+    for path, loss in found:
+        seg = 'decode_head' in path or 'auxiliary_head' in path
+        preset = SOFTMAX_DFL if seg else SIGMOID_DFL
+        differs = {k for k in set(preset) | (set(loss) - PER_MODEL)
+                   if loss.get(k, defaults.get(k)) != preset.get(k, defaults.get(k))}
+        assert differs <= allowed, (f'{config.name} {path} diverges from the preset in '
+                                    f'{sorted(differs - allowed)}: {loss}')
+        restated = {k for k, v in loss.items() if k not in preset and k in defaults
+                    and k not in allowed | {'loss_name'} and v == defaults[k]}
+        assert not restated, f'{config.name} {path} restates defaults {sorted(restated)}'

@@ -72,8 +72,8 @@ setup(
     # the configs, tools and model index for mim (dfl_mm/.mim)
     package_data={'dfl_mm': ['ops/csrc/*.c', '.mim/*', '.mim/**/*']},
     entry_points={'console_scripts': [
-        'dfl-train=dfl_mm.cli:train', 'dfl-test=dfl_mm.cli:test',
-        'dfl-switch=dfl_mm.cli:switch', 'dfl-gpu-check=dfl_mm.cli:gpu_check']},
+        'dfl-train=dfl_mm.apis.cli:train', 'dfl-test=dfl_mm.apis.cli:test',
+        'dfl-switch=dfl_mm.apis.cli:switch', 'dfl-gpu-check=dfl_mm.apis.cli:gpu_check']},
     python_requires='>=3.9',
     # mmcv must be built against the installed torch, so it is not an install
     # requirement: tools/install.sh installs it (see requirements/mminstall.txt).

@@ -3,22 +3,26 @@
 ``custom_imports = dict(imports=['dfl_mm'])`` in a config registers
 ``DualFocalLoss`` (mmengine's root MODELS, found from mmdet's and mmseg's
 registries), ``DFLGammaHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
-MODELS: ``dfl_mm.heads``) and the demo datasets. The tools and ``DFLGammaHook`` let
+MODELS: ``dfl_mm.models.heads``) and the demo datasets. The tools and ``DFLGammaHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
-other ``torch.load`` (see ``dfl_mm.checkpoint``).
+other ``torch.load`` (see ``dfl_mm.engine.checkpoint``).
 
-The loss itself (``dfl_mm.functional`` and the backends in ``dfl_mm.ops``)
-needs only torch: without mmengine, ``import dfl_mm`` gives
+The layers are folders (``docs/architecture.md``): ``ops`` (backends) and ``core``
+(the loss function, checks, conventions) need only torch; ``models`` (what mmengine
+builds), ``engine`` (hooks, checkpoint scope) and ``apis`` (launch, switch, cli)
+sit above them. The loss itself (``dfl_mm.functional``, i.e.
+``dfl_mm.core.functional``, and the backends in ``dfl_mm.ops``) needs only torch: without mmengine, ``import dfl_mm`` gives
 ``dual_focal_loss`` and the registered adapters raise an ImportError that
 says so.
 """
-from .functional import dual_focal_loss
+from .core.functional import dual_focal_loss
 from .version import __version__
 
 _ADAPTERS = {
-    'DualFocalLoss': 'loss', 'DFLGammaHook': 'hooks', 'gamma_scalars': 'hooks',
-    'allow_mmengine_checkpoints': 'checkpoint', 'mmengine_checkpoint_loading': 'checkpoint',
-    'scope_checkpoint_loads': 'checkpoint'}
+    'DualFocalLoss': 'models.loss', 'DFLGammaHook': 'engine.hooks',
+    'gamma_scalars': 'engine.hooks', 'allow_mmengine_checkpoints': 'engine.checkpoint',
+    'mmengine_checkpoint_loading': 'engine.checkpoint',
+    'scope_checkpoint_loads': 'engine.checkpoint'}
 __all__ = ['dual_focal_loss', '__version__', *_ADAPTERS]
 
 try:
@@ -27,10 +31,10 @@ except ImportError:
     mmengine = None
 
 if mmengine is not None:
-    from .checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
-                             scope_checkpoint_loads)
-    from .hooks import DFLGammaHook, gamma_scalars
-    from .loss import DualFocalLoss
+    from .engine.checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
+                                    scope_checkpoint_loads)
+    from .engine.hooks import DFLGammaHook, gamma_scalars
+    from .models.loss import DualFocalLoss
 
     def _register_lazily():
         """Make the demo datasets (and the demo's metric) and ``DFLSSDHead`` known to
@@ -41,7 +45,7 @@ if mmengine is not None:
         for framework, names, module in (
                 ('mmdet', ('DATASETS', 'METRICS'), 'dfl_mm.demo.detection'),
                 ('mmseg', ('DATASETS', 'METRICS'), 'dfl_mm.demo.segmentation'),
-                ('mmdet', ('MODELS', ), 'dfl_mm.heads')):
+                ('mmdet', ('MODELS', ), 'dfl_mm.models.heads')):
             try:
                 registry = importlib.import_module(f'{framework}.registry')
             except ImportError:

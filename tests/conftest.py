@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
 # the tools pick a thread count from the machine's load when OMP_NUM_THREADS is
-# unset (dfl_mm.launch.choose_cpu_threads): the suite keeps torch's own
+# unset (dfl_mm.apis.launch.choose_cpu_threads): the suite keeps torch's own
 os.environ.setdefault('OMP_NUM_THREADS', str(torch.get_num_threads()))
 
 ROOT = Path(__file__).resolve().parents[1]

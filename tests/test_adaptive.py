@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from mmengine.logging import MessageHub
 
 from dfl_mm import DualFocalLoss, dual_focal_loss, ops
-from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
 
 
 def _seg_loss(**settings):

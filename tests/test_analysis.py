@@ -126,7 +126,7 @@ def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, 
     import torch
     import class_weights
     from dfl_mm import DualFocalLoss
-    from dfl_mm.adaptive import frequency_weights
+    from dfl_mm.models.adaptive import frequency_weights
     monkeypatch.chdir(tmp_path)
     link_data(shared_data, tmp_path)
     seg_cfg = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')

@@ -1,5 +1,5 @@
 """Every shipped config takes its DualFocalLoss from one preset: resolved, each DFL
-dict equals ``dfl_mm.switch``'s preset of its kind, differs only where the file's
+dict equals ``dfl_mm.apis.switch``'s preset of its kind, differs only where the file's
 name says it does (a variant), and restates no default of ``DualFocalLoss``."""
 import inspect
 import re
@@ -34,7 +34,7 @@ def test_config_losses_are_the_presets(config):
     from mmengine.config import Config
 
     from dfl_mm import DualFocalLoss
-    from dfl_mm.switch import SIGMOID_DFL, SOFTMAX_DFL
+    from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
     model = Config.fromfile(str(config)).to_dict().get('model', {})
     found = list(_dfl_dicts(model))
     assert found, f'{config.name} holds no DualFocalLoss'

@@ -217,7 +217,7 @@ def test_runs_in_one_process_log_into_their_own_work_dirs(in_tmp):
     second Runner would reuse the first one's and write scalars into its work dir."""
     from mmengine.config import Config
 
-    from dfl_mm.launch import build_runner
+    from dfl_mm.apis.launch import build_runner
     save_dirs = []
     for name in ('first', 'second'):
         cfg = Config.fromfile(DEMO)

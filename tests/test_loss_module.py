@@ -359,12 +359,12 @@ def test_avg_non_ignore_applies_to_mmdet_style_calls():
 
 
 def test_config_presets_and_the_switch_tool_are_one_source():
-    """configs/_base_/dfl_{det,seg}.py spell the presets of dfl_mm.switch; the entry
+    """configs/_base_/dfl_{det,seg}.py spell the presets of dfl_mm.apis.switch; the entry
     configs are children of the full configs under the mmdet/mmseg names."""
     from mmengine.config import Config
 
     from conftest import ROOT
-    from dfl_mm.switch import SIGMOID_DFL, SOFTMAX_DFL
+    from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
     det = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_det.py'))
     seg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_seg.py'))
     assert det.dfl_loss_cls.to_dict() == SIGMOID_DFL
@@ -385,7 +385,7 @@ def test_the_switch_weights_only_the_class_scores_of_a_detection_head():
     """Adaptive weights need the head's classes as channels: loss_cls gets them (with
     the head's num_classes); another FocalLoss (guided anchoring's 1-channel loss_loc)
     and a head without num_classes get a plain DualFocalLoss."""
-    from dfl_mm.switch import dfl_overrides
+    from dfl_mm.apis.switch import dfl_overrides
     cfg = dict(model=dict(type='RetinaNet', bbox_head=dict(
         num_classes=80, loss_cls=dict(type='FocalLoss', loss_weight=1.0),
         loss_loc=dict(type='FocalLoss', loss_weight=2.0))))

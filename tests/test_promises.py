@@ -18,7 +18,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from dfl_mm import DualFocalLoss, dual_focal_loss, mmengine_checkpoint_loading, ops
-from dfl_mm.adaptive import AdaptiveClassWeight
+from dfl_mm.models.adaptive import AdaptiveClassWeight
 
 from conftest import ROOT
 from crafted_pickles import glob, text, write_checkpoint
@@ -82,7 +82,7 @@ def _adaptive_state(model):
 # ------------------------------------------------ 7. resume exact in every mode
 @pytest.mark.parametrize('hook', [True, False])
 def test_7_resume_is_exact_with_and_without_the_hook(tmp_path, hook):
-    from dfl_mm.checkpoint import scope_checkpoint_loads
+    from dfl_mm.engine.checkpoint import scope_checkpoint_loads
     whole = _runner(tmp_path / 'whole', 6, hook)
     whole.train()
     expected = _adaptive_state(whole.model)
@@ -100,7 +100,7 @@ def test_7_resume_is_exact_with_and_without_the_hook(tmp_path, hook):
 
 # ------------------------------------------------ 8. legacy checkpoints resume
 def test_8_legacy_checkpoints_are_accepted_and_truncated_ones_refused(tmp_path):
-    from dfl_mm.launch import check_resume_checkpoint
+    from dfl_mm.apis.launch import check_resume_checkpoint
     legacy = str(tmp_path / 'legacy.pth')
     torch.save({'state_dict': {'w': torch.ones(2)}}, legacy, _use_new_zipfile_serialization=False)
     check_resume_checkpoint(legacy)  # torch.load reads it: so must --resume
@@ -116,7 +116,7 @@ def test_8_legacy_checkpoints_are_accepted_and_truncated_ones_refused(tmp_path):
 
 
 def test_8_a_legacy_runner_checkpoint_resumes_through_the_scoped_loader(tmp_path):
-    from dfl_mm.checkpoint import scope_checkpoint_loads
+    from dfl_mm.engine.checkpoint import scope_checkpoint_loads
     first = _runner(tmp_path / 'a', 3, True)
     first.train()
     path = str(tmp_path / 'a' / 'iter_3.pth')
@@ -402,7 +402,7 @@ def test_21_the_readme_snippet_in_a_config_inheriting_each_demo_builds_its_data(
 
 # ------------------------------------------------ 22. threads that cannot oversubscribe
 def test_22_cpu_runs_pick_the_free_cores_and_say_so(monkeypatch, capsys):
-    from dfl_mm import launch
+    from dfl_mm.apis import launch
     if torch.cuda.is_available():
         pytest.skip('a GPU host keeps torch\'s threads')
     threads = torch.get_num_threads()

@@ -21,8 +21,8 @@ from mmengine.logging import MessageHub
 
 from crafted_pickles import glob, text, write_checkpoint
 from dfl_mm import DualFocalLoss, dual_focal_loss
-from dfl_mm.adaptive import AdaptiveClassWeight, normalise_weights
-GAMMA_LOGIT_LIMIT = 12.0  # dfl_mm.loss.GAMMA_LOGIT_LIMIT (asserted below)
+from dfl_mm.models.adaptive import AdaptiveClassWeight, normalise_weights
+GAMMA_LOGIT_LIMIT = 12.0  # dfl_mm.models.loss.GAMMA_LOGIT_LIMIT (asserted below)
 
 
 def _adaptive(use_sigmoid=False, apply_to='row', basis='frequency', classes=3):
@@ -573,7 +573,7 @@ def test_a_learnable_gamma_must_start_inside_the_recoverable_range():
 
 
 def test_the_logit_limit_is_the_modules():
-    from dfl_mm import loss
+    from dfl_mm.models import loss
     assert loss.GAMMA_LOGIT_LIMIT == GAMMA_LOGIT_LIMIT
 
 

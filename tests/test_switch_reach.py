@@ -8,7 +8,7 @@ from mmengine.config import Config
 from torch import nn
 
 from conftest import ROOT
-from dfl_mm.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
+from dfl_mm.apis.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
 
 
 def _zoo(rel):

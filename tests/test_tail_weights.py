@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dfl_mm import DualFocalLoss, dual_focal_loss
-from dfl_mm.adaptive import AdaptiveClassWeight, normalise_weights
+from dfl_mm.models.adaptive import AdaptiveClassWeight, normalise_weights
 
 
 def _det_loss(**settings):

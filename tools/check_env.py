@@ -95,7 +95,7 @@ def check_checkpoint_round_trip():
             raise RuntimeError(
                 f'an mmengine checkpoint does not load on torch {torch.__version__}: '
                 f'{str(err).splitlines()[0]}. dfl_mm.mmengine_checkpoint_loading '
-                'allow-lists its types (dfl_mm/checkpoint.py); is dfl_mm the installed '
+                'allow-lists its types (dfl_mm/engine/checkpoint.py); is dfl_mm the installed '
                 'version?') from None
         MessageHub.get_instance('check_env_loaded').load_state_dict(
             checkpoint['message_hub'])

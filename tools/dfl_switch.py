@@ -9,7 +9,7 @@ mmseg decode/auxiliary head with a softmax DualFocalLoss (learnable gamma), both
 with adaptive class weights unless --no-adaptive (the shipped settings of each
 task), keeping each loss weight; it adds
 ``custom_imports=['dfl_mm']``, ``DFLGammaHook`` and no weight decay on gamma
-(see ``dfl_mm.switch``). It prints the written file's path (stdout) and what
+(see ``dfl_mm.apis.switch``). It prints the written file's path (stdout) and what
 it replaced (stderr).
 """
 import argparse
@@ -48,7 +48,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from mmengine.config import Config
 
-    from dfl_mm.switch import derived_config_text, dfl_overrides
+    from dfl_mm.apis.switch import derived_config_text, dfl_overrides
     cfg = Config.fromfile(resolve(args.config))
     overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
     if not replaced:

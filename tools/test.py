@@ -19,7 +19,7 @@ import warnings
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import dfl_mm  # noqa: E402,F401
-from dfl_mm.launch import (add_common_args, build_runner, check_datasets,  # noqa: E402
+from dfl_mm.apis.launch import (add_common_args, build_runner, check_datasets,  # noqa: E402
                            load_config, setup_cpu_distributed)
 
 

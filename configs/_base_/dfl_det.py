@@ -6,7 +6,7 @@
 # (`_base_.gamma_no_decay`, kept so that a variant with learnable_gamma is safe).
 custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
-# the preset of dfl_mm.switch.SIGMOID_DFL (a test checks that they agree): the
+# the preset of dfl_mm.apis.switch.SIGMOID_DFL (a test checks that they agree): the
 # setting that won on both detection demos by the worst seed (docs/results.md);
 # adaptive settings and loss weight are DualFocalLoss's defaults (docs/loss.md)
 dfl_loss_cls = dict(

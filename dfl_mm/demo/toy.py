@@ -3,7 +3,7 @@ from typing import Dict, List
 
 import torch
 
-from ..loss import DualFocalLoss
+from ..models.loss import DualFocalLoss
 
 CLASS_COUNTS = (900, 80, 20)  # 90 / 8 / 2 %
 CENTERS = ((0.0, 0.0), (1.5, 1.5), (-1.5, 1.5))

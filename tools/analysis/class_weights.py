@@ -7,7 +7,7 @@
 Counts the classes of the training set of an mmseg config (labelled pixels of
 each class, after the dataset's ``reduce_zero_label`` / ``label_map``) or of an
 mmdet config (non-ignored boxes of each class), turns the counts into weights
-with the formula of ``class_weight='adaptive'`` (``dfl_mm.adaptive``), saves
+with the formula of ``class_weight='adaptive'`` (``dfl_mm.models.adaptive``), saves
 them as ``.npy`` and prints the counts and a ``class_weight=[...]`` line.
 ``--apply-to element`` (default) normalises for DualFocalLoss's static
 ``class_weight`` (the class-c element of every row); ``row`` for mmseg
@@ -53,7 +53,7 @@ def count_classes(cfg) -> tuple:
 
 
 def main(argv=None):
-    from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, APPLY_TO, frequency_weights
+    from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, APPLY_TO, frequency_weights
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('--out', help='.npy file to write (default: '

@@ -8,7 +8,7 @@ classification loss DualFocalLoss replaces (``FocalLoss``, the quality targets'
 ``CrossEntropyLoss``: RPN, YOLOX; SSD's softmax), one per (detector, heads) pair (an R50 one where there is, else the shortest
 name, so backbone, schedule and dataset variants count once). Segmentation: one config per mmseg model
 folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
-head type. Each is switched to DualFocalLoss by ``dfl_mm.switch`` (the same
+head type. Each is switched to DualFocalLoss by ``dfl_mm.apis.switch`` (the same
 as ``tools/dfl_switch.py``), built, and trained one forward + backward step on
 a tiny CPU batch (2 images of 128 x 128, 3 boxes each, or random label maps):
 it passes when the loss is finite, every DualFocalLoss is called with finite
@@ -84,7 +84,7 @@ def detection_candidates():
     """[(config, key, heads)] one per (detector type, heads with a replaced loss)."""
     from mmengine.config import Config
 
-    from dfl_mm.switch import dfl_overrides
+    from dfl_mm.apis.switch import dfl_overrides
     root, files = _config_files('mmdet')
     chosen = OrderedDict()
     for path in files:
@@ -111,7 +111,7 @@ def segmentation_candidates():
     """[(config, key, heads)] one per decode-head type with a CE (softmax or sigmoid)."""
     from mmengine.config import Config
 
-    from dfl_mm.switch import dfl_overrides
+    from dfl_mm.apis.switch import dfl_overrides
     root, files = _config_files('mmseg')
     by_folder = OrderedDict()
     for path in files:
@@ -142,7 +142,7 @@ def _config(package, rel, dfl: bool):
     """The config, switched to DualFocalLoss when ``dfl`` (else as shipped)."""
     from mmengine.config import Config
 
-    from dfl_mm.switch import dfl_overrides
+    from dfl_mm.apis.switch import dfl_overrides
     cfg = Config.fromfile(osp.join(_configs_root(package), rel))
     if dfl:
         overrides, _ = dfl_overrides(cfg)

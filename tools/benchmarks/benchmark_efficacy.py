@@ -23,7 +23,7 @@ row's name then shows the settings.
 Each run is a real mmengine Runner on CPU (threads pinned with --threads).
 Rows (the table ``ROWS``: a new peer is one line): CE = mmdet's sigmoid
 CrossEntropyLoss (det) / mmseg's CrossEntropyLoss (seg); 'CE + weights' = softmax CE weighted per pixel by the very adaptive
-weights of the DFL rows (dfl_mm.adaptive, same settings), averaged over
+weights of the DFL rows (dfl_mm.models.adaptive, same settings), averaged over
 labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
 min_kept 10000 of the batch's 73728 pixels); 'CE + Dice' = mmseg's CE + DiceLoss
 (softmax, weight 1 each); GHMC = mmdet's GHMC (configs/ghm settings, clip
@@ -251,7 +251,7 @@ def _is_adaptive(loss):
 
 
 def run_one(task, loss, seed, args):
-    from dfl_mm.launch import build_runner
+    from dfl_mm.apis.launch import build_runner
     name = row_name(loss, args)
     work_dir = osp.join(args.work_dir, task, re.sub(r'[^\w.=-]+', '_', name), f'seed{seed}')
     cfg = build_cfg(task, loss, seed, args, work_dir)

@@ -141,7 +141,7 @@ class AdaptiveWeightCrossEntropyLoss(nn.Module):
 
 
 def _adaptive(num_classes, adaptive_weight):
-    from dfl_mm.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+    from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
     return AdaptiveClassWeight(num_classes, **{**ADAPTIVE_DEFAULTS, **(adaptive_weight or {})})
 
 

@@ -1,0 +1,304 @@
+"""The checks of settings and call arguments, with the messages users see.
+
+``DualFocalLoss`` only calls these; ``dual_focal_loss`` uses them with its own
+checks of the normalised call (labels in range, gamma). Value checks of
+tensors are gathered by ``Checks`` and read with one host sync per call; under
+``torch.compile`` those that need a sync are skipped. torch and numpy only
+(mmengine's file loader is imported for a .pkl/.json/.yaml class-weight file).
+"""
+import math
+import numbers
+import operator
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+REDUCTIONS = ('none', 'mean', 'sum')
+# where a (C,) class_weight applies: every row's class-c element, every element of
+# the rows labelled c, or only the labelled class's element of those rows
+CLASS_WEIGHT_MODES = ('element', 'row', 'positive')
+# the published forms: arXiv 1909.11932 (the default, every backend) and the
+# authors' Neurocomputing 2021 paper (the reference backend's torch ops only)
+FORMS = ('arxiv2019', 'neurocomputing2021')
+
+
+def check_number(name, value, low, high, low_open=True):
+    """Raise unless ``value`` is a number in ``(low, high]`` (``[low, high]``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high or math.isnan(value):
+        left = '(' if low_open else '['
+        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
+
+
+class Checks:
+    """Checks of tensor values, resolved together with one host sync.
+
+    On CUDA every ``.item()`` stalls the stream; a call's checks (labels in
+    range, gamma, class weights, float targets) are gathered and read at once.
+    """
+
+    def __init__(self):
+        self._parts, self._verdicts = [], []
+
+    def add(self, part: Tensor, verdict) -> None:
+        """``verdict(values)`` raises if ``part``'s values (a list) are bad."""
+        self._parts.append(part.detach().reshape(-1).to(torch.float64))
+        self._verdicts.append(verdict)
+
+    def run(self) -> None:
+        if not self._parts:
+            return
+        device = self._parts[0].device
+        values = torch.cat([p.to(device) for p in self._parts]).tolist()  # the one sync
+        start = 0
+        for part, verdict in zip(self._parts, self._verdicts):
+            verdict(values[start:start + part.numel()])
+            start += part.numel()
+
+
+def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True,
+                 checks: Optional[Checks] = None):
+    """Raise ValueError unless every value is finite and in the interval.
+
+    NaN fails every comparison, so it is caught with the out-of-range values.
+    With ``checks`` the verdict waits for ``checks.run()`` (one sync for all).
+    Inside a compiled graph nothing is checked (the verdict would need the host).
+    """
+    if torch.compiler.is_compiling():
+        return
+    values = values.detach()
+    ok = (values > low if low_open else values >= low) & (values <= high) & values.isfinite()
+
+    def verdict(flag):
+        if not flag[0]:
+            shown = values.flatten()[:10].tolist()
+            raise ValueError(f'{name} must be {expected}, got {shown}'
+                             + (' ...' if values.numel() > 10 else ''))
+
+    own = checks or Checks()
+    own.add(ok.all(), verdict)
+    if checks is None:
+        own.run()
+
+
+def check_ignore_index(ignore_index) -> Optional[int]:
+    """``ignore_index`` as a Python int (a numpy integer too), or None.
+
+    Raises:
+        TypeError: anything else (a bool, a float, a tensor).
+    """
+    if ignore_index is None:
+        return None
+    if not isinstance(ignore_index, (bool, float, Tensor)):
+        try:  # numpy integers too: under torch.compile they are no numbers.Integral
+            return operator.index(ignore_index)
+        except TypeError:
+            pass
+    raise TypeError(f'ignore_index must be an int or None, got '
+                    f'{type(ignore_index).__name__} {ignore_index!r}')
+
+
+def check_no_grad(name: str, value: Tensor) -> None:
+    """Raise ValueError for a ``target`` / ``weight`` that requires grad: the loss
+    gives them no gradient, and a silent zero would pass for one."""
+    if value.requires_grad:
+        raise ValueError(f'{name} requires grad, but DualFocalLoss gives no gradient to '
+                         f'its {name}: pass {name}.detach() (targets and weights are '
+                         'data, as in mmdet\'s and mmseg\'s losses)')
+
+
+def check_label_dtype(target: Tensor, ignore_index) -> None:
+    """Raise ValueError if integer labels cannot hold ``ignore_index``.
+
+    torch compares ``uint8 == -1`` as 255, the C kernel in int64: refusing the
+    value gives one rule on every backend instead of two answers.
+    """
+    if ignore_index is None or target.is_floating_point() or target.dtype == torch.bool:
+        return
+    info = torch.iinfo(target.dtype)
+    if not info.min <= ignore_index <= info.max:
+        raise ValueError(f'ignore_index={ignore_index} cannot occur in {target.dtype} labels '
+                         f'(values {info.min}..{info.max}): use an ignore_index in that range '
+                         'or int64 labels')
+
+
+def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
+                      as_labels: bool = False) -> Tensor:
+    """An integer one-hot map shaped like ``logits`` as the loss takes it.
+
+    Softmax mode, and sigmoid mode with ``as_labels`` (adaptive class weights
+    count labels): the labels (B, ...) of its rows (sigmoid: an all-zero row is
+    the background, label C). Sigmoid mode otherwise: the same map as floats
+    (a float target, multi-label rows allowed). Anything else is returned
+    unchanged.
+
+    Raises:
+        ValueError: a row that is not one-hot (sigmoid with ``as_labels``: more
+            than one 1).
+    """
+    if (not isinstance(target, Tensor) or target.is_floating_point()
+            or target.dtype == torch.bool or target.is_complex()
+            or not isinstance(logits, Tensor) or logits.dim() < 2
+            or target.shape != logits.shape):
+        return target
+    if use_sigmoid and not as_labels:
+        return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    rows = target.sum(dim=1)
+    one_hot = ((target == 0) | (target == 1)).all() & (
+        (rows <= 1) if use_sigmoid else (rows == 1)).all()
+    if not torch.compiler.is_compiling() and not bool(one_hot):
+        if use_sigmoid:
+            raise ValueError("class_weight='adaptive' counts labels: an integer target "
+                             'shaped like the logits must be one-hot rows (at most one 1; '
+                             'all 0 = background), got a multi-label map')
+        raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
+                         'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
+                         'pixels')
+    labels = target.argmax(dim=1)
+    return torch.where(rows > 0, labels, logits.shape[1]) if use_sigmoid else labels
+
+
+def check_form(form, alpha, beta, rho) -> Optional[float]:
+    """Check a form and its settings; the Neurocomputing form's ``alpha`` (1 when
+    None), or None for the default form (whose ``beta`` and ``rho`` must stay 1)."""
+    if form not in FORMS:
+        raise ValueError(f'form must be one of {FORMS}, got {form!r}')
+    if torch.compiler.is_compiling():  # checked eagerly (the module: at construction)
+        return None if form == 'arxiv2019' else (1.0 if alpha is None else alpha)
+    if form == 'arxiv2019':
+        if beta != 1.0 or rho != 1.0:
+            raise ValueError(f"beta and rho are settings of form='neurocomputing2021', "
+                             f'got beta={beta!r}, rho={rho!r} with the default form')
+        return None
+    alpha = 1.0 if alpha is None else alpha
+    for name, value, low in (('alpha', alpha, -math.inf), ('beta', beta, 0), ('rho', rho, 1)):
+        check_number(name, value, low, math.inf, low_open=False)
+        if not math.isfinite(value):
+            raise ValueError(f'{name} must be a finite number, got {value}')
+    return float(alpha)
+
+
+def assigned_labels(target: Tensor) -> Tensor:
+    """The class a float target (B, C, ...) assigns to each row: its largest entry
+    where that is positive, else ``C`` (background): (B, ...) int64. A quality
+    score (an IoU) is not a count: the row counts once, for its class."""
+    top, index = target.max(dim=1)
+    return torch.where(top > 0, index, target.shape[1])
+
+
+def check_tensor(name, value, expected):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor of {expected}, '
+                        f'got {type(value).__name__}')
+
+
+def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
+                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0) -> None:
+    """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
+    if not isinstance(use_sigmoid, bool):
+        raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
+    if check_form(form, alpha, beta, rho) is None and alpha is not None:
+        if not use_sigmoid:
+            raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
+                             'use class_weight in softmax mode')
+        check_number('alpha', alpha, 0, 1, low_open=False)
+    if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
+        raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
+                         f'only backpropagates such keys), got {loss_name!r}')
+    check_number('loss_weight', loss_weight, -math.inf, math.inf)
+    if not math.isfinite(loss_weight):
+        raise ValueError(f'loss_weight must be a finite number, got {loss_weight}')
+    check_ignore_index(ignore_index)
+    if not isinstance(avg_non_ignore, bool):
+        raise TypeError(f'avg_non_ignore must be True or False, got {avg_non_ignore!r}')
+
+
+def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> None:
+    """Raise TypeError / ValueError naming the first bad argument of a module call."""
+    if reduction_override not in (None, ) + REDUCTIONS:
+        raise ValueError(f'reduction_override must be None or one of '
+                         f"{REDUCTIONS}, got '{reduction_override}'")
+    if extra:
+        raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(extra)}')
+    if not isinstance(pred, Tensor):
+        raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
+    if not isinstance(target, Tensor):
+        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    check_label_dtype(target, ignore_index)
+
+
+CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')
+
+
+def load_class_weight(class_weight) -> Optional[list]:
+    """Class weights from a list or a file (.npy, or .pkl/.json/.yaml), as in mmseg."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if not class_weight.endswith(CLASS_WEIGHT_FILES):
+            raise ValueError(f"class_weight must be 'adaptive', a list of numbers or a path "
+                             f'to a {"/".join(CLASS_WEIGHT_FILES)} file, got {class_weight!r}')
+        if '://' not in class_weight and not os.path.isfile(class_weight):
+            raise ValueError(f'class_weight file {class_weight!r} does not exist')
+        source = f'class_weight file {class_weight!r}'
+        if class_weight.endswith('.npy'):
+            class_weight = np.load(class_weight, allow_pickle=False)
+        else:
+            from mmengine.fileio import load
+            class_weight = load(class_weight)
+    else:
+        source = 'class_weight'
+    values = _flat_numbers(class_weight, source)
+    if not values:
+        raise ValueError('class_weight must be non-negative finite numbers, got []')
+    check_values('class_weight', torch.tensor(values, dtype=torch.float64),
+                 'non-negative finite numbers', 0, low_open=False)
+    return values
+
+
+def _flat_numbers(values, source: str) -> list:
+    """One flat list of real numbers, or a TypeError / ValueError naming ``source``:
+    no strings parsed as numbers, no complex part dropped, no nesting flattened."""
+    expected = 'a list of numbers (real, one per class, not nested)'
+    if isinstance(values, (Tensor, np.ndarray)):
+        kind = values.dtype.kind if isinstance(values, np.ndarray) else (
+            'c' if values.is_complex() else 'b' if values.dtype == torch.bool else 'f')
+        if kind not in 'iuf':
+            raise TypeError(f'{source} must be {expected}, got an array of {values.dtype}')
+        if values.ndim != 1:
+            raise ValueError(f'{source} must be {expected}, got an array of shape '
+                             f'{tuple(values.shape)}')
+        return [float(v) for v in values.tolist()]
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f'{source} must be {expected}, got {type(values).__name__} '
+                        f'{values!r}'[:300])
+    for value in values:
+        if isinstance(value, (list, tuple, dict, np.ndarray, Tensor)):
+            raise ValueError(f'{source} must be {expected}, got a nested '
+                             f'{type(value).__name__}: {value!r}'[:300])
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f'{source} must be {expected}, got '
+                            f'{type(value).__name__} {value!r}'[:300])
+    return [float(v) for v in values]
+
+
+def check_binary_labels(labels: Tensor, valid: Optional[Tensor]) -> None:
+    """Raise ValueError unless a binary head's labels (where valid) are 0 or 1."""
+    if torch.compiler.is_compiling():  # a host sync: not inside a compiled graph
+        return
+    checked = labels if valid is None else labels[valid]
+    if checked.numel() and (checked.min() < 0 or checked.max() > 1):
+        raise ValueError(
+            'a binary head (one output channel, use_sigmoid=True) takes labels '
+            f'0 (background) and 1 (foreground), got values in '
+            f'[{int(checked.min())}, {int(checked.max())}]')

@@ -1,0 +1,386 @@
+"""The functional Dual Focal Loss: validation, normalisation and autograd.
+
+``dual_focal_loss`` checks a call, normalises it to (B, C, S) ``LossInputs``
+and runs one fused autograd function whose forward keeps its inputs and whose
+backward recomputes the elements (the maths: ``dfl_mm.ops.reference``); a kernel's
+softmax sum whose gradients are needed computes them with the loss instead,
+with a mean's divisor folded in, and backward only applies the incoming
+gradient. Which implementation computes them (Triton,
+the C kernel or the PyTorch reference) is chosen once per forward by
+``dfl_mm.ops`` (one switch, ``DFL_MM_BACKEND``) and kept for backward.
+
+.. math:: \\ell = -\\ln\\bigl(1 - |y - p|^{\\gamma}\\bigr)
+
+This module and the backends need only torch (and Triton for the kernels):
+no mmengine, mmdet or mmseg.
+"""
+import math
+import numbers
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from .checks import (CLASS_WEIGHT_MODES, FORMS, REDUCTIONS, Checks, assigned_labels, check_form, check_ignore_index, check_label_dtype,
+                     check_no_grad, check_number, check_tensor, check_values,
+                     one_hot_as_target)
+from ..ops import custom_ops, reference
+from ..ops.inputs import LossInputs
+from ..ops.reference import dual_focal_loss_elements
+
+__all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
+
+GAMMA_MAX = 20.0
+
+
+class _DualFocalFunction(torch.autograd.Function):
+    """Fused DFL: forward keeps the inputs and the backend that ran; backward
+    asks the same backend for gradients already scaled by the incoming one.
+    Where the backend computes the gradients with the loss (the kernels'
+    softmax sums, when gradients are needed), forward keeps them instead (one
+    copy of the logits, as cross-entropy saves) and the first backward hands
+    them out, times the incoming gradient; a later one (``retain_graph``)
+    recomputes them. A sum comes out times ``scale``, the mean's divisor folded
+    in: the kept gradients are final, and for an incoming gradient of 1 (a mean
+    loss of weight 1) backward makes no pass over the logits at all."""
+
+    @staticmethod
+    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool,
+                scale: float = 1.0):
+        dtype = inputs.dtype
+        with torch.autocast(logits.device.type, enabled=False):
+            backend = ops.select(inputs, gamma, reduce_sum)
+            out, backend, grads = ops.forward(backend, inputs, gamma, reduce_sum,
+                                              with_grad, scale)
+        ctx.backend = backend
+        ctx.inputs = inputs
+        ctx.reduce_sum = reduce_sum
+        ctx.scale = scale
+        # kept on ctx, not saved: backward hands them out once (no copy) and a
+        # second backward (retain_graph) recomputes them from the saved inputs
+        ctx.grads = grads
+        ctx.save_for_backward(gamma, *inputs.tensors())
+        inputs.replace_tensors((None, ) * 5)  # only saved tensors are kept
+        # half-precision logits: the loss in float32, as torch's losses under autocast
+        return out.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gamma, *tensors = ctx.saved_tensors
+        inputs: LossInputs = ctx.inputs
+        inputs.replace_tensors(tensors)
+        need_logits, need_gamma = ctx.needs_input_grad[:2]
+        grads, ctx.grads = ctx.grads, None
+        backend = ctx.backend
+        if torch.is_grad_enabled():
+            # create_graph=True: the reference's backward is made of differentiable
+            # torch ops, so the gradient gets a graph (the kernels' has none)
+            grads, backend = None, reference
+        with torch.autocast(inputs.logits.device.type, enabled=False):
+            if grads is not None:  # computed with the loss: only the incoming gradient is left
+                grad_logits, grad_gamma = grads
+                if not _is_one(grad_out):
+                    scale = grad_out.to(inputs.dtype)
+                    grad_logits, grad_gamma = grad_logits * scale, grad_gamma * scale
+            else:
+                if ctx.scale != 1.0:
+                    grad_out = grad_out * ctx.scale
+                grad_logits, grad_gamma = ops.backward(backend, inputs, gamma,
+                                                       grad_out, ctx.reduce_sum)
+        return (grad_logits if need_logits else None,
+                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _is_one(grad_out: Tensor) -> bool:
+    # read on CPU only: on CUDA the read would wait for the stream
+    return grad_out.device.type == 'cpu' and grad_out.numel() == 1 and float(grad_out) == 1.0
+
+
+def _as_gamma(gamma, channels, like: Tensor, checks: Checks) -> Tensor:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float, Tensor)):
+        raise TypeError(f'gamma must be a positive number or a tensor, got '
+                        f'{type(gamma).__name__}')
+    if not isinstance(gamma, Tensor):
+        check_number('gamma', gamma, 0, GAMMA_MAX)
+        return torch.tensor(float(gamma), device=like.device)
+    if gamma.dim() > 1 or (gamma.dim() == 1 and gamma.numel() != channels):
+        raise ValueError(f'gamma must be a scalar or have one value per class '
+                         f'({channels},), got shape {tuple(gamma.shape)}')
+    if not gamma.is_floating_point():
+        gamma = gamma.float()
+    check_values('gamma', gamma, f'in (0, {GAMMA_MAX}]', 0, GAMMA_MAX, checks=checks)
+    return gamma
+
+
+def dual_focal_loss(logits: Tensor,
+                    target: Tensor,
+                    gamma: Union[float, Tensor] = 2.0,
+                    *,
+                    use_sigmoid: bool = True,
+                    weight: Optional[Tensor] = None,
+                    class_weight: Optional[Union[Tensor, list]] = None,
+                    class_weight_mode: str = 'element',
+                    alpha: Optional[float] = None,
+                    ignore_index: Optional[int] = None,
+                    reduction: str = 'mean',
+                    avg_factor: Optional[Union[float, Tensor]] = None,
+                    form: str = 'arxiv2019',
+                    beta: float = 1.0,
+                    rho: float = 1.0) -> Tensor:
+    """Dual Focal Loss of logits against labels or float targets.
+
+    .. math:: \\mathcal{L} = \\sum_{n,c} w_{nc}\\,\\bigl(-\\ln(1 - |y_{nc} - p_{nc}|^{\\gamma})\\bigr)
+
+    or, with ``form='neurocomputing2021'``, elements
+    ``-y ln p - beta (1 - y) ln(rho - p) - alpha |y - p|^gamma``.
+
+    Args:
+        logits (Tensor): (N, C) or dense (B, C, d1, ...), any float dtype.
+        target (Tensor): integer labels (N,) / (B, d1, ...), an integer
+            one-hot map shaped like ``logits`` (the same loss as its labels)
+            or, in sigmoid mode only, float targets shaped like ``logits``.
+            Sigmoid labels lie in [0, C] with C = background (the all-zero
+            row); softmax labels in [0, C). Labels equal to ``ignore_index``
+            contribute 0; the label dtype must be able to hold it.
+        gamma (float | Tensor): exponent in (0, 20], a scalar or (C,) tensor;
+            a tensor that requires grad gets its gradient.
+        use_sigmoid (bool): sigmoid per class (multi-label) or softmax.
+        weight (Tensor, optional): per row (N,) / (N, 1) / (B, d1, ...) or per
+            element (shaped like ``logits``); non-negative and finite.
+        class_weight (Tensor | list, optional): (C,) factor per class.
+        class_weight_mode (str): 'element': ``class_weight[c]`` multiplies
+            the class-c element of every row; 'row': it multiplies every
+            element of the rows labelled c (as mmseg's CE), background and
+            ignored rows weigh 1 (a float target's row: the class of its
+            largest positive entry); 'positive': only the labelled class's
+            element of those rows (their false classes weigh 1).
+        alpha (float, optional): sigmoid mode: weight ``alpha`` for targets
+            of 1 and ``1 - alpha`` for targets of 0 (default: equal). In the
+            Neurocomputing form (both modes): the coefficient of
+            ``|y - p|^gamma``, a finite number (default 1).
+        ignore_index (int, optional): label to leave out, whatever its value
+            (a valid class id leaves that class's rows out, as in mmseg).
+        reduction (str): 'none' (element map shaped like ``logits``),
+            'mean' (sum / ``avg_factor``, or over all elements) or 'sum'.
+        avg_factor (float | Tensor, optional): divisor for 'mean', >= 0.
+        form (str): 'arxiv2019' (the definition above, every backend) or
+            'neurocomputing2021' (docs/DFL_SPEC.md section 8; torch ops).
+        beta (float): Neurocomputing form: weight of the false classes' term, >= 0.
+        rho (float): Neurocomputing form: ``rho >= 1`` in ``ln(rho - p)``.
+
+    Returns:
+        Tensor: the loss, in the dtype of ``logits`` (float32 for float16 /
+        bfloat16 logits; their gradients stay in the logits' dtype).
+
+    Example:
+        >>> logits = torch.randn(8, 3, requires_grad=True)
+        >>> labels = torch.tensor([0, 1, 2, 3, 3, 1, 0, 3])  # 3 = background
+        >>> dual_focal_loss(logits, labels, gamma=2.0).backward()
+    """
+    return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
+                            class_weight, alpha, ignore_index, reduction=reduction,
+                            avg_factor=avg_factor, class_weight_mode=class_weight_mode,
+                            form=form, beta=beta, rho=rho)
+
+
+def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
+    """The requested reduction (mmdet semantics) of the summed loss, as
+    (factor folded into the loss's autograd function, divisor left for after it:
+    a CUDA tensor ``avg_factor``, whose value is not read on the host, and every
+    divisor inside a compiled graph, where sizes and ``avg_factor`` are symbolic:
+    one graph serves every value)."""
+    compiling = _compiling()
+    if isinstance(avg_factor, Tensor):
+        if avg_factor.dtype == torch.bool or avg_factor.is_complex():
+            raise TypeError(f'avg_factor must be a real number, got a {avg_factor.dtype} '
+                            'tensor')
+        if avg_factor.numel() != 1:
+            raise ValueError(f'avg_factor must hold one value, got shape '
+                             f'{tuple(avg_factor.shape)}')
+        if avg_factor.device.type == 'cpu' and not compiling:  # reading it costs no sync
+            avg_factor = avg_factor.item()
+        else:
+            check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
+                         low_open=False, checks=checks)
+    elif avg_factor is not None and (isinstance(avg_factor, bool) or not isinstance(
+            avg_factor, (numbers.Real, torch.SymInt, torch.SymFloat))):
+        raise TypeError(f'avg_factor must be a number or a tensor, got '
+                        f'{type(avg_factor).__name__} {avg_factor!r}')
+    if isinstance(avg_factor, numbers.Real) and not compiling and not (
+            math.isfinite(avg_factor) and avg_factor >= 0):
+        raise ValueError(f'avg_factor must be a finite number >= 0, got {avg_factor}')
+    if reduction != 'mean':
+        return 1.0, None
+    if avg_factor is None:
+        if compiling:
+            return 1.0, torch.sym_max(logits.numel(), 1)
+        return 1.0 / max(logits.numel(), 1), None
+    # mmdet's weight_reduce_loss: an eps keeps avg_factor = 0 finite (loss 0)
+    eps = torch.finfo(torch.float32).eps
+    if isinstance(avg_factor, numbers.Real) and not compiling:
+        return 1.0 / (float(avg_factor) + eps), None
+    return 1.0, avg_factor + eps
+
+
+def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
+                     alpha, ignore_index, *, reduction, avg_factor=None,
+                     class_weight_mode='element', form='arxiv2019', beta=1.0,
+                     rho=1.0) -> Tensor:
+    """Validate, normalise to (B, C, S), run the fused function and reduce."""
+    checks = Checks()  # value checks, read with one sync before the loss runs
+    neuro_alpha = check_form(form, alpha, beta, rho)
+    if neuro_alpha is not None:
+        alpha = None  # the form's coefficient, not the sigmoid positives' weight
+    check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
+    check_tensor('target', target, 'integer labels or float targets')
+    check_no_grad('target', target)
+    if not isinstance(use_sigmoid, bool):
+        raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
+    ignore_index = check_ignore_index(ignore_index)
+    if class_weight_mode not in CLASS_WEIGHT_MODES:
+        raise ValueError(f'class_weight_mode must be one of {CLASS_WEIGHT_MODES}, got '
+                         f'{class_weight_mode!r}')
+    if not logits.is_floating_point():
+        raise TypeError(f'logits must be a floating point tensor, got {logits.dtype}')
+    if logits.dim() < 2:
+        raise ValueError(f'logits must have shape (N, C) or (B, C, ...), got '
+                         f'{tuple(logits.shape)}')
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    channels = logits.shape[1]
+    if not use_sigmoid and channels < 2:
+        raise ValueError(
+            f'softmax mode needs at least 2 channels, got logits of shape '
+            f'{tuple(logits.shape)}; use use_sigmoid=True for a binary head '
+            'with one output channel')
+    batch = logits.shape[0]
+    spatial = logits.shape[2:]
+    row_shape = (batch, ) + tuple(spatial)
+    flat = math.prod(spatial)
+    logits3 = logits.reshape(batch, channels, flat)
+    target = one_hot_as_target(logits, target, use_sigmoid)
+    check_label_dtype(target, ignore_index)
+
+    if target.is_floating_point():
+        if not use_sigmoid:
+            raise TypeError('softmax mode takes integer class labels of shape '
+                            f'{row_shape}, got a float target')
+        if target.shape != logits.shape:
+            raise ValueError(f'expected float target of shape '
+                             f'{tuple(logits.shape)}, got {tuple(target.shape)}')
+        counted = target if ignore_index is None else target[target != ignore_index]
+        check_values('a float target', counted, checks=checks, expected=
+                     'in [0, 1]' + ('' if ignore_index is None else
+                                    f' (or ignore_index={ignore_index})'),
+                     low=0, high=1, low_open=False)
+        target3 = target.reshape(batch, channels, flat)
+    else:
+        if target.dtype == torch.bool or target.is_complex():
+            raise TypeError(f'target must hold integer labels or floats, got '
+                            f'{target.dtype}')
+        if tuple(target.shape) != row_shape:
+            raise ValueError(f'expected target of shape {row_shape} (one label '
+                             f'per row), got {tuple(target.shape)}')
+        _check_label_range(target, channels, use_sigmoid, ignore_index, checks)
+        target3 = target.reshape(batch, 1, flat)
+
+    row_weight = elem_weight = None
+    if weight is not None:
+        check_tensor('weight', weight, 'per-row or per-element weights')
+        check_no_grad('weight', weight)
+        if weight.numel() == logits.numel() and weight.shape in (
+                logits.shape, (batch, channels)):
+            elem_weight = weight.reshape(batch, channels, flat)
+        elif weight.numel() == math.prod(row_shape) and (
+                tuple(weight.shape) in (row_shape, row_shape + (1, ))
+                or weight.dim() == 1):
+            row_weight = weight.reshape(batch, 1, flat)
+        else:
+            raise ValueError(
+                f'weight must have shape {row_shape} (per row) or '
+                f'{tuple(logits.shape)} (per element), got {tuple(weight.shape)}')
+        if weight.is_complex() or weight.dtype == torch.bool:
+            raise TypeError(f'weight must hold real numbers, got {weight.dtype}')
+        check_values('weight', weight, 'non-negative finite numbers', 0, low_open=False,
+                     checks=checks)
+
+    if class_weight is not None:
+        class_weight = torch.as_tensor(class_weight, dtype=torch.float32,
+                                       device=logits.device)
+        if class_weight.shape != (channels, ):
+            raise ValueError(f'class_weight must have one value per class '
+                             f'({channels},), got shape {tuple(class_weight.shape)}')
+        check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
+                     low_open=False, checks=checks)
+        class_weight = class_weight.view(1, channels, 1)
+        if class_weight_mode != 'element':  # a float target's rows: their assigned class
+            labels = (assigned_labels(target3).unsqueeze(1) if target.is_floating_point()
+                      else target3)
+            known = (labels >= 0) & (labels < channels)
+            row = torch.where(known, class_weight.view(-1)[labels.clamp(0, channels - 1)],
+                              1.0)
+            if class_weight_mode == 'positive':  # only the labelled class's element
+                own = torch.arange(channels, device=labels.device).view(1, channels, 1)
+                row = torch.where(own == labels, row, 1.0)
+                if row_weight is not None:
+                    row, row_weight = row * row_weight, None
+            if elem_weight is not None or class_weight_mode == 'positive':
+                elem_weight = row if elem_weight is None else elem_weight * row
+            else:
+                row_weight = row if row_weight is None else row_weight * row
+            class_weight = None
+    if alpha is not None:
+        if not use_sigmoid:
+            raise ValueError('alpha is a sigmoid-mode option; use class_weight '
+                             'in softmax mode')
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+                or not 0 <= alpha <= 1:
+            raise ValueError(f'alpha must be a float in [0, 1] or None, got {alpha!r}')
+    gamma = _as_gamma(gamma, channels, logits, checks)
+    scale, divisor = _reduction(logits, reduction, avg_factor, checks)
+    if not _compiling():  # the value checks need the host: skipped inside a compiled graph
+        checks.run()
+
+    inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
+                        alpha, ignore_index, use_sigmoid)
+    with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
+    reduce_sum = reduction != 'none'
+    if neuro_alpha is not None:  # plain torch ops: autograd, and compile traces them
+        out = reference.neurocomputing_loss(inputs, gamma, neuro_alpha, float(beta),
+                                            float(rho))
+        out = out.sum() * scale if reduce_sum else out
+    elif _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
+        out = custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
+    else:
+        out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
+    if not reduce_sum:
+        return out.view(logits.shape)
+    return out if divisor is None else out / divisor
+
+
+def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):
+    """Raise ValueError (at ``checks.run()``) for labels outside the valid range."""
+    if labels.numel() == 0 or _compiling():
+        return
+    high = channels if use_sigmoid else channels - 1
+    masked = labels if ignore_index is None else labels.masked_fill(
+        labels == ignore_index, 0)
+
+    def verdict(lo_hi):
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
+        if lo < 0 or hi > high:
+            bad = lo if lo < 0 else hi
+            meaning = (f'0..{channels - 1} for classes and {channels} for background'
+                       if use_sigmoid else f'0..{channels - 1}')
+            raise ValueError(f'label {bad} out of range: expected {meaning}'
+                             + (f' or ignore_index={ignore_index}'
+                                if ignore_index is not None else ''))
+
+    checks.add(torch.stack(torch.aminmax(masked)), verdict)

@@ -1,0 +1,55 @@
+"""mmdet heads that hard-code their classification loss, given a configurable one.
+
+``DFLSSDHead`` is mmdet's ``SSDHead`` whose softmax cross-entropy over the
+``C + 1`` channels (background last) is the config's ``loss_cls`` instead
+(a softmax ``DualFocalLoss`` by default), with SSD's own hard-negative mining
+on the per-anchor losses: every positive, and the ``neg_pos_ratio`` times as
+many negatives with the largest loss. Registered in mmdet's MODELS (importing
+this module needs mmdet; ``import dfl_mm`` makes it known lazily).
+"""
+from mmdet.models.dense_heads import SSDHead
+from mmdet.registry import MODELS
+from torch import Tensor
+
+from .presets import SSD_DFL
+
+__all__ = ['DFLSSDHead']
+
+
+@MODELS.register_module()
+class DFLSSDHead(SSDHead):
+    """SSDHead with ``loss_cls`` from the config.
+
+    Args:
+        loss_cls (dict): the classification loss over ``num_classes + 1``
+            channels; called with (N, C + 1) scores, labels (N,) in [0, C]
+            (C = background) and ``reduction_override='none'``, it must
+            return the (N, C + 1) element map. Default: softmax DFL, gamma 2.
+        *args, **kwargs: those of ``SSDHead``.
+    """
+
+    def __init__(self, *args, loss_cls: dict = SSD_DFL, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_cls = MODELS.build(dict(loss_cls))
+
+    def loss_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, anchor: Tensor,
+                            labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
+                            bbox_weights: Tensor, avg_factor: int):
+        """SSD's losses of one image: (classification (1,), box regression).
+
+        .. math:: L_{cls} = \\bigl(\\sum_{pos} \\ell_n + \\sum_{hardest\\ neg} \\ell_n\\bigr)
+            / \\mathrm{avg\\_factor},\\qquad \\ell_n = \\sum_c \\ell_{nc}\\, w_n
+        """
+        per_anchor = self.loss_cls(cls_score, labels,
+                                   reduction_override='none').sum(dim=1) * label_weights
+        positive = (labels >= 0) & (labels < self.num_classes)
+        negative = labels == self.num_classes
+        num_neg = min(int(self.train_cfg['neg_pos_ratio'] * int(positive.sum())),
+                      int(negative.sum()))
+        hardest = per_anchor[negative].topk(num_neg).values
+        loss_cls = (per_anchor[positive].sum() + hardest.sum()) / avg_factor
+        # the box term is upstream's (its cross-entropy term is dropped)
+        _, loss_bbox = super().loss_by_feat_single(cls_score, bbox_pred, anchor, labels,
+                                                   label_weights, bbox_targets, bbox_weights,
+                                                   avg_factor)
+        return loss_cls[None], loss_bbox

@@ -1,0 +1,93 @@
+"""The folders are the layers (docs/architecture.md): no module imports a layer
+above its own, and the torch-only layers import with the frameworks absent."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = ROOT / 'dfl_mm'
+# lowest first; a module may import its own layer and those below it
+LAYERS = ('ops', 'core', 'models', 'engine', 'apis', 'demo')
+FRAMEWORKS = ('mmengine', 'mmdet', 'mmseg', 'mmcv')
+
+
+def _layer(module: str):
+    parts = module.split('.')
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def _imports(path):
+    """The dfl_mm modules a file imports (anywhere in it, relative ones resolved)."""
+    package = '.'.join(path.relative_to(ROOT).with_suffix('').parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith('dfl_mm'))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1]
+                                + ([base] if base else []))
+            if base.startswith('dfl_mm'):
+                yield from (f'{base}.{a.name}' for a in node.names)
+
+
+@pytest.mark.parametrize('layer', LAYERS)
+def test_no_module_imports_a_layer_above_its_own(layer):
+    files = sorted((PACKAGE / layer).rglob('*.py'))
+    assert files
+    for path in files:
+        for name in _imports(path):
+            above = _layer(name)
+            assert above is None or above <= LAYERS.index(layer), \
+                f'{path.relative_to(ROOT)} imports {name} (layer {LAYERS[above]})'
+
+
+def test_the_old_module_paths_are_the_new_modules():
+    import warnings
+
+    import dfl_mm
+    from dfl_mm.models import loss
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        from dfl_mm import loss as old  # noqa: F401
+        import dfl_mm.functional
+    assert old is loss and old.DualFocalLoss is dfl_mm.DualFocalLoss
+    assert dfl_mm.functional.dual_focal_loss is dfl_mm.dual_focal_loss
+    moved = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert all('moved to dfl_mm.' in m for m in moved)
+    assert not any('functional' in m for m in moved)  # documented API: no warning
+
+
+BLOCKER = '''
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {frameworks!r} or any(
+                name.startswith('dfl_mm.' + layer) for layer in {above!r}):
+            raise ImportError(name + ' is blocked in this test')
+sys.meta_path.insert(0, Blocked())
+import importlib
+for module in {modules!r}:
+    importlib.import_module(module)
+import torch
+from dfl_mm.core.functional import dual_focal_loss
+z = torch.randn(4, 3, requires_grad=True)
+dual_focal_loss(z, torch.tensor([0, 1, 2, 3])).backward()
+print('imported', len({modules!r}), 'modules')
+'''
+
+
+@pytest.mark.parametrize('layer', ('ops', 'core'))
+def test_torch_only_layers_import_with_frameworks_and_upper_layers_blocked(layer):
+    modules = sorted('.'.join(p.relative_to(ROOT).with_suffix('').parts).replace(
+        '.__init__', '') for p in (PACKAGE / layer).rglob('*.py'))
+    above = LAYERS[2:]  # the package root imports core.functional, so core stays importable
+    code = BLOCKER.format(frameworks=FRAMEWORKS, above=above, modules=modules)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'imported {len(modules)} modules' in proc.stdout

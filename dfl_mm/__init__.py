@@ -11,7 +11,8 @@ The layers are folders (``docs/architecture.md``): ``ops`` (backends) and ``core
 (the loss function, checks, conventions) need only torch; ``models`` (what mmengine
 builds), ``engine`` (hooks, checkpoint scope) and ``apis`` (launch, switch, cli)
 sit above them. The loss itself (``dfl_mm.functional``, i.e.
-``dfl_mm.core.functional``, and the backends in ``dfl_mm.ops``) needs only torch: without mmengine, ``import dfl_mm`` gives
+``dfl_mm.core.functional``, and the backends in ``dfl_mm.ops``) needs only torch:
+without mmengine, ``import dfl_mm`` gives
 ``dual_focal_loss`` and the registered adapters raise an ImportError that
 says so.
 """
@@ -31,10 +32,13 @@ except ImportError:
     mmengine = None
 
 if mmengine is not None:
-    from .engine.checkpoint import (allow_mmengine_checkpoints, mmengine_checkpoint_loading,
-                                    scope_checkpoint_loads)
-    from .engine.hooks import DFLGammaHook, gamma_scalars
-    from .models.loss import DualFocalLoss
+    from .engine.checkpoint import (  # noqa: F401  (the package's API, __all__)
+        allow_mmengine_checkpoints,
+        mmengine_checkpoint_loading,
+        scope_checkpoint_loads,
+    )
+    from .engine.hooks import DFLGammaHook, gamma_scalars  # noqa: F401
+    from .models.loss import DualFocalLoss  # noqa: F401
 
     def _register_lazily():
         """Make the demo datasets (and the demo's metric) and ``DFLSSDHead`` known to

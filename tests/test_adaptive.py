@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from mmengine.logging import MessageHub
 
-from dfl_mm import DualFocalLoss, dual_focal_loss, ops
+from dfl_mm import DualFocalLoss, dual_focal_loss
 from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
 
 

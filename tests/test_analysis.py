@@ -124,9 +124,11 @@ def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, 
                                                                      shared_data):
     import numpy as np
     import torch
-    import class_weights
+
     from dfl_mm import DualFocalLoss
     from dfl_mm.models.adaptive import frequency_weights
+
+    import class_weights
     monkeypatch.chdir(tmp_path)
     link_data(shared_data, tmp_path)
     seg_cfg = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')

@@ -96,6 +96,7 @@ def test_compiled_softmax_on_every_cpu_backend_and_a_per_class_gamma(switch, bac
 
 def _losses_of_a_short_run(config, compile_option):
     from mmengine.config import Config
+
     from dfl_mm.apis.launch import build_runner
     cfg = Config.fromfile(config)
     cfg.work_dir = f'work_dirs/compile_{compile_option}'

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dfl_mm import mmengine_checkpoint_loading
+
 from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
 pytestmark = pytest.mark.slow  # trains real detectors end to end
@@ -29,8 +30,16 @@ SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=
 
 @pytest.mark.parametrize('config', DET_CONFIGS + QUALITY_CONFIGS, ids=lambda p: Path(p).name)
 def test_detection_config_builds_and_trains_one_step(config):
-    from mmdet.models.dense_heads import (ATSSHead, FCOSHead, GFLHead, RetinaHead,
-                                          RTMDetSepBNHead, TOODHead, VFNetHead)
+    from mmdet.models.dense_heads import (
+        ATSSHead,
+        FCOSHead,
+        GFLHead,
+        RetinaHead,
+        RTMDetSepBNHead,
+        TOODHead,
+        VFNetHead,
+    )
+    from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -38,7 +47,6 @@ def test_detection_config_builds_and_trains_one_step(config):
     from mmengine.structures import InstanceData
 
     import dfl_mm
-    from mmdet.registry import MODELS
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(config)
     assert 'dfl_mm' in cfg.custom_imports['imports']
@@ -112,8 +120,8 @@ def _flatten(losses):
 
 
 def test_demo_train_resume_and_test(in_tmp, shared_data):
-    import train as train_tool
     import test as test_tool
+    import train as train_tool
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')
@@ -232,6 +240,7 @@ def test_runs_in_one_process_log_into_their_own_work_dirs(in_tmp):
 @pytest.mark.parametrize('auto', [True, False])
 def test_truncated_last_checkpoint_names_the_previous_one(in_tmp, auto):
     import time
+
     import train as train_tool
     work = in_tmp / 'work'
     work.mkdir()

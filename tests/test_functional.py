@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dfl_mm.functional as fn
-from dfl_mm.ops import reference as core
 from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
+from dfl_mm.ops import reference as core
 
 DATA = Path(__file__).parent / 'data' / 'dfl_golden.json'
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'testdata' / 'dfl_golden.json'

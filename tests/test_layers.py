@@ -53,8 +53,8 @@ def test_the_old_module_paths_are_the_new_modules():
     from dfl_mm.models import loss
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        from dfl_mm import loss as old  # noqa: F401
         import dfl_mm.functional
+        from dfl_mm import loss as old  # noqa: F401
     assert old is loss and old.DualFocalLoss is dfl_mm.DualFocalLoss
     assert dfl_mm.functional.dual_focal_loss is dfl_mm.dual_focal_loss
     moved = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]

@@ -56,6 +56,7 @@ def test_equalized_focal_loss_starts_as_focal_loss():
     """Before any step every g_j = 1, so gamma_j = gamma_b and EFL is mmdet's
     sigmoid focal loss (gamma 2, alpha 0.25) with the same weights and avg_factor."""
     from mmdet.models.losses import FocalLoss
+
     from study_losses import EqualizedFocalLoss
     torch.manual_seed(0)
     pred = torch.randn(50, 6, dtype=torch.float64)
@@ -152,6 +153,7 @@ def test_the_tails_differ_in_what_makes_them_hard():
 def test_shapes_tail_is_the_data_it_always_was(tmp_path):
     """The refactor into ``longtail.TAILS`` left the shapes tail byte-identical."""
     import hashlib
+
     from dfl_mm.demo.detection import generate_longtail_detection_demo
     root = generate_longtail_detection_demo(str(tmp_path / 'lt'))
     digest = hashlib.sha256(open(f'{root}/annotations/train.json', 'rb').read()).hexdigest()
@@ -162,6 +164,7 @@ def test_shapes_tail_is_the_data_it_always_was(tmp_path):
 
 def test_focal_with_adaptive_weights_is_focal_before_any_step_then_weighs_like_dfl():
     from mmdet.models.losses import FocalLoss
+
     from study_losses import AdaptiveWeightFocalLoss
     torch.manual_seed(3)
     pred = torch.randn(30, 4, dtype=torch.float64)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope
 
 from dfl_mm import DualFocalLoss, dual_focal_loss
 
@@ -363,8 +363,9 @@ def test_config_presets_and_the_switch_tool_are_one_source():
     configs are children of the full configs under the mmdet/mmseg names."""
     from mmengine.config import Config
 
-    from conftest import ROOT
     from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
+
+    from conftest import ROOT
     det = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_det.py'))
     seg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_seg.py'))
     assert det.dfl_loss_cls.to_dict() == SIGMOID_DFL

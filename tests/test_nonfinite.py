@@ -15,6 +15,7 @@ import torch
 
 from dfl_mm.functional import dual_focal_loss
 
+
 def _loss_and_grad(z, labels, **kwargs):
     z = z.clone().requires_grad_()
     with warnings.catch_warnings():

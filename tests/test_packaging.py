@@ -50,7 +50,8 @@ def test_wheel_ships_configs_tools_model_index_and_license(installed):
     entry_points = zipfile.ZipFile(installed['wheel']).read(
         'dfl_mm-0.1.0.dist-info/entry_points.txt').decode()
     for script in ('dfl-train = dfl_mm.apis.cli:train', 'dfl-test = dfl_mm.apis.cli:test',
-                   'dfl-switch = dfl_mm.apis.cli:switch', 'dfl-gpu-check = dfl_mm.apis.cli:gpu_check'):
+                   'dfl-switch = dfl_mm.apis.cli:switch',
+                   'dfl-gpu-check = dfl_mm.apis.cli:gpu_check'):
         assert script in entry_points
 
 
@@ -67,7 +68,8 @@ def test_python_m_runs_the_shipped_tools(installed, tmp_path):
     # the shipped demo config already uses DFL: nothing to replace, and it says so
     assert proc.returncode != 0 and 'has no dense classification loss' in proc.stderr, \
         proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, '-c', 'import dfl_mm.apis.cli as c; print(c._root("tools"))'],
+    proc = subprocess.run([sys.executable, '-c',
+                           'import dfl_mm.apis.cli as c; print(c._root("tools"))'],
                           env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == str(installed['site'] / 'dfl_mm' / '.mim')  # not the checkout
     proc = subprocess.run([sys.executable, '-m', 'dfl_mm'], env=env, cwd=str(tmp_path),

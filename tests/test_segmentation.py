@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dfl_mm import mmengine_checkpoint_loading
+
 from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
 pytestmark = pytest.mark.slow  # trains real segmenters end to end
@@ -82,8 +83,8 @@ def test_segmentation_config_builds_and_trains_one_step(config):
 
 
 def test_demo_train_resume_and_test(in_tmp, shared_data):
-    import train as train_tool
     import test as test_tool
+    import train as train_tool
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')
@@ -169,6 +170,7 @@ def test_adaptive_weights_are_logged_checkpointed_and_resumed_exactly(in_tmp, sh
 def test_user_config_trains_through_mmseg_runner_without_project_tools(in_tmp, shared_data):
     from mmengine.config import Config
     from mmengine.runner import Runner
+
     from dfl_mm.demo.segmentation import CLASSES, generate_segmentation_demo
     link_data(shared_data, in_tmp)
     generate_segmentation_demo('data/dfl_demo_seg')

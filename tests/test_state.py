@@ -19,9 +19,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.logging import MessageHub
 
-from crafted_pickles import glob, text, write_checkpoint
 from dfl_mm import DualFocalLoss, dual_focal_loss
 from dfl_mm.models.adaptive import AdaptiveClassWeight, normalise_weights
+
+from crafted_pickles import glob, text, write_checkpoint
+
 GAMMA_LOGIT_LIMIT = 12.0  # dfl_mm.models.loss.GAMMA_LOGIT_LIMIT (asserted below)
 
 

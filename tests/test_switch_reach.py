@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
-from conftest import ROOT
 from dfl_mm.apis.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
+
+from conftest import ROOT
 
 
 def _zoo(rel):
@@ -71,9 +72,10 @@ class _CrossEntropyMap(nn.Module):
 
 
 def _ssd_heads():
-    import dfl_mm  # noqa: F401  (registers DFLSSDHead lazily)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+
+    import dfl_mm  # noqa: F401  (registers DFLSSDHead lazily)
     register_all_modules(init_default_scope=False)
     from mmengine.registry import DefaultScope
     model = _zoo('ssd/ssd300_coco.py').model
@@ -131,8 +133,8 @@ def test_a_decode_heads_sigmoid_ce_is_replaced_at_its_own_scale():
     """Fast-SCNN: mmseg's sigmoid CE averages over pixels x classes; the switch divides
     DualFocalLoss's loss_weight by the classes, so at gamma 1 (where the element is
     BCE) the two are the same loss, ignored pixels included."""
-    from mmseg.models.losses import CrossEntropyLoss
     from mmengine.utils import get_installed_path
+    from mmseg.models.losses import CrossEntropyLoss
 
     from dfl_mm import DualFocalLoss
     cfg = Config.fromfile(f"{get_installed_path('mmseg')}/.mim/configs/fastscnn/"

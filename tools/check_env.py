@@ -11,11 +11,11 @@ FIX_INSTALL = 'run `bash tools/install.sh` (see docs/install.md)'
 
 
 def check_versions():
-    import torch
     import mmcv
     import mmdet
     import mmengine
     import mmseg
+    import torch
     import torchvision
     print(f'torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}, '
           f'built with CUDA {torch.version.cuda}), torchvision {torchvision.__version__}')
@@ -32,8 +32,8 @@ def check_mmcv_ops():
             f'(import mmcv._ext: {err}). mmcv-lite and wheels built for other '
             f'torch versions do not work: rebuild with `pip uninstall -y mmcv` '
             f'and then {FIX_INSTALL}') from None
-    from mmcv.ops import nms
     import torch
+    from mmcv.ops import nms
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
     _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
     if keep.tolist() != [0, 2]:
@@ -60,9 +60,10 @@ def _build(config, registry_module):
 
 
 def check_models():
-    import dfl_mm  # noqa: F401
     from mmdet.utils import register_all_modules as register_mmdet
     from mmseg.utils import register_all_modules as register_mmseg
+
+    import dfl_mm  # noqa: F401
     register_mmdet(init_default_scope=False)
     register_mmseg(init_default_scope=False)
     _build('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', 'mmdet.registry')

@@ -224,7 +224,7 @@ def speed_rows(torch, device, repeats, small):
             peers['torchvision sigmoid_focal_loss'] = lambda z: sigmoid_focal_loss(
                 z, onehot, reduction='sum')
         rows += _measure(torch, f'RetinaNet {n} x {c}', dtype_name, z, peers, repeats)
-        del z, onehot, labels
+        z = onehot = labels = None  # free the RetinaNet tensors before the DeepLab ones
         # DeepLab scale, softmax, 3 % ignored pixels
         z = torch.randn(deeplab, device=device, dtype=dtype, generator=gen)
         labels = torch.randint(0, deeplab[1], (deeplab[0], ) + deeplab[2:], device=device,
@@ -240,7 +240,7 @@ def speed_rows(torch, device, repeats, small):
         }
         rows += _measure(torch, 'DeepLab ' + ' x '.join(map(str, deeplab)), dtype_name, z,
                          peers, repeats)
-        del z, labels
+        z = labels = None
     return rows
 
 

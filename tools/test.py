@@ -19,8 +19,13 @@ import warnings
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import dfl_mm  # noqa: E402,F401
-from dfl_mm.apis.launch import (add_common_args, build_runner, check_datasets,  # noqa: E402
-                           load_config, setup_cpu_distributed)
+from dfl_mm.apis.launch import (  # noqa: E402
+    add_common_args,
+    build_runner,
+    check_datasets,
+    load_config,
+    setup_cpu_distributed,
+)
 
 
 def parse_args(argv=None):

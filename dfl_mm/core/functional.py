@@ -22,12 +22,24 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .checks import (CLASS_WEIGHT_MODES, FORMS, REDUCTIONS, Checks, assigned_labels, check_form, check_ignore_index, check_label_dtype,
-                     check_no_grad, check_number, check_tensor, check_values,
-                     one_hot_as_target)
 from ..ops import custom_ops, reference
 from ..ops.inputs import LossInputs
 from ..ops.reference import dual_focal_loss_elements
+from .checks import (
+    CLASS_WEIGHT_MODES,
+    FORMS,
+    REDUCTIONS,
+    Checks,
+    assigned_labels,
+    check_form,
+    check_ignore_index,
+    check_label_dtype,
+    check_no_grad,
+    check_number,
+    check_tensor,
+    check_values,
+    one_hot_as_target,
+)
 
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
 
@@ -134,7 +146,9 @@ def dual_focal_loss(logits: Tensor,
                     rho: float = 1.0) -> Tensor:
     """Dual Focal Loss of logits against labels or float targets.
 
-    .. math:: \\mathcal{L} = \\sum_{n,c} w_{nc}\\,\\bigl(-\\ln(1 - |y_{nc} - p_{nc}|^{\\gamma})\\bigr)
+    .. math::
+
+        \\mathcal{L} = \\sum_{n,c} w_{nc}\\,\\bigl(-\\ln(1 - |y_{nc} - p_{nc}|^{\\gamma})\\bigr)
 
     or, with ``form='neurocomputing2021'``, elements
     ``-y ln p - beta (1 - y) ln(rho - p) - alpha |y - p|^gamma``.

@@ -14,10 +14,9 @@ import os.path as osp
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
+from PIL import Image, ImageDraw
 
 from . import longtail, write_once
 

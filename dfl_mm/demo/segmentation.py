@@ -15,11 +15,10 @@ import os.path as osp
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from mmseg.datasets import BaseSegDataset
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, METRICS
+from PIL import Image, ImageDraw
 
 from . import longtail, write_once
 

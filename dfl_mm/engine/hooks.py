@@ -9,9 +9,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ..models.adaptive import AdaptiveClassWeight
-from .checkpoint import scope_checkpoint_loads
 from ..models.gamma import LearnableGamma
 from ..models.loss import DualFocalLoss
+from .checkpoint import scope_checkpoint_loads
 
 __all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars']
 

@@ -360,7 +360,9 @@ def normalise_weights(raw: Tensor, freq: Tensor, apply_to: str, max_weight: floa
     average; with no class seen every weight is 1. Computed in log space, so a
     raw weight beyond the dtype's range (``inf``) still normalises.
 
-    .. math:: \\log w_c = \\mathrm{clip}(\\log r_c - \\log \\textstyle\\sum_k s_k r_k,\\ \\pm\\log M)
+    .. math::
+
+        \\log w_c = \\mathrm{clip}(\\log r_c - \\log \\textstyle\\sum_k s_k r_k,\\ \\pm\\log M)
 
     Args:
         raw (Tensor): (C,) unnormalised weights (their logs with ``log_space``).

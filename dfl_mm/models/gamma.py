@@ -1,6 +1,8 @@
 """The focusing exponent of ``DualFocalLoss``: fixed, or learned within bounds.
 
-.. math:: \\gamma = \\gamma_{min} + (\\gamma_{max} - \\gamma_{min})\\,\\sigma(\\mathrm{gamma\\_logit})
+.. math::
+
+    \\gamma = \\gamma_{min} + (\\gamma_{max} - \\gamma_{min})\\,\\sigma(\\mathrm{gamma\\_logit})
 
 A learnable gamma is smooth and bounded (never stuck at a clamp) and pulled
 toward its initial value by ``gamma_reg * mean((gamma - gamma_init)^2)``

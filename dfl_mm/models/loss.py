@@ -7,10 +7,16 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..core import conventions
-from .adaptive import build_adaptive
-from ..core.checks import (assigned_labels, check_call, check_ignore_index, check_settings,
-                     load_class_weight, one_hot_as_target)
+from ..core.checks import (
+    assigned_labels,
+    check_call,
+    check_ignore_index,
+    check_settings,
+    load_class_weight,
+    one_hot_as_target,
+)
 from ..core.functional import GAMMA_MAX, dual_focal_loss
+from .adaptive import build_adaptive
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
 __all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG', 'GAMMA_LOGIT_LIMIT']

@@ -1,14 +1,16 @@
 """Does DualFocalLoss work in every dense head? A sweep over the model zoos.
 
-    python tools/analysis/head_sweep.py [--only det|seg]   (markdown tables on stdout, progress on stderr)
+    python tools/analysis/head_sweep.py [--only det|seg]
+        (markdown tables on stdout, progress on stderr)
 
 Detection: every config shipped inside mmdet whose model has a dense
 classification loss DualFocalLoss replaces (``FocalLoss``, the quality targets'
 ``QualityFocalLoss`` and ``VarifocalLoss``, a dense head's sigmoid
-``CrossEntropyLoss``: RPN, YOLOX; SSD's softmax), one per (detector, heads) pair (an R50 one where there is, else the shortest
-name, so backbone, schedule and dataset variants count once). Segmentation: one config per mmseg model
-folder whose decode head uses a softmax ``CrossEntropyLoss``, one per decode
-head type. Each is switched to DualFocalLoss by ``dfl_mm.apis.switch`` (the same
+``CrossEntropyLoss``: RPN, YOLOX; SSD's softmax), one per (detector, heads) pair
+(an R50 one where there is, else the shortest name, so backbone, schedule and
+dataset variants count once). Segmentation: one config per mmseg model folder
+whose decode head uses a softmax ``CrossEntropyLoss``, one per decode head type. Each is
+switched to DualFocalLoss by ``dfl_mm.apis.switch`` (the same
 as ``tools/dfl_switch.py``), built, and trained one forward + backward step on
 a tiny CPU batch (2 images of 128 x 128, 3 boxes each, or random label maps):
 it passes when the loss is finite, every DualFocalLoss is called with finite

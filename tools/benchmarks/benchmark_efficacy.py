@@ -22,9 +22,10 @@ row's name then shows the settings.
 
 Each run is a real mmengine Runner on CPU (threads pinned with --threads).
 Rows (the table ``ROWS``: a new peer is one line): CE = mmdet's sigmoid
-CrossEntropyLoss (det) / mmseg's CrossEntropyLoss (seg); 'CE + weights' = softmax CE weighted per pixel by the very adaptive
-weights of the DFL rows (dfl_mm.models.adaptive, same settings), averaged over
-labelled pixels; OHEM = CE with mmseg's OHEMPixelSampler (thresh 0.7,
+CrossEntropyLoss (det) / mmseg's CrossEntropyLoss (seg); 'CE + weights' = softmax CE
+weighted per pixel by the very adaptive weights of the DFL rows
+(dfl_mm.models.adaptive, same settings), averaged over labelled pixels; OHEM = CE with mmseg's
+OHEMPixelSampler (thresh 0.7,
 min_kept 10000 of the batch's 73728 pixels); 'CE + Dice' = mmseg's CE + DiceLoss
 (softmax, weight 1 each); GHMC = mmdet's GHMC (configs/ghm settings, clip
 35); EFL = the Equalized Focal Loss (``study_losses.py``); QFL = mmdet's QualityFocalLoss
@@ -101,8 +102,9 @@ ROWS = {
                  loss_weight=1.0), None),
     'DFL fixed': _dfl(learnable=False),
     'DFL learnable': _dfl(),
-    'focal + positive weights': (dict(type='AdaptiveWeightFocalLoss', use_sigmoid=True, loss_weight=1.0,
-                                      **{ADAPTIVE: dict(normalise='head', apply_to='positive')}),
+    'focal + positive weights': (dict(type='AdaptiveWeightFocalLoss', use_sigmoid=True,
+                                      loss_weight=1.0, **{ADAPTIVE: dict(
+                                          normalise='head', apply_to='positive')}),
                                  None),
     'DFL + weights': _dfl(learnable=False, weights={}),
     # issue 27: weights that boost the tail without taxing the head

@@ -1,6 +1,7 @@
 """Speed and memory of DualFocalLoss against its peers, side by side in one run.
 
-    python tools/benchmarks/benchmark_loss.py [--quick] [--threads 2] [--repeats 9] [--device cpu|cuda]
+    python tools/benchmarks/benchmark_loss.py [--quick] [--threads 2] [--repeats 9]
+        [--device cpu|cuda]
         [--anchors 200000] [--lvis-anchors 20000 --lvis-classes 1203]
         [--seg-shape 2 19 256 512] [--ade-shape 2 150 128 256]
         [--dtype float32|bfloat16] [--only sigmoid|lvis|softmax|ade]

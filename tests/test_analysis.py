@@ -164,3 +164,26 @@ def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, 
     assert det_counts.tolist() == [int(direct[i]) for i in cat_ids]
     freq = det_counts / det_counts.sum()
     assert float((freq * np.load('det.npy')).sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_adaptive_step_time_arms_differ_in_the_weights_only():
+    """The two arms of adaptive_step_time.py: the demo's loss without class weights and
+    with adaptive ones (both demos ship adaptive weights: comparing the config with
+    itself would measure nothing)."""
+    from mmengine.config import Config
+
+    from dfl_mm import DualFocalLoss
+
+    import adaptive_step_time
+    for config, *heads in adaptive_step_time.DEMOS.values():
+        cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / config))
+        arms = adaptive_step_time.arms(cfg, heads)
+        for head in heads:
+            key = 'loss_cls' if head == 'bbox_head' else 'loss_decode'
+            losses = {name: arm.model[head][key].to_dict() for name, arm in arms.items()}
+            built = {name: DualFocalLoss(**{k: v for k, v in loss.items() if k != 'type'})
+                     for name, loss in losses.items()}
+            assert built['without'].adaptive is None and built['with'].adaptive is not None
+            differs = {k for k in set(losses['with']) | set(losses['without'])
+                       if losses['with'].get(k) != losses['without'].get(k)}
+            assert differs == {'class_weight'}, differs

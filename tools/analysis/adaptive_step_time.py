@@ -3,8 +3,8 @@
     python tools/analysis/adaptive_step_time.py [--repeats 15] [--threads 2]
 
 Builds the demo DeepLabV3 and RetinaNet models (real mmseg / mmdet models on
-one real batch of 8 demo images), once with ``DualFocalLoss`` as configured
-and once with ``class_weight='adaptive'`` added, and times full training steps
+one real batch of 8 demo images), once with ``DualFocalLoss`` without class
+weights and once with ``class_weight='adaptive'``, and times full training steps
 (``model.train_step``: forward, loss, backward, optimizer step), alternating
 the two so that machine noise hits both. Prints the median step time of each
 and their ratio. The RetinaNet head calls its loss once per FPN level (5 calls
@@ -27,13 +27,19 @@ DEMOS = {
 }
 
 
-def _with_adaptive(cfg, heads):
-    cfg = copy.deepcopy(cfg)
-    for head in heads:
-        key = 'loss_cls' if head == 'bbox_head' else 'loss_decode'
-        cfg.model[head][key].update(class_weight='adaptive',
-                                    num_classes=cfg.model[head].num_classes)
-    return cfg
+def arms(cfg, heads):
+    """The two arms: the demo's losses without class weights and with adaptive ones
+    (the demos ship adaptive weights, so 'without' takes them out)."""
+    out = {}
+    for name, weights in (('without', dict(class_weight=None)),
+                          ('with', dict(class_weight='adaptive'))):
+        arm = copy.deepcopy(cfg)
+        for head in heads:
+            loss = arm.model[head]['loss_cls' if head == 'bbox_head' else 'loss_decode']
+            loss.pop('adaptive_weight', None)
+            loss.update(weights, num_classes=arm.model[head].num_classes)
+        out[name] = arm
+    return out
 
 
 def _stepper(cfg, batch):
@@ -58,7 +64,7 @@ def time_pair(config, heads, repeats):
     init_default_scope(cfg.default_scope)
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
     batch = next(iter(loader))
-    steps = {'without': _stepper(cfg, batch), 'with': _stepper(_with_adaptive(cfg, heads), batch)}
+    steps = {name: _stepper(arm, batch) for name, arm in arms(cfg, heads).items()}
     times = {name: [] for name in steps}
     for name, step in steps.items():  # warm-up (kernel build, allocator)
         step()

@@ -412,6 +412,61 @@ def _table(task, spec, run_budget, rows):
     return lines
 
 
+DECISION_PEERS = ('focal', 'EFL')  # the detection default must match them by the worst seed
+
+
+def _det_summary(records, task, loss):
+    """(worst mAP, mean mAP, mean head AP, mean tail AP) of a row on a detection task,
+    or None; the 4-class demo has no halves (head / tail: None)."""
+    spec = TASKS[task]
+    runs = [r for r in records if r['task'] == task and r['loss'] == loss]
+    if not runs:
+        return None
+    overall = [r['metrics'][spec['metric']] * spec['scale'] for r in runs]
+    halves = spec['halves']() if 'halves' in spec else None
+    head = tail = None
+    if halves:
+        head = statistics.mean(_half(r, halves['head'], spec['scale']) for r in runs)
+        tail = statistics.mean(_half(r, halves['tail'], spec['scale']) for r in runs)
+    return min(overall), statistics.mean(overall), head, tail
+
+
+def summarise_decision(records, tasks):
+    """The detection default's rule, row by row: on every detection task, the worst
+    seed's mAP against the best peer's (focal, EFL), and on the long tails head AP
+    against focal's - 1 and tail AP against focal's + 2. A row meets the rule where
+    every cell says so."""
+    tasks = [t for t in tasks if TASKS[t]['kind'] == 'det' and t not in QUALITY_TASKS]
+    rows = sorted({r['loss'] for r in records if r['task'] in tasks}, key=_order)
+    if not tasks or 'focal' not in rows:
+        return ''
+    lines = ['\n\n**The detection default\'s rule** (each cell: worst-seed mAP minus the best '
+             'peer\'s worst (focal, EFL); on the long tails also head AP minus focal\'s and '
+             'tail AP minus focal\'s, means; a row passes a set with >= 0, >= -1 and >= +2; '
+             '- = not run)\n',
+             '| row | ' + ' | '.join(tasks) + ' | sets passed |',
+             '|---|' + '---|' * len(tasks) + '---:|']
+    for loss in rows:
+        cells, passed = [], 0
+        for task in tasks:
+            mine, focal = _det_summary(records, task, loss), _det_summary(records, task, 'focal')
+            peers = [_det_summary(records, task, p) for p in DECISION_PEERS]
+            peers = [p for p in peers if p is not None]
+            if mine is None or focal is None:
+                cells.append('-')
+                continue
+            worst = mine[0] - max(p[0] for p in peers)
+            cell, ok = f'{worst:+.1f}', worst >= 0
+            if mine[2] is not None:
+                head, tail = mine[2] - focal[2], mine[3] - focal[3]
+                cell += f' / {head:+.1f} / {tail:+.1f}'
+                ok = ok and head >= -1 and tail >= 2
+            cells.append(cell + (' ✓' if ok else ''))
+            passed += ok
+        lines.append(f'| {loss} | ' + ' | '.join(cells) + f' | {passed}/{len(tasks)} |')
+    return '\n'.join(lines)
+
+
 SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'DFL learnable + weights', 'CE + weights')
 SHARE_AT = (50, 250, 500, 1000)
 
@@ -514,7 +569,8 @@ def main(argv=None):
         raise SystemExit(f'efficacy study: no runs recorded for tasks {args.tasks} in '
                          f'{args.work_dir}: {args.out} is left as it was')
     total = time.perf_counter() - study_start
-    table = summarise(records, args.tasks) + summarise_gradient_share(records)
+    table = (summarise(records, args.tasks) + summarise_decision(records, args.tasks)
+             + summarise_gradient_share(records))
     train_minutes = sum(r['seconds'] for r in records) / 60
     threads = sorted({r.get('threads', args.threads) for r in records})
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '

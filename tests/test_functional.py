@@ -290,7 +290,7 @@ BAD_CALLS = [
     (dict(target=torch.zeros(4, 2)), ValueError, r'expected float target of shape \(4, 3\)'),
     (dict(class_weight=[1., 2.]), ValueError, r'class_weight must have one value per class \(3,\)'),
     (dict(reduction='sum', avg_factor=2.0), ValueError, 'avg_factor can not be used'),
-    (dict(alpha=1.5), ValueError, r'alpha must be a float in \[0, 1\]'),
+    (dict(alpha=1.5), ValueError, r'alpha must be in \[0, 1\]'),
     (dict(alpha=0.25, use_sigmoid=False), ValueError, 'alpha is a sigmoid-mode option'),
     (dict(weight=torch.ones(5)), ValueError, r'weight must have shape \(4,\)'),
     (dict(gamma=torch.ones(2)), ValueError, 'gamma must be a scalar or have one value per class'),

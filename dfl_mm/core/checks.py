@@ -197,21 +197,59 @@ def check_tensor(name, value, expected):
                         f'got {type(value).__name__}')
 
 
-def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
-                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0) -> None:
-    """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
+def check_mode(use_sigmoid, alpha) -> None:
+    """``use_sigmoid`` a bool; ``alpha`` (the sigmoid positives' weight) None or in [0, 1]."""
     if not isinstance(use_sigmoid, bool):
         raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
-    if num_classes is not None and (isinstance(num_classes, bool) or
-                                    not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
-    if check_form(form, alpha, beta, rho) is None and alpha is not None:
+    if alpha is not None:
         if not use_sigmoid:
             raise ValueError('alpha is a sigmoid-mode option (use_sigmoid=True); '
                              'use class_weight in softmax mode')
         check_number('alpha', alpha, 0, 1, low_open=False)
+
+
+def check_reduction(reduction, name='reduction', optional=False) -> None:
+    """``reduction`` one of ``REDUCTIONS`` (or None when ``optional``)."""
+    if reduction in REDUCTIONS or (optional and reduction is None):
+        return
+    raise ValueError(f"{name} must be {'None or ' if optional else ''}one of {REDUCTIONS}, "
+                     f"got '{reduction}'")
+
+
+def check_call_options(logits, target, *, use_sigmoid, alpha, reduction, avg_factor,
+                       class_weight_mode) -> None:
+    """Raise TypeError / ValueError naming the first bad argument of ``dual_focal_loss``
+    that needs no tensor value (those go through ``Checks``)."""
+    check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
+    check_tensor('target', target, 'integer labels or float targets')
+    check_no_grad('target', target)
+    check_mode(use_sigmoid, alpha)
+    if class_weight_mode not in CLASS_WEIGHT_MODES:
+        raise ValueError(f'class_weight_mode must be one of {CLASS_WEIGHT_MODES}, got '
+                         f'{class_weight_mode!r}')
+    if not logits.is_floating_point():
+        raise TypeError(f'logits must be a floating point tensor, got {logits.dtype}')
+    if logits.dim() < 2:
+        raise ValueError(f'logits must have shape (N, C) or (B, C, ...), got '
+                         f'{tuple(logits.shape)}')
+    check_reduction(reduction)
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    if not use_sigmoid and logits.shape[1] < 2:
+        raise ValueError(
+            f'softmax mode needs at least 2 channels, got logits of shape '
+            f'{tuple(logits.shape)}; use use_sigmoid=True for a binary head '
+            'with one output channel')
+
+
+def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
+                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0) -> None:
+    """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+    check_reduction(reduction)
+    check_mode(use_sigmoid, None if check_form(form, alpha, beta, rho) is not None else alpha)
     if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
         raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
                          f'only backpropagates such keys), got {loss_name!r}')
@@ -225,9 +263,7 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
 
 def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> None:
     """Raise TypeError / ValueError naming the first bad argument of a module call."""
-    if reduction_override not in (None, ) + REDUCTIONS:
-        raise ValueError(f'reduction_override must be None or one of '
-                         f"{REDUCTIONS}, got '{reduction_override}'")
+    check_reduction(reduction_override, 'reduction_override', optional=True)
     if extra:
         raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(extra)}')
     if not isinstance(pred, Tensor):

@@ -26,11 +26,10 @@ from ..ops import custom_ops, reference
 from ..ops.inputs import LossInputs
 from ..ops.reference import dual_focal_loss_elements
 from .checks import (
-    CLASS_WEIGHT_MODES,
     FORMS,
-    REDUCTIONS,
     Checks,
     assigned_labels,
+    check_call_options,
     check_form,
     check_ignore_index,
     check_label_dtype,
@@ -250,38 +249,36 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     neuro_alpha = check_form(form, alpha, beta, rho)
     if neuro_alpha is not None:
         alpha = None  # the form's coefficient, not the sigmoid positives' weight
-    check_tensor('logits', logits, 'floats of shape (N, C) or (B, C, ...)')
-    check_tensor('target', target, 'integer labels or float targets')
-    check_no_grad('target', target)
-    if not isinstance(use_sigmoid, bool):
-        raise TypeError(f'use_sigmoid must be True or False, got {use_sigmoid!r}')
+    check_call_options(logits, target, use_sigmoid=use_sigmoid, alpha=alpha,
+                       reduction=reduction, avg_factor=avg_factor,
+                       class_weight_mode=class_weight_mode)
     ignore_index = check_ignore_index(ignore_index)
-    if class_weight_mode not in CLASS_WEIGHT_MODES:
-        raise ValueError(f'class_weight_mode must be one of {CLASS_WEIGHT_MODES}, got '
-                         f'{class_weight_mode!r}')
-    if not logits.is_floating_point():
-        raise TypeError(f'logits must be a floating point tensor, got {logits.dtype}')
-    if logits.dim() < 2:
-        raise ValueError(f'logits must have shape (N, C) or (B, C, ...), got '
-                         f'{tuple(logits.shape)}')
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
-    if avg_factor is not None and reduction == 'sum':
-        raise ValueError('avg_factor can not be used with reduction="sum"')
-    channels = logits.shape[1]
-    if not use_sigmoid and channels < 2:
-        raise ValueError(
-            f'softmax mode needs at least 2 channels, got logits of shape '
-            f'{tuple(logits.shape)}; use use_sigmoid=True for a binary head '
-            'with one output channel')
-    batch = logits.shape[0]
-    spatial = logits.shape[2:]
-    row_shape = (batch, ) + tuple(spatial)
-    flat = math.prod(spatial)
-    logits3 = logits.reshape(batch, channels, flat)
     target = one_hot_as_target(logits, target, use_sigmoid)
     check_label_dtype(target, ignore_index)
+    target3 = _targets(logits, target, use_sigmoid, ignore_index, checks)
+    row_weight, elem_weight = _call_weights(logits, weight, checks)
+    row_weight, elem_weight, class_weight = _class_weights(
+        logits, target3, class_weight, class_weight_mode, row_weight, elem_weight, checks)
+    gamma = _as_gamma(gamma, logits.shape[1], logits, checks)
+    scale, divisor = _reduction(logits, reduction, avg_factor, checks)
+    if not _compiling():  # the value checks need the host: skipped inside a compiled graph
+        checks.run()
+    inputs = LossInputs(_rows(logits), target3, row_weight, elem_weight, class_weight,
+                        alpha, ignore_index, use_sigmoid)
+    out = _run(inputs, gamma, reduction != 'none', scale, neuro_alpha, beta, rho)
+    if reduction == 'none':
+        return out.view(logits.shape)
+    return out if divisor is None else out / divisor
 
+
+def _rows(x: Tensor) -> Tensor:
+    """(B, C, ...) as (B, C, S), S the product of the trailing sizes (1 for (N, C))."""
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+
+
+def _targets(logits, target, use_sigmoid, ignore_index, checks: Checks) -> Tensor:
+    """The target as (B, C, S) floats (a float target) or (B, 1, S) labels, checked."""
+    row_shape = (logits.shape[0], ) + tuple(logits.shape[2:])
     if target.is_floating_point():
         if not use_sigmoid:
             raise TypeError('softmax mode takes integer class labels of shape '
@@ -290,93 +287,83 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
             raise ValueError(f'expected float target of shape '
                              f'{tuple(logits.shape)}, got {tuple(target.shape)}')
         counted = target if ignore_index is None else target[target != ignore_index]
-        check_values('a float target', counted, checks=checks, expected=
-                     'in [0, 1]' + ('' if ignore_index is None else
-                                    f' (or ignore_index={ignore_index})'),
-                     low=0, high=1, low_open=False)
-        target3 = target.reshape(batch, channels, flat)
+        check_values('a float target', counted, checks=checks, expected=(
+            'in [0, 1]' + ('' if ignore_index is None else f' (or ignore_index={ignore_index})')),
+            low=0, high=1, low_open=False)
+        return _rows(target)
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f'target must hold integer labels or floats, got {target.dtype}')
+    if tuple(target.shape) != row_shape:
+        raise ValueError(f'expected target of shape {row_shape} (one label '
+                         f'per row), got {tuple(target.shape)}')
+    _check_label_range(target, logits.shape[1], use_sigmoid, ignore_index, checks)
+    return target.reshape(logits.shape[0], 1, math.prod(logits.shape[2:]))
+
+
+def _call_weights(logits, weight, checks: Checks):
+    """The call's ``weight`` as (row weight (B, 1, S), element weight (B, C, S)), one None."""
+    if weight is None:
+        return None, None
+    check_tensor('weight', weight, 'per-row or per-element weights')
+    check_no_grad('weight', weight)
+    batch, channels = logits.shape[:2]
+    row_shape = (batch, ) + tuple(logits.shape[2:])
+    if weight.numel() == logits.numel() and weight.shape in (logits.shape, (batch, channels)):
+        weights = None, _rows(weight.reshape(logits.shape))
+    elif weight.numel() == math.prod(row_shape) and (
+            tuple(weight.shape) in (row_shape, row_shape + (1, )) or weight.dim() == 1):
+        weights = weight.reshape(batch, 1, math.prod(row_shape[1:])), None
     else:
-        if target.dtype == torch.bool or target.is_complex():
-            raise TypeError(f'target must hold integer labels or floats, got '
-                            f'{target.dtype}')
-        if tuple(target.shape) != row_shape:
-            raise ValueError(f'expected target of shape {row_shape} (one label '
-                             f'per row), got {tuple(target.shape)}')
-        _check_label_range(target, channels, use_sigmoid, ignore_index, checks)
-        target3 = target.reshape(batch, 1, flat)
+        raise ValueError(f'weight must have shape {row_shape} (per row) or '
+                         f'{tuple(logits.shape)} (per element), got {tuple(weight.shape)}')
+    if weight.is_complex() or weight.dtype == torch.bool:
+        raise TypeError(f'weight must hold real numbers, got {weight.dtype}')
+    check_values('weight', weight, 'non-negative finite numbers', 0, low_open=False,
+                 checks=checks)
+    return weights
 
-    row_weight = elem_weight = None
-    if weight is not None:
-        check_tensor('weight', weight, 'per-row or per-element weights')
-        check_no_grad('weight', weight)
-        if weight.numel() == logits.numel() and weight.shape in (
-                logits.shape, (batch, channels)):
-            elem_weight = weight.reshape(batch, channels, flat)
-        elif weight.numel() == math.prod(row_shape) and (
-                tuple(weight.shape) in (row_shape, row_shape + (1, ))
-                or weight.dim() == 1):
-            row_weight = weight.reshape(batch, 1, flat)
-        else:
-            raise ValueError(
-                f'weight must have shape {row_shape} (per row) or '
-                f'{tuple(logits.shape)} (per element), got {tuple(weight.shape)}')
-        if weight.is_complex() or weight.dtype == torch.bool:
-            raise TypeError(f'weight must hold real numbers, got {weight.dtype}')
-        check_values('weight', weight, 'non-negative finite numbers', 0, low_open=False,
-                     checks=checks)
 
-    if class_weight is not None:
-        class_weight = torch.as_tensor(class_weight, dtype=torch.float32,
-                                       device=logits.device)
-        if class_weight.shape != (channels, ):
-            raise ValueError(f'class_weight must have one value per class '
-                             f'({channels},), got shape {tuple(class_weight.shape)}')
-        check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
-                     low_open=False, checks=checks)
-        class_weight = class_weight.view(1, channels, 1)
-        if class_weight_mode != 'element':  # a float target's rows: their assigned class
-            labels = (assigned_labels(target3).unsqueeze(1) if target.is_floating_point()
-                      else target3)
-            known = (labels >= 0) & (labels < channels)
-            row = torch.where(known, class_weight.view(-1)[labels.clamp(0, channels - 1)],
-                              1.0)
-            if class_weight_mode == 'positive':  # only the labelled class's element
-                own = torch.arange(channels, device=labels.device).view(1, channels, 1)
-                row = torch.where(own == labels, row, 1.0)
-                if row_weight is not None:
-                    row, row_weight = row * row_weight, None
-            if elem_weight is not None or class_weight_mode == 'positive':
-                elem_weight = row if elem_weight is None else elem_weight * row
-            else:
-                row_weight = row if row_weight is None else row_weight * row
-            class_weight = None
-    if alpha is not None:
-        if not use_sigmoid:
-            raise ValueError('alpha is a sigmoid-mode option; use class_weight '
-                             'in softmax mode')
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
-                or not 0 <= alpha <= 1:
-            raise ValueError(f'alpha must be a float in [0, 1] or None, got {alpha!r}')
-    gamma = _as_gamma(gamma, channels, logits, checks)
-    scale, divisor = _reduction(logits, reduction, avg_factor, checks)
-    if not _compiling():  # the value checks need the host: skipped inside a compiled graph
-        checks.run()
+def _class_weights(logits, target3, class_weight, mode, row_weight, elem_weight,
+                   checks: Checks):
+    """Fold a (C,) ``class_weight`` in where ``mode`` says: (row, element, per-class)
+    weights, the per-class one (1, C, 1) only for 'element'. A row labelled outside
+    [0, C) (background, ignored) weighs 1; a float target's row: its assigned class."""
+    if class_weight is None:
+        return row_weight, elem_weight, None
+    channels = logits.shape[1]
+    class_weight = torch.as_tensor(class_weight, dtype=torch.float32, device=logits.device)
+    if class_weight.shape != (channels, ):
+        raise ValueError(f'class_weight must have one value per class '
+                         f'({channels},), got shape {tuple(class_weight.shape)}')
+    check_values('class_weight', class_weight, 'non-negative finite numbers', 0,
+                 low_open=False, checks=checks)
+    if mode == 'element':
+        return row_weight, elem_weight, class_weight.view(1, channels, 1)
+    labels = (assigned_labels(target3).unsqueeze(1) if target3.is_floating_point()
+              else target3)
+    known = (labels >= 0) & (labels < channels)
+    row = torch.where(known, class_weight[labels.clamp(0, channels - 1)], 1.0)
+    if mode == 'positive':  # only the labelled class's element
+        own = torch.arange(channels, device=labels.device).view(1, channels, 1)
+        row = torch.where(own == labels, row, 1.0)
+        if row_weight is not None:
+            row, row_weight = row * row_weight, None
+    if elem_weight is not None or mode == 'positive':
+        return row_weight, row if elem_weight is None else elem_weight * row, None
+    return (row if row_weight is None else row_weight * row), None, None
 
-    inputs = LossInputs(logits3, target3, row_weight, elem_weight, class_weight,
-                        alpha, ignore_index, use_sigmoid)
-    with_grad = torch.is_grad_enabled() and (logits.requires_grad or gamma.requires_grad)
-    reduce_sum = reduction != 'none'
+
+def _run(inputs: LossInputs, gamma, reduce_sum: bool, scale, neuro_alpha, beta, rho):
+    """The loss of the normalised call: its sum times ``scale`` or the (B, C, S) map."""
     if neuro_alpha is not None:  # plain torch ops: autograd, and compile traces them
         out = reference.neurocomputing_loss(inputs, gamma, neuro_alpha, float(beta),
                                             float(rho))
-        out = out.sum() * scale if reduce_sum else out
-    elif _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
-        out = custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
-    else:
-        out = _DualFocalFunction.apply(logits3, gamma, inputs, reduce_sum, with_grad, scale)
-    if not reduce_sum:
-        return out.view(logits.shape)
-    return out if divisor is None else out / divisor
+        return out.sum() * scale if reduce_sum else out
+    with_grad = torch.is_grad_enabled() and (inputs.logits.requires_grad
+                                             or gamma.requires_grad)
+    if _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
+        return custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
+    return _DualFocalFunction.apply(inputs.logits, gamma, inputs, reduce_sum, with_grad, scale)
 
 
 def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):

@@ -12,9 +12,9 @@
 # crowded objects, det-digits handwritten digits) and the 4-class demo (det).
 # Lane a: det-lt and det-many, then det; lane b: det-small and det-digits, then the
 # long-tail segmentation peers (Balanced Softmax CE, Poly-1) against the shipped
-# segmentation setting. Seed by seed, so a study cut short has whole seeds. Set
-# EXPLORE=1 to add the exploratory DFL rows afterwards (head-normalised row
-# weights, per-class gamma), seed by seed.
+# segmentation setting. Seed by seed, so a study cut short has whole seeds. EXPLORE=1
+# runs the exploratory DFL rows (head-normalised row weights; positive weights with
+# per-class gamma) on the long tails before det and seg.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
@@ -24,9 +24,11 @@ STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
 SHIPPED='DFL learnable + weights'  # segmentation
 DET_ROWS=(focal 'DFL + positive weights' 'DFL + weights' 'focal + positive weights' EFL)
 EXPLORE_ROWS=('DFL + head weights' 'DFL + positive weights + class gamma')
+# the 4-class demo: the peers, the previous default and the head-normalised weights
+DET4_ROWS=(focal EFL 'DFL + weights' 'DFL + head weights')
 export OMP_NUM_THREADS=1
 
-seeds() {  # seeds() LANE TASK... : every DET_ROWS row, one seed at a time
+seeds() {  # seeds LANE TASK...: every row of ROWS on the tasks, one seed at a time
     local lane=$1; shift
     for seed in 0 1 2; do
         "$PY" "${STUDY[@]}" --work-dir "$WORK/$lane" --out "$WORK/$lane.md" --tasks "$@" \
@@ -36,17 +38,17 @@ seeds() {  # seeds() LANE TASK... : every DET_ROWS row, one seed at a time
 
 lane_a() {
     ROWS=("${DET_ROWS[@]}"); seeds lane_a det-lt det-many
-    seeds lane_a det
     if [ "${EXPLORE:-0}" = 1 ]; then ROWS=("${EXPLORE_ROWS[@]}"); seeds lane_a det-lt det-many; fi
+    ROWS=("${DET4_ROWS[@]}"); seeds lane_a det
 }
 
 lane_b() {
     ROWS=("${DET_ROWS[@]}"); seeds lane_b det-small det-digits
-    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
-        --seg-iters 300 --losses 'Balanced Softmax CE' Poly-1 "$SHIPPED"
     if [ "${EXPLORE:-0}" = 1 ]; then
         ROWS=("${EXPLORE_ROWS[@]}"); seeds lane_b det-small det-digits
     fi
+    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
+        --seg-iters 300 --losses 'Balanced Softmax CE' Poly-1 "$SHIPPED"
 }
 
 start=$(date +%s)

@@ -60,46 +60,6 @@ def shared_data(tmp_path_factory):
     return tmp_path_factory.mktemp('demo')
 
 
-def link_data(shared, target):
-    """Make target/data point at the session's demo data."""
-    (shared / 'data').mkdir(exist_ok=True)
-    if not (target / 'data').exists():
-        os.symlink(shared / 'data', target / 'data')
-
-
-def read_scalars(work_dir):
-    """All entries of the scalars.json files under an mmengine work dir."""
-    import glob
-    import json
-    files = glob.glob(os.path.join(str(work_dir), '*', 'vis_data', 'scalars.json'))
-    assert files, f'no scalars.json under {work_dir}'
-    return [json.loads(line) for f in files for line in open(f)]
-
-
-def write_probe_config(path, base, demo_module, hook):
-    """A config that inherits ``base`` and adds a test hook from dfl_probe."""
-    path.write_text(
-        f'_base_ = {str(base)!r}\n'
-        f"custom_imports = dict(imports=['dfl_mm', {demo_module!r}, 'dfl_probe'])\n"
-        f"custom_hooks = [dict(type='DFLGammaHook'), dict(type={hook!r})]\n")
-    return str(path)
-
-
-def run_dist_train(config, work_dir, options, nproc=2):
-    """tools/dist_train.sh on CPU ranks; returns each rank's dumped state."""
-    import json
-    import subprocess
-    port = 29500 + os.getpid() % 2000
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join([str(ROOT / 'tests' / 'helpers'), str(ROOT)]))
-    proc = subprocess.run(
-        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), str(nproc),
-         '--work-dir', str(work_dir), '--cfg-options', *options],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads((work_dir / f'state_rank{r}.json').read_text()) for r in range(nproc)]
-
-
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: end-to-end runs (zoo sweep, DDP, packaging, installer); '

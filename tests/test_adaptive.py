@@ -9,7 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dfl_mm import DualFocalLoss, dual_focal_loss
-from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight
+from dfl_mm.models.adaptive import ADAPTIVE_DEFAULTS, AdaptiveClassWeight, normalise_weights
+
+from testkit import adaptive_loss
 
 
 def _seg_loss(**settings):
@@ -257,3 +259,93 @@ def test_effective_number_weights_flatten_when_every_class_is_plentiful():
     torch.testing.assert_close(module.weights(), torch.ones(2), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match='beta must be a number in'):
         AdaptiveClassWeight(2, basis='effective', beta=1.0)
+
+
+# ------------------------------------------------ nothing counted: weights 1
+@pytest.mark.parametrize('apply_to', ['row', 'element'])
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+def test_a_step_with_nothing_counted_keeps_every_weight_at_1(use_sigmoid, apply_to):
+    torch.manual_seed(0)
+    loss = adaptive_loss(use_sigmoid, apply_to)
+    if use_sigmoid:  # no positive anchor: all background
+        logits, labels = torch.randn(40, 3), torch.full((40, ), 3)
+        call = dict(avg_factor=1.0)
+    else:  # every pixel ignored
+        logits, labels = torch.randn(2, 3, 4, 4), torch.full((2, 4, 4), 255)
+        call = dict(ignore_index=255)
+    loss(logits, labels, **call)
+    assert int(loss.adaptive.steps) == 1 and not loss.adaptive.counts.any()
+    assert torch.equal(loss.adaptive.weights(), torch.ones(3))
+    # the next step trains at the unweighted scale
+    logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    plain = DualFocalLoss(use_sigmoid=use_sigmoid)
+    if use_sigmoid:
+        logits, labels = torch.randn(40, 3), torch.randint(0, 4, (40, ))
+    torch.testing.assert_close(loss(logits, labels, **call), plain(logits, labels, **call))
+
+
+@pytest.mark.parametrize('apply_to', ['row', 'element'])
+def test_a_class_with_no_information_weighs_1(apply_to):
+    raw = torch.tensor([1.0, 4.0, 100.0], dtype=torch.float64)
+    freq = torch.tensor([0.8, 0.2, 0.0], dtype=torch.float64)
+    weights = normalise_weights(raw, freq, apply_to, max_weight=10.0)
+    assert weights[2] == 1.0
+    share = freq if apply_to == 'row' else torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    assert float((share * weights).sum()) == pytest.approx(1.0)
+    assert torch.equal(normalise_weights(raw, torch.zeros(3, dtype=torch.float64),
+                                         apply_to, 10.0), torch.ones(3, dtype=torch.float64))
+    # recall basis: a class never counted has no recall
+    loss = adaptive_loss(basis='recall', apply_to=apply_to)
+    loss(torch.randn(1, 3, 2, 5), torch.tensor([[0, 0, 0, 1, 1], [0, 1, 0, 1, 0]])[None])
+    assert loss.adaptive.weights()[2] == 1.0
+
+
+# ------------------------------------------------ DDP broadcast_buffers
+class _Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+        self.loss = DualFocalLoss(use_sigmoid=False, class_weight='adaptive', num_classes=4,
+                                  adaptive_weight=dict(momentum=0.5))
+
+    def forward(self, x, labels):
+        return self.loss(self.conv(x), labels)
+
+
+def _ddp_rank(rank, port, broadcast_buffers, hook, out):
+    from torch.nn.parallel import DistributedDataParallel
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(_Head(), broadcast_buffers=broadcast_buffers)
+    labels = torch.full((1, 2, 2), 0 if rank == 0 else 3)  # rank 0: class 0, rank 1: class 3
+    for it in range(3):
+        if hook:  # what DFLGammaHook.before_train_iter does
+            model.module.loss.adaptive.begin_step()
+        model(torch.randn(1, 4, 2, 2), labels).backward()
+        if hook:  # what DFLGammaHook.after_train_iter does
+            model.module.loss.adaptive.end_step()
+    model.module.loss.adaptive.end_step()
+    out[rank] = model.module.loss.adaptive.counts.tolist()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # DDP
+@pytest.mark.parametrize('hook', [False, True])
+@pytest.mark.parametrize('broadcast_buffers', [True, False])
+def test_ddp_keeps_every_ranks_counts_whatever_broadcast_buffers(broadcast_buffers, hook):
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_rank, args=(port, broadcast_buffers, hook, out), nprocs=2, join=True)
+    assert out[0] == out[1]
+    # three steps of 4 pixels of each class, EMA 0.5: 4 * (1 - 0.5 ** 3) = 3.5
+    assert out[0] == pytest.approx([3.5, 0.0, 0.0, 3.5])
+
+
+def test_the_open_step_is_not_a_buffer():
+    module = AdaptiveClassWeight(3)
+    assert 'pending' not in dict(module.named_buffers())
+    module.observe(torch.tensor([0, 1]))  # outside a runner: folded at once
+    assert not module.pending.any() and int(module.steps) == 1

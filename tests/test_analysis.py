@@ -5,7 +5,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import ROOT, link_data, read_scalars
+from testkit import ROOT, link_data, read_scalars
 
 pytestmark = pytest.mark.slow  # trains the demos for the analysis tools
 

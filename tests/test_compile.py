@@ -124,7 +124,7 @@ def test_the_demo_configs_train_with_mmengines_compile_option(config, in_tmp, sh
     optimizer step eagerly (EagerOptimizerStepHook: dynamo fails on AdamW there);
     the adaptive statistics and the learnable gamma (5 FPN calls a step, one
     backward) run through the compiled model."""
-    from conftest import ROOT, link_data
+    from testkit import ROOT, link_data
     link_data(shared_data, in_tmp)
     path = str(ROOT / 'configs' / 'demo' / config)
     eager, eager_hooks = _losses_of_a_short_run(path, False)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from testkit import ROOT
 
 CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
 # a variant word in a file name -> the preset keys that variant changes

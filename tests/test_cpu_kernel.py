@@ -11,6 +11,8 @@ from dfl_mm import DualFocalLoss, ops
 from dfl_mm.functional import dual_focal_loss
 from dfl_mm.ops import cpu as cpu_kernel
 
+from testkit import loss_and_grads
+
 CASES = json.loads((Path(__file__).parent / 'data' / 'dfl_golden.json').read_text())['cases']
 
 
@@ -20,15 +22,6 @@ def kernel(monkeypatch, switch):
     switch('cpu')
     monkeypatch.switch = switch
     return monkeypatch
-
-
-def _loss_and_grads(backend, logits, labels, gamma, use_sigmoid=True, **kwargs):
-    z = logits.detach().clone().requires_grad_()
-    g = torch.tensor(gamma, dtype=logits.dtype, requires_grad=True)
-    with ops.use(backend):
-        loss = dual_focal_loss(z, labels, g, use_sigmoid=use_sigmoid, **kwargs)
-        loss.backward()
-    return loss.detach(), z.grad, g.grad
 
 
 def _inputs(rows=2000, classes=20, seed=0):
@@ -62,9 +55,9 @@ def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
         options['class_weight'] = torch.rand(logits.shape[1], generator=gen).tolist()
     if 'ignore_index' in options:
         labels[::7] = options['ignore_index']
-    fast = _loss_and_grads('cpu', logits, labels, gamma, **options)
+    fast = loss_and_grads('cpu', logits, labels, gamma, **options)
     # truth: the core in float64
-    core = _loss_and_grads('reference', logits.double(), labels, gamma, **options)
+    core = loss_and_grads('reference', logits.double(), labels, gamma, **options)
     loss, grad, grad_gamma = fast
     assert loss.dtype == torch.float32 and torch.isfinite(grad).all()
     torch.testing.assert_close(loss.double(), core[0], rtol=1e-5, atol=1e-6)
@@ -78,7 +71,7 @@ def test_kernel_matches_the_pytorch_core(kernel, options, gamma):
 def test_kernel_golden_values_in_float32(kernel, case):
     """The golden cases (losses down to 1e-13) through the float32 kernel."""
     logits = torch.tensor([case['logits']], dtype=torch.float32)
-    loss, grad, grad_gamma = _loss_and_grads('cpu', logits, torch.tensor([case['label']]),
+    loss, grad, grad_gamma = loss_and_grads('cpu', logits, torch.tensor([case['label']]),
                                              case['gamma'], case['mode'] == 'sigmoid',
                                              reduction='sum')
     torch.testing.assert_close(loss.double(), torch.tensor(case['loss_sum'], dtype=torch.float64),
@@ -113,9 +106,9 @@ def test_softmax_kernel_matches_the_pytorch_core(kernel, options, gamma):
         options['class_weight'] = torch.rand(5, generator=gen).tolist()
     if options.pop('avg_non_ignore', False):
         options['avg_factor'] = float((labels != 255).sum())
-    fast = _loss_and_grads('cpu', logits, labels, gamma, False, **options)
-    core = _loss_and_grads('reference', logits, labels, gamma, False, **options)
-    truth = _loss_and_grads('reference', logits.double(), labels, gamma, False, **options)
+    fast = loss_and_grads('cpu', logits, labels, gamma, False, **options)
+    core = loss_and_grads('reference', logits, labels, gamma, False, **options)
+    truth = loss_and_grads('reference', logits.double(), labels, gamma, False, **options)
     assert torch.isfinite(fast[1]).all() and (fast[1][1, :, 5:7] == 0).all()
     torch.testing.assert_close(fast[0], core[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(fast[2], core[2], rtol=1e-4, atol=1e-6)

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from testkit import ROOT
 
 pytestmark = pytest.mark.slow  # the environment check
 

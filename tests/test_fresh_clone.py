@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from testkit import ROOT
 
 pytestmark = pytest.mark.slow  # a clone, six short trainings, the study's start
 

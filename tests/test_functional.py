@@ -364,3 +364,73 @@ def test_functional_refuses_negative_or_nan_class_weight(bad):
             dual_focal_loss(logits, labels, class_weight=weights)
     with pytest.raises(ValueError, match='class_weight must be non-negative finite'):
         DualFocalLoss(class_weight=[1.0, bad])
+
+
+# ------------------------------------------------ half precision
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_logits_give_a_float32_loss(dtype):
+    torch.manual_seed(0)
+    logits = (4 * torch.randn(2000, 80)).to(dtype).requires_grad_()
+    labels = torch.randint(0, 81, (2000, ))
+    out = dual_focal_loss(logits, labels, reduction='sum')
+    assert out.dtype == torch.float32 and torch.isfinite(out) and float(out) > 65504
+    reference = dual_focal_loss(logits.detach().float(), labels, reduction='sum')
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=0)
+    out.backward()
+    assert logits.grad.dtype == dtype
+    module = DualFocalLoss()
+    assert module(logits, labels).dtype == torch.float32
+
+
+# ------------------------------------------------ one label rule on every backend
+@pytest.mark.parametrize('dtype, ignore_index', [(torch.uint8, -1), (torch.int8, 255),
+                                                 (torch.int16, 40000)])
+def test_an_ignore_index_the_label_dtype_cannot_hold_is_refused(dtype, ignore_index):
+    logits, labels = torch.randn(4, 3, 5), torch.randint(0, 3, (4, 5)).to(dtype)
+    with pytest.raises(ValueError, match=f'ignore_index={ignore_index} cannot occur in'):
+        dual_focal_loss(logits, labels, use_sigmoid=False, ignore_index=ignore_index)
+    with pytest.raises(ValueError, match='cannot occur in'):
+        DualFocalLoss(use_sigmoid=False)(logits[..., None], labels[..., None],
+                                         ignore_index=ignore_index)
+
+
+def test_uint8_labels_give_the_int64_result_on_every_backend(backend):
+    torch.manual_seed(1)
+    logits, labels = torch.randn(2, 19, 8, 8), torch.randint(0, 19, (2, 8, 8))
+    labels[0, :3] = 255
+    want = dual_focal_loss(logits, labels, use_sigmoid=False, ignore_index=255)
+    got = dual_focal_loss(logits, labels.to(torch.uint8), use_sigmoid=False, ignore_index=255)
+    torch.testing.assert_close(got, want)
+
+
+# ------------------------------------------------ second derivatives
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_double_backward_on_the_default_path_matches_the_core(use_sigmoid):
+    from dfl_mm import ops
+    torch.manual_seed(2)
+    shape = (64, 5) if use_sigmoid else (2, 5, 4, 4)
+    z0 = 2 * torch.randn(shape)
+    labels = (torch.randint(0, 6, (64, )) if use_sigmoid
+              else torch.randint(0, 5, (2, 4, 4)))
+    vector = torch.randn(shape)
+
+    def hvp(backend):
+        z = z0.clone().requires_grad_()
+        gamma = torch.tensor(1.7, requires_grad=True)
+        with ops.use(backend):
+            out = dual_focal_loss(z, labels, gamma, use_sigmoid=use_sigmoid)
+            gz, = torch.autograd.grad(out, z, create_graph=True)
+            return torch.autograd.grad((gz * vector).sum(), (z, gamma))
+
+    got, want = hvp('cpu'), hvp('reference')
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert got[0].abs().sum() > 0
+
+
+def test_double_backward_is_exact_in_float64():
+    torch.manual_seed(3)
+    z = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    gamma = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 4, (6, ))
+    assert torch.autograd.gradgradcheck(lambda a, g: dual_focal_loss(a, labels, g), (z, gamma))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, link_data, read_scalars
+from testkit import ROOT, link_data, read_scalars
 
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 import head_sweep  # noqa: E402

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from testkit import ROOT
 
 pytestmark = pytest.mark.slow  # the installer
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from testkit import ROOT
 
 PACKAGE = ROOT / 'dfl_mm'
 # lowest first; a module may import its own layer and those below it

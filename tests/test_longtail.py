@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from testkit import ROOT
 
 sys.path.insert(0, str(ROOT / 'tools' / 'benchmarks'))
 

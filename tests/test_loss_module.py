@@ -1,4 +1,7 @@
 """DualFocalLoss as mmdet and mmseg call it, the learnable gamma, registration."""
+import math
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,8 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
 from dfl_mm import DualFocalLoss, dual_focal_loss
+
+from testkit import adaptive_loss, assert_same_state, state_of
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -365,7 +370,7 @@ def test_config_presets_and_the_switch_tool_are_one_source():
 
     from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
 
-    from conftest import ROOT
+    from testkit import ROOT
     det = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_det.py'))
     seg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_seg.py'))
     assert det.dfl_loss_cls.to_dict() == SIGMOID_DFL
@@ -402,3 +407,134 @@ def test_the_switch_weights_only_the_class_scores_of_a_detection_head():
         num_classes=80, loss_cls=dict(type='FocalLoss')))), adaptive=False)
     assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
     DualFocalLoss(**{k: v for k, v in head['loss_cls'].items() if k not in ('_delete_', 'type')})
+
+
+# ------------------------------------------------ a raising call changes nothing
+def _valid_or_invalid_call(rng, use_sigmoid):
+    """A random call: (pred, target, kwargs, is_valid)."""
+    classes = 3
+    bad = rng.random() < 0.5
+    if use_sigmoid:
+        pred, target = torch.randn(12, classes), torch.randint(0, classes + 1, (12, ))
+        kwargs = dict(avg_factor=4.0)
+    else:
+        pred, target = torch.randn(2, classes, 3, 4), torch.randint(0, classes, (2, 3, 4))
+        kwargs = dict(ignore_index=255)
+    if not bad:
+        return pred, target, kwargs, True
+    kind = rng.choice(['label_high', 'label_low', 'shape', 'weight_shape', 'weight_negative',
+                       'avg_factor', 'nan_weight', 'dtype'])
+    if kind == 'label_high':
+        target.view(-1)[rng.randrange(target.numel())] = classes + 5
+    elif kind == 'label_low':
+        target.view(-1)[0] = -3
+    elif kind == 'shape':
+        target = target[:1]
+    elif kind == 'weight_shape':
+        kwargs['weight'] = torch.ones(5)
+    elif kind == 'weight_negative':
+        kwargs['weight'] = -torch.ones(target.shape)
+    elif kind == 'nan_weight':
+        kwargs['weight'] = torch.full(target.shape, math.nan)
+    elif kind == 'avg_factor':
+        kwargs['avg_factor'] = -1.0
+        kwargs.pop('ignore_index', None)
+    else:
+        target = target.to(torch.uint8)
+        kwargs['ignore_index'] = -1
+    return pred, target, kwargs, False
+
+
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+@pytest.mark.parametrize('learnable', [False, 'scalar'])
+@pytest.mark.parametrize('in_runner', [False, True])
+def test_random_calls_a_raising_call_leaves_the_state_dict_as_it_was(use_sigmoid, learnable,
+                                                                     in_runner):
+    """Property: for random valid and invalid calls, a call that raises leaves
+    every buffer, parameter and open count as it found them (inside a hook's
+    steps too, two calls each)."""
+    rng = random.Random(7)
+    loss = DualFocalLoss(use_sigmoid=use_sigmoid, class_weight='adaptive', num_classes=3,
+                         learnable_gamma=learnable, adaptive_weight=dict(basis='recall'))
+    raised = 0
+    stepped = [m for m in loss.modules() if hasattr(m, 'begin_step')]
+    try:
+        for it in range(60):
+            if in_runner and it % 2 == 0:  # what DFLGammaHook does around an iteration
+                for module in stepped:
+                    module.end_step()
+                    module.begin_step()
+            pred, target, kwargs, valid = _valid_or_invalid_call(rng, use_sigmoid)
+            before = state_of(loss)
+            try:
+                out = loss(pred, target, **kwargs)
+            except (ValueError, TypeError):
+                assert not valid
+                raised += 1
+                assert_same_state(before, state_of(loss))
+                continue
+            assert valid and torch.isfinite(out)
+    finally:
+        for module in stepped:
+            module.end_step()
+    assert raised > 15 and int(loss.adaptive.steps) > 10
+
+
+def test_labels_out_of_range_are_refused_before_anything_is_counted():
+    loss = adaptive_loss()
+    labels = torch.tensor([0, 1, 7, 2]).view(1, 1, 4)
+    with pytest.raises(ValueError, match='label 7 out of range'):
+        loss(torch.randn(1, 3, 1, 4), labels, ignore_index=255)
+    assert int(loss.adaptive.steps) == 0 and not loss.adaptive.pending.any()
+
+
+# ------------------------------------------------ scalar checks
+@pytest.mark.parametrize('settings, error, match', [
+    (dict(ignore_index=True), TypeError, 'ignore_index must be an int or None'),
+    (dict(ignore_index='255'), TypeError, 'ignore_index must be an int or None'),
+    (dict(loss_weight=math.inf), ValueError, 'loss_weight must be a finite number'),
+    (dict(class_weight='Adaptive'), ValueError, "class_weight must be 'adaptive', a list"),
+    (dict(class_weight='missing.npy'), ValueError, "file 'missing.npy' does not exist"),
+    (dict(avg_non_ignore='yes'), TypeError, 'avg_non_ignore must be True or False'),
+])
+def test_bad_settings_are_refused_at_construction(settings, error, match):
+    with pytest.raises(error, match=match):
+        DualFocalLoss(**settings)
+
+
+@pytest.mark.parametrize('call, error, match', [
+    (dict(avg_factor=-1.0), ValueError, 'avg_factor must be a finite number >= 0, got -1.0'),
+    (dict(avg_factor=math.inf), ValueError, 'avg_factor must be a finite number >= 0'),
+    (dict(avg_factor='4'), TypeError, 'avg_factor must be a number or a tensor'),
+    (dict(avg_factor=torch.tensor(-2.0)), ValueError, 'avg_factor must be a finite number'),
+    (dict(weight=-torch.ones(8)), ValueError, 'weight must be non-negative finite numbers'),
+    (dict(weight=-torch.ones(8, 3)), ValueError, 'weight must be non-negative finite'),
+    (dict(weight=torch.ones(5)), ValueError, r'weight must have shape \(8,\)'),
+    (dict(ignore_index=1.0), TypeError, 'ignore_index must be an int or None'),
+])
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_bad_call_values_get_one_clear_error(call, error, match, adaptive):
+    loss = (DualFocalLoss(class_weight='adaptive', num_classes=3) if adaptive
+            else DualFocalLoss())
+    with pytest.raises(error, match=match):
+        loss(torch.randn(8, 3), torch.randint(0, 4, (8, )), **call)
+
+
+# ------------------------------------------------ integer one-hot maps
+def test_integer_one_hot_maps_give_the_labels_loss():
+    torch.manual_seed(4)
+    logits, labels = torch.randn(2, 4, 3, 3), torch.randint(0, 4, (2, 3, 3))
+    one_hot = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2)
+    for use_sigmoid in (True, False):
+        loss = DualFocalLoss(use_sigmoid=use_sigmoid)
+        torch.testing.assert_close(loss(logits, one_hot), loss(logits, labels.clone())
+                                   if not use_sigmoid else loss(logits, one_hot.float()))
+    torch.testing.assert_close(
+        dual_focal_loss(logits, one_hot, use_sigmoid=False),
+        dual_focal_loss(logits, labels, use_sigmoid=False))
+    # mmdet-style (N, C) scores and the sigmoid labels' one-hot rows (background: all 0)
+    scores, det_labels = torch.randn(10, 4), torch.randint(0, 5, (10, ))
+    rows = torch.nn.functional.one_hot(det_labels, 5)[:, :4]
+    torch.testing.assert_close(dual_focal_loss(scores, rows), dual_focal_loss(scores, det_labels))
+    with pytest.raises(ValueError, match='one-hot map'):
+        dual_focal_loss(logits, one_hot * 2, use_sigmoid=False)

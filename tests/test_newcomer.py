@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from testkit import ROOT
 
 README = (ROOT / 'README.md').read_text()
 HEADINGS = set(re.findall(r'^#+ (.+)$', README, flags=re.M))

@@ -13,16 +13,15 @@ import warnings
 import pytest
 import torch
 
-from dfl_mm.functional import dual_focal_loss
+from testkit import loss_and_grads
 
 
-def _loss_and_grad(z, labels, **kwargs):
-    z = z.clone().requires_grad_()
+def _loss_and_grad(backend, z, labels, **kwargs):
+    """Loss and logits gradient on ``backend``, which must be the one that ran."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # interpreter: masked lanes
-        out = dual_focal_loss(z, labels, reduction='sum', **kwargs)
-        out.backward()
-    return out.detach(), z.grad
+        loss, grad, _ = loss_and_grads(backend, z, labels, reduction='sum', **kwargs)
+    return loss, grad
 
 
 def _poison(z, rows, values=(math.nan, math.inf, -math.inf)):
@@ -42,8 +41,8 @@ def test_ignored_and_zero_weight_rows_are_inert(backend, use_sigmoid):
     weight[[4, 9]] = 0.0  # weighted 0
     dead = [2, 4, 7, 9]
     kwargs = dict(use_sigmoid=use_sigmoid, weight=weight, ignore_index=255)
-    clean_loss, clean_grad = _loss_and_grad(z, labels, **kwargs)
-    loss, grad = _loss_and_grad(_poison(z, dead), labels, **kwargs)
+    clean_loss, clean_grad = _loss_and_grad(backend, z, labels, **kwargs)
+    loss, grad = _loss_and_grad(backend, _poison(z, dead), labels, **kwargs)
     assert torch.isfinite(loss) and torch.equal(loss, clean_loss)
     assert torch.isfinite(grad).all()
     assert not grad[dead].any()
@@ -59,8 +58,8 @@ def test_zero_weight_elements_are_inert_in_sigmoid_mode(backend):
     rows = torch.tensor([0, 1, 2, 3, 5])  # row 4 is background: all negatives
     mask[rows, labels[rows]] = False  # the positives keep their logits
     bad = torch.where(mask, torch.tensor(math.nan), z)
-    loss, grad = _loss_and_grad(bad, labels, alpha=1.0)
-    clean_loss, _ = _loss_and_grad(z, labels, alpha=1.0)
+    loss, grad = _loss_and_grad(backend, bad, labels, alpha=1.0)
+    clean_loss, _ = _loss_and_grad(backend, z, labels, alpha=1.0)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
     torch.testing.assert_close(loss, clean_loss)
     assert not grad[mask].any()
@@ -73,7 +72,7 @@ def test_zero_weight_elements_are_inert_in_sigmoid_mode(backend):
     ([[-math.inf, 0.0, 1.0]], True),  # a confidently wrong positive: inf
 ])
 def test_a_nonfinite_logit_that_counts_shows_in_the_loss(backend, logits, use_sigmoid):
-    loss, grad = _loss_and_grad(torch.tensor(logits), torch.tensor([0]),
+    loss, grad = _loss_and_grad(backend, torch.tensor(logits), torch.tensor([0]),
                                 use_sigmoid=use_sigmoid)
     assert not torch.isfinite(loss)
 
@@ -89,8 +88,8 @@ def test_dense_ignored_pixels_are_inert(backend):
     ignored = (labels == 255).unsqueeze(1).expand_as(z)
     bad[ignored] = torch.tensor([math.nan, math.inf, -math.inf]).repeat(
         int(ignored.sum()) // 3 + 1)[:int(ignored.sum())]
-    clean_loss, clean_grad = _loss_and_grad(z, labels, use_sigmoid=False, ignore_index=255)
-    loss, grad = _loss_and_grad(bad, labels, use_sigmoid=False, ignore_index=255)
+    clean_loss, clean_grad = _loss_and_grad(backend, z, labels, use_sigmoid=False, ignore_index=255)
+    loss, grad = _loss_and_grad(backend, bad, labels, use_sigmoid=False, ignore_index=255)
     assert torch.equal(loss, clean_loss)
     assert not grad[ignored].any()
     torch.testing.assert_close(grad, clean_grad, rtol=0, atol=0)

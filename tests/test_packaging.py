@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, link_data
+from testkit import ROOT, link_data
 
 pytestmark = pytest.mark.slow  # builds and installs wheels
 

@@ -20,8 +20,8 @@ from mmengine.runner import Runner
 from dfl_mm import DualFocalLoss, dual_focal_loss, mmengine_checkpoint_loading, ops
 from dfl_mm.models.adaptive import AdaptiveClassWeight
 
-from conftest import ROOT
 from crafted_pickles import glob, text, write_checkpoint
+from testkit import ROOT
 
 
 # ------------------------------------------------ a real runner on a tiny model

@@ -8,7 +8,7 @@ import torch
 
 from dfl_mm import mmengine_checkpoint_loading
 
-from conftest import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
+from testkit import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
 
 pytestmark = pytest.mark.slow  # trains real segmenters end to end
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from dfl_mm.apis.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
 
-from conftest import ROOT
+from testkit import ROOT
 
 
 def _zoo(rel):

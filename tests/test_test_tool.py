@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, link_data
+from testkit import ROOT, link_data
 
 pytestmark = pytest.mark.slow  # trains and tests real models
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything (see tools/install.sh) and run the test suite.
 #   bash tools/run_tests.sh                     the whole suite (what CI runs)
-#   bash tools/run_tests.sh tests/test_state.py -x   what you name, with pytest's flags
+#   bash tools/run_tests.sh tests/test_adaptive.py -x   what you name, with pytest's flags
 #   bash tools/run_tests.sh -m "not slow"       the fast inner loop (flags alone: all of tests/)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -340,3 +340,28 @@ def test_kept_gradients_are_handed_out_once_and_recomputed_after(kernel):
     zc = z.detach().clone().requires_grad_()
     dual_focal_loss(zc, labels, 1.7, use_sigmoid=False).backward()
     torch.testing.assert_close(once, zc.grad, rtol=2e-4, atol=1e-7)
+
+
+def test_the_abi_handshake_checks_the_structs_at_load():
+    """The library reports the sizes and field offsets of DflArgs / DflOut; the loader
+    compares them with its ctypes mirrors (a mismatch: the backend is unavailable)."""
+    import ctypes
+
+    lib = cpu_kernel._load()
+    if lib is None:
+        pytest.skip(f'C kernel unavailable: {cpu_kernel.unavailable()}')
+    cpu_kernel.check_abi(lib)  # the real library agrees
+    expected = cpu_kernel.abi()
+    assert expected[:2] == [ctypes.sizeof(cpu_kernel.DflArgs), ctypes.sizeof(cpu_kernel.DflOut)]
+
+    class Shifted:  # a library whose DflArgs has grown a field
+        class dfl_abi:  # noqa: N801  (the C symbol's name)
+            argtypes = restype = None
+
+            def __new__(cls, out, n):
+                for i in range(n):
+                    out[i] = expected[i] + (8 if i == 0 else 0)
+                return n
+
+    with pytest.raises(RuntimeError, match='ABI mismatch'):
+        cpu_kernel.check_abi(Shifted)

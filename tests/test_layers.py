@@ -91,3 +91,20 @@ def test_torch_only_layers_import_with_frameworks_and_upper_layers_blocked(layer
                           timeout=300, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'imported {len(modules)} modules' in proc.stdout
+
+
+def test_every_backend_has_the_backend_surface():
+    """Each module of ``ops.BACKENDS`` satisfies the ``Backend`` protocol: the names,
+    and the parameters of each function in the protocol's order."""
+    import inspect
+
+    from dfl_mm import ops
+    assert {b.NAME for b in ops.BACKENDS} == {'reference', 'cpu', 'triton'}
+    for backend in ops.BACKENDS:
+        assert isinstance(backend, ops.Backend), backend.NAME
+        assert isinstance(backend.NAME, str)
+        assert backend.AUTO_DEVICES is None or isinstance(backend.AUTO_DEVICES, tuple)
+        for name in ('applies', 'unavailable', 'forward', 'backward', 'forward_backward'):
+            wanted = list(inspect.signature(getattr(ops.Backend, name)).parameters)[1:]
+            got = list(inspect.signature(getattr(backend, name)).parameters)
+            assert got == wanted, (backend.NAME, name, got, wanted)

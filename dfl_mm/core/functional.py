@@ -65,22 +65,20 @@ class _DualFocalFunction(torch.autograd.Function):
             out, backend, grads = ops.forward(backend, inputs, gamma, reduce_sum,
                                               with_grad, scale)
         ctx.backend = backend
-        ctx.inputs = inputs
+        ctx.options = inputs.options  # tensor-free: the tensors are saved
         ctx.reduce_sum = reduce_sum
         ctx.scale = scale
         # kept on ctx, not saved: backward hands them out once (no copy) and a
         # second backward (retain_graph) recomputes them from the saved inputs
         ctx.grads = grads
         ctx.save_for_backward(gamma, *inputs.tensors())
-        inputs.replace_tensors((None, ) * 5)  # only saved tensors are kept
         # half-precision logits: the loss in float32, as torch's losses under autocast
         return out.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         gamma, *tensors = ctx.saved_tensors
-        inputs: LossInputs = ctx.inputs
-        inputs.replace_tensors(tensors)
+        inputs = LossInputs.from_parts(tensors, ctx.options)
         need_logits, need_gamma = ctx.needs_input_grad[:2]
         grads, ctx.grads = ctx.grads, None
         backend = ctx.backend

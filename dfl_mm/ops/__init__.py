@@ -31,11 +31,12 @@ from typing import Dict, FrozenSet, Tuple
 import torch
 
 from . import cpu, reference, triton_kernels
-from .inputs import CallRefused, KernelMode, LossInputs
+from .inputs import Backend, CallRefused, LossInputs, LossOptions
+from .triton_kernels import KernelMode
 
-__all__ = ['BACKENDS', 'SETTINGS', 'BackendFallbackWarning', 'TritonFallbackWarning',
-           'LossInputs', 'KernelMode', 'CallRefused', 'setting', 'use', 'select', 'forward',
-           'forward_backward', 'backward']
+__all__ = ['BACKENDS', 'SETTINGS', 'Backend', 'BackendFallbackWarning',
+           'TritonFallbackWarning', 'LossInputs', 'LossOptions', 'KernelMode', 'CallRefused',
+           'setting', 'use', 'select', 'forward', 'forward_backward', 'backward']
 
 # the order in which 'auto' tries them (the reference takes what is left)
 BACKENDS = (triton_kernels, cpu, reference)

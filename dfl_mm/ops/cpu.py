@@ -135,13 +135,36 @@ ENTRY_POINTS = ('sigmoid_forward', 'sigmoid_backward', 'softmax_forward',
 
 
 def _open(path: str):
-    """Load the library and declare its entry points: int f(const DflArgs*, DflOut*)."""
+    """Load the library, check the ABI handshake and declare its entry points:
+    int f(const DflArgs*, DflOut*)."""
     lib = ctypes.CDLL(path)
+    check_abi(lib)
     for name in ENTRY_POINTS:
         function = getattr(lib, f'dfl_{name}')
         function.argtypes = [ctypes.POINTER(DflArgs), ctypes.POINTER(DflOut)]
         function.restype = ctypes.c_int
     return lib
+
+
+def abi() -> list:
+    """What ``dfl_abi`` in the C source must report: the sizes of the two structs
+    and the offsets of their fields, in order, as the ctypes mirrors lay them out."""
+    return ([ctypes.sizeof(DflArgs), ctypes.sizeof(DflOut)]
+            + [getattr(DflArgs, name).offset for name, _ in DflArgs._fields_]
+            + [getattr(DflOut, name).offset for name, _ in DflOut._fields_])
+
+
+def check_abi(lib) -> None:
+    """Raise RuntimeError unless the library's structs are laid out as the mirrors."""
+    expected = abi()
+    reported = (ctypes.c_int64 * len(expected))()
+    lib.dfl_abi.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
+    lib.dfl_abi.restype = ctypes.c_int64
+    count = lib.dfl_abi(reported, len(expected))
+    if count != len(expected) or list(reported) != expected:
+        raise RuntimeError(f'ABI mismatch between csrc/dfl_cpu.c ({count} entries: '
+                           f'{list(reported)}) and the ctypes mirrors ({expected}): '
+                           'DflArgs / DflOut differ')
 
 
 NAME = 'cpu'

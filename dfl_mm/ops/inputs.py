@@ -4,14 +4,13 @@
 (B batch, C classes, S spatial positions; S = 1 for (N, C) logits); the PyTorch
 core, the C kernel and the Triton kernels all take that one ``LossInputs``.
 """
-import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ['LossInputs', 'KernelMode', 'CallRefused']
+__all__ = ['LossInputs', 'LossOptions', 'CallRefused', 'Backend']
 
 
 class CallRefused(RuntimeError):
@@ -19,13 +18,13 @@ class CallRefused(RuntimeError):
     the registry routes the call elsewhere without switching the backend off."""
 
 
-class KernelMode(enum.IntEnum):
-    """What one kernel launch computes."""
+@dataclass(frozen=True)
+class LossOptions:
+    """The tensor-free part of a call (what autograd keeps besides saved tensors)."""
 
-    SUM = 0  # per-program partial sums of the weighted loss
-    MAP = 1  # the weighted element loss map (B, C, S)
-    GRAD = 2  # d loss / d logits (B, C, S) and d loss / d gamma
-    SUM_AND_GRAD = 3  # both in one launch (a forward pass that needs gradients)
+    alpha: Optional[float] = None
+    ignore_index: Optional[int] = None
+    use_sigmoid: bool = True
 
 
 @dataclass
@@ -43,8 +42,8 @@ class LossInputs:
         use_sigmoid (bool): sigmoid (per class) or softmax (per row) mode.
     """
 
-    logits: Optional[Tensor]
-    target: Optional[Tensor]
+    logits: Tensor
+    target: Tensor
     row_weight: Optional[Tensor] = None
     elem_weight: Optional[Tensor] = None
     class_weight: Optional[Tensor] = None
@@ -61,10 +60,42 @@ class LossInputs:
     def soft_target(self) -> bool:
         return self.target.is_floating_point()
 
+    @property
+    def options(self) -> LossOptions:
+        return LossOptions(self.alpha, self.ignore_index, self.use_sigmoid)
+
     def tensors(self):
+        """(logits, target, row_weight, elem_weight, class_weight): what autograd saves."""
         return (self.logits, self.target, self.row_weight, self.elem_weight,
                 self.class_weight)
 
-    def replace_tensors(self, tensors) -> None:
-        (self.logits, self.target, self.row_weight, self.elem_weight,
-         self.class_weight) = tensors
+    @classmethod
+    def from_parts(cls, tensors: Sequence[Optional[Tensor]],
+                   options: LossOptions) -> 'LossInputs':
+        """The inputs again from :meth:`tensors` and :attr:`options`."""
+        return cls(*tensors, options.alpha, options.ignore_index, options.use_sigmoid)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The surface every backend module has (``dfl_mm.ops.BACKENDS``; a test checks
+    each against it, names and parameters): what the registry calls."""
+
+    NAME: str
+    AUTO_DEVICES: Optional[Tuple[str, ...]]  # device types 'auto' uses it on (None: all)
+
+    def applies(self, inputs: LossInputs, gamma, reduce_sum: bool) -> bool:
+        """Pure: whether it implements this call (no environment, no compiling)."""
+
+    def unavailable(self, inputs: LossInputs) -> Optional[str]:
+        """Why it can not run here (not installed, build or probe failed), cached."""
+
+    def forward(self, inputs: LossInputs, gamma: Tensor, reduce_sum: bool) -> Tensor:
+        """The summed loss (0-d) or the element map (B, C, S)."""
+
+    def backward(self, inputs: LossInputs, gamma: Tensor, grad_out: Tensor,
+                 reduce_sum: bool) -> Tuple[Tensor, Tensor]:
+        """(d / d logits, d / d gamma), already times ``grad_out``."""
+
+    def forward_backward(self, inputs: LossInputs, gamma: Tensor, scale: float):
+        """The sum and its gradients, all times ``scale``, in one pass."""

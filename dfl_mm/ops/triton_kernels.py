@@ -21,12 +21,13 @@ kinds against the reference (loss, both gradients, the loss map and, for
 softmax, the fused launch); a compile or launch error, or a mismatch, is the
 reason they are unavailable there.
 """
+import enum
 from typing import Dict, Optional, Tuple
 
 import torch
 
 from . import reference
-from .inputs import KernelMode, LossInputs
+from .inputs import LossInputs
 from .reference import LN2, TAIL
 
 try:
@@ -35,8 +36,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ['NAME', 'AUTO_DEVICES', 'available', 'applies', 'unavailable', 'probe',
-           'forward', 'backward', 'forward_backward']
+__all__ = ['NAME', 'AUTO_DEVICES', 'KernelMode', 'available', 'applies', 'unavailable',
+           'probe', 'forward', 'backward', 'forward_backward']
 
 NAME = 'triton'
 AUTO_DEVICES = ('cuda', )
@@ -48,6 +49,15 @@ SOFTMAX_ROWS = 32  # rows per softmax tile (each with all its classes)
 MAX_CLASS_BLOCK = 32  # the sigmoid kernel's widest class tile
 # what the kernels read of the incoming gradient
 UPSTREAM_NONE, UPSTREAM_SCALAR, UPSTREAM_MAP, UPSTREAM_VALUE = 0, 1, 2, 3
+
+
+class KernelMode(enum.IntEnum):
+    """What one kernel launch computes."""
+
+    SUM = 0  # per-program partial sums of the weighted loss
+    MAP = 1  # the weighted element loss map (B, C, S)
+    GRAD = 2  # d loss / d logits (B, C, S) and d loss / d gamma
+    SUM_AND_GRAD = 3  # both in one launch (a forward pass that needs gradients)
 
 
 def available() -> bool:

@@ -23,6 +23,7 @@
  * and returns a DflStatus; dfl_mm/ops/cpu.py mirrors the two structs once.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,23 @@ typedef struct {
 } DflOut;
 
 typedef enum { DFL_OK = 0, DFL_NO_MEMORY = 1, DFL_BAD_ARGS = 2 } DflStatus;
+
+/* The ABI handshake: the sizes of DflArgs and DflOut, then the offset of each of
+ * their fields in order, into out[0 .. n). The loader (ops/cpu.py) compares them
+ * with its ctypes mirrors before the first call; returns how many it knows. */
+#define DFL_ABI_ENTRIES 18
+int64_t dfl_abi(int64_t *out, int64_t n) {
+  const int64_t abi[DFL_ABI_ENTRIES] = {
+      (int64_t)sizeof(DflArgs), (int64_t)sizeof(DflOut),
+      offsetof(DflArgs, logits), offsetof(DflArgs, labels), offsetof(DflArgs, row_weight),
+      offsetof(DflArgs, pos_weight), offsetof(DflArgs, neg_weight), offsetof(DflArgs, batch),
+      offsetof(DflArgs, classes), offsetof(DflArgs, spatial), offsetof(DflArgs, has_ignore),
+      offsetof(DflArgs, ignore_index), offsetof(DflArgs, gamma), offsetof(DflArgs, scale),
+      offsetof(DflArgs, grad), offsetof(DflArgs, threads),
+      offsetof(DflOut, loss), offsetof(DflOut, grad_gamma)};
+  for (int64_t i = 0; i < n && i < DFL_ABI_ENTRIES; i++) out[i] = abi[i];
+  return DFL_ABI_ENTRIES;
+}
 
 typedef union { float f; int32_t i; } Bits;
 INLINE float as_float(int32_t i) { return (Bits){.i = i}.f; }

@@ -108,3 +108,14 @@ def test_every_backend_has_the_backend_surface():
             wanted = list(inspect.signature(getattr(ops.Backend, name)).parameters)[1:]
             got = list(inspect.signature(getattr(backend, name)).parameters)
             assert got == wanted, (backend.NAME, name, got, wanted)
+
+
+def test_no_function_of_the_package_is_60_lines_or_longer():
+    """Small functions that each do one job (docstrings included)."""
+    longest = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                longest.append((length, f'{path.relative_to(ROOT)}:{node.name}'))
+    assert max(longest)[0] < 60, sorted(longest)[-3:]

@@ -243,8 +243,15 @@ def check_call_options(logits, target, *, use_sigmoid, alpha, reduction, avg_fac
 
 
 def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
-                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0) -> None:
+                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0,
+                   activated=False, iou_weighted=False, channels_last=False) -> None:
     """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
+    for name, value in (('activated', activated), ('iou_weighted', iou_weighted),
+                        ('channels_last', channels_last), ('avg_non_ignore', avg_non_ignore)):
+        if not isinstance(value, bool):
+            raise TypeError(f'{name} must be True or False, got {value!r}')
+    if activated and not use_sigmoid:
+        raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
     if num_classes is not None and (isinstance(num_classes, bool) or
                                     not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
@@ -257,8 +264,15 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
     if not math.isfinite(loss_weight):
         raise ValueError(f'loss_weight must be a finite number, got {loss_weight}')
     check_ignore_index(ignore_index)
-    if not isinstance(avg_non_ignore, bool):
-        raise TypeError(f'avg_non_ignore must be True or False, got {avg_non_ignore!r}')
+
+
+def check_gamma_scale(gamma_ceiling, gamma_scale, gamma_max) -> None:
+    """The adaptive per-class exponents must stay within the functional's bound."""
+    highest = gamma_ceiling + gamma_scale
+    if gamma_scale and highest > gamma_max:
+        raise ValueError(f'adaptive_weight gamma_scale={gamma_scale} would raise gamma to '
+                         f'{highest}; gamma (or gamma_max) + gamma_scale must be '
+                         f'<= {gamma_max}')
 
 
 def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> None:
@@ -276,8 +290,9 @@ def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> N
 CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')
 
 
-def load_class_weight(class_weight) -> Optional[list]:
-    """Class weights from a list or a file (.npy, or .pkl/.json/.yaml), as in mmseg."""
+def load_class_weight(class_weight, num_classes=None) -> Optional[list]:
+    """Class weights from a list or a file (.npy, or .pkl/.json/.yaml), as in mmseg;
+    ``num_classes`` of them when it is given."""
     if class_weight is None:
         return None
     if isinstance(class_weight, str):
@@ -299,6 +314,9 @@ def load_class_weight(class_weight) -> Optional[list]:
         raise ValueError('class_weight must be non-negative finite numbers, got []')
     check_values('class_weight', torch.tensor(values, dtype=torch.float64),
                  'non-negative finite numbers', 0, low_open=False)
+    if num_classes is not None and len(values) != num_classes:
+        raise ValueError(f'class_weight has {len(values)} values, expected '
+                         f'num_classes={num_classes}')
     return values
 
 

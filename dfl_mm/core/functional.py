@@ -126,21 +126,13 @@ def _as_gamma(gamma, channels, like: Tensor, checks: Checks) -> Tensor:
     return gamma
 
 
-def dual_focal_loss(logits: Tensor,
-                    target: Tensor,
-                    gamma: Union[float, Tensor] = 2.0,
-                    *,
-                    use_sigmoid: bool = True,
-                    weight: Optional[Tensor] = None,
+def dual_focal_loss(logits: Tensor, target: Tensor, gamma: Union[float, Tensor] = 2.0, *,
+                    use_sigmoid: bool = True, weight: Optional[Tensor] = None,
                     class_weight: Optional[Union[Tensor, list]] = None,
-                    class_weight_mode: str = 'element',
-                    alpha: Optional[float] = None,
-                    ignore_index: Optional[int] = None,
-                    reduction: str = 'mean',
+                    class_weight_mode: str = 'element', alpha: Optional[float] = None,
+                    ignore_index: Optional[int] = None, reduction: str = 'mean',
                     avg_factor: Optional[Union[float, Tensor]] = None,
-                    form: str = 'arxiv2019',
-                    beta: float = 1.0,
-                    rho: float = 1.0) -> Tensor:
+                    form: str = 'arxiv2019', beta: float = 1.0, rho: float = 1.0) -> Tensor:
     """Dual Focal Loss of logits against labels or float targets.
 
     .. math::
@@ -174,24 +166,20 @@ def dual_focal_loss(logits: Tensor,
             of 1 and ``1 - alpha`` for targets of 0 (default: equal). In the
             Neurocomputing form (both modes): the coefficient of
             ``|y - p|^gamma``, a finite number (default 1).
-        ignore_index (int, optional): label to leave out, whatever its value
-            (a valid class id leaves that class's rows out, as in mmseg).
+        ignore_index (int, optional): label to leave out, whatever its value.
         reduction (str): 'none' (element map shaped like ``logits``),
             'mean' (sum / ``avg_factor``, or over all elements) or 'sum'.
         avg_factor (float | Tensor, optional): divisor for 'mean', >= 0.
         form (str): 'arxiv2019' (the definition above, every backend) or
-            'neurocomputing2021' (docs/DFL_SPEC.md section 8; torch ops).
-        beta (float): Neurocomputing form: weight of the false classes' term, >= 0.
-        rho (float): Neurocomputing form: ``rho >= 1`` in ``ln(rho - p)``.
+            'neurocomputing2021' (docs/DFL_SPEC.md section 8; torch ops), whose
+            ``beta`` >= 0 weighs the false classes' term and ``rho`` >= 1.
 
     Returns:
-        Tensor: the loss, in the dtype of ``logits`` (float32 for float16 /
-        bfloat16 logits; their gradients stay in the logits' dtype).
+        Tensor: the loss in the logits' dtype (float32 for float16 / bfloat16).
 
     Example:
-        >>> logits = torch.randn(8, 3, requires_grad=True)
         >>> labels = torch.tensor([0, 1, 2, 3, 3, 1, 0, 3])  # 3 = background
-        >>> dual_focal_loss(logits, labels, gamma=2.0).backward()
+        >>> dual_focal_loss(torch.randn(8, 3, requires_grad=True), labels).backward()
     """
     return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
                             class_weight, alpha, ignore_index, reduction=reduction,

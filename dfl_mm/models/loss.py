@@ -10,6 +10,7 @@ from ..core import conventions
 from ..core.checks import (
     assigned_labels,
     check_call,
+    check_gamma_scale,
     check_ignore_index,
     check_settings,
     load_class_weight,
@@ -131,14 +132,9 @@ class DualFocalLoss(nn.Module):
         check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
                        alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
                        ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
-                       form=form, beta=beta, rho=rho)
+                       form=form, beta=beta, rho=rho, activated=activated,
+                       iou_weighted=iou_weighted, channels_last=channels_last)
         self.form, self.beta, self.rho = form, float(beta), float(rho)
-        for name, value in (('activated', activated), ('iou_weighted', iou_weighted),
-                            ('channels_last', channels_last)):
-            if not isinstance(value, bool):
-                raise TypeError(f'{name} must be True or False, got {value!r}')
-        if activated and not use_sigmoid:
-            raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
         self.activated, self.iou_weighted = activated, iou_weighted
         self.channels_last = channels_last
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
@@ -151,16 +147,11 @@ class DualFocalLoss(nn.Module):
         self.exponent = build_gamma(gamma, learnable_gamma, num_classes, gamma_min, gamma_max,
                                     gamma_reg)
         self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
-        if self.adaptive is not None and self.adaptive.gamma_scale:
-            highest = (gamma_max if learnable_gamma else gamma) + self.adaptive.gamma_scale
-            if highest > GAMMA_MAX:
-                raise ValueError(f'adaptive_weight gamma_scale={self.adaptive.gamma_scale} '
-                                 f'would raise gamma to {highest}; gamma (or gamma_max) + '
-                                 f'gamma_scale must be <= {GAMMA_MAX}')
-        weights = None if self.adaptive is not None else load_class_weight(class_weight)
-        if weights is not None and num_classes is not None and len(weights) != num_classes:
-            raise ValueError(f'class_weight has {len(weights)} values, expected '
-                             f'num_classes={num_classes}')
+        if self.adaptive is not None:
+            check_gamma_scale(gamma_max if learnable_gamma else gamma,
+                              self.adaptive.gamma_scale, GAMMA_MAX)
+        weights = None if self.adaptive is not None else load_class_weight(
+            class_weight, num_classes)
         self.register_buffer(
             'class_weight', None if weights is None else torch.tensor(weights),
             persistent=False)
@@ -203,14 +194,10 @@ class DualFocalLoss(nn.Module):
                 state_dict[f'{prefix}exponent.{name}'] = state_dict.pop(prefix + name)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self,
-                pred: Tensor,
-                target: Tensor,
-                weight: Optional[Tensor] = None,
+    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[float, Tensor]] = None,
                 reduction_override: Optional[str] = None,
-                ignore_index: Optional[int] = None,
-                **kwargs) -> Tensor:
+                ignore_index: Optional[int] = None, **kwargs) -> Tensor:
         """Loss of ``pred`` against ``target`` in mmdet's or mmseg's convention.
 
         A call that raises changes no state: the adaptive statistics count a
@@ -218,15 +205,13 @@ class DualFocalLoss(nn.Module):
         projection of the learnable exponent (at a step's first call) is undone.
 
         Args:
-            pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W)
-                logits (mmseg).
+            pred (Tensor): (N, C) anchor scores (mmdet) or (B, C, H, W) logits.
             target (Tensor | tuple): labels (N,) / (B, H, W), targets shaped
                 like ``pred`` (floats, sigmoid mode, e.g. VFNet's IoU-aware
                 map, or an integer one-hot map), or QualityFocalLoss's
                 ``(labels (N,), scores (N,))``.
-            weight (Tensor, optional): (N,), (N, 1), (N, C) (also flattened
-                to (N * C,), as mmdet's FocalLoss takes it) or (B, H, W);
-                non-negative.
+            weight (Tensor, optional): (N,), (N, 1), (N, C) (or flattened, as
+                mmdet's FocalLoss takes it) or (B, H, W); non-negative.
             avg_factor (float | Tensor, optional): divisor of 'mean', >= 0.
             reduction_override (str, optional): 'none', 'mean' or 'sum'.
             ignore_index (int, optional): overrides the module's.
@@ -234,14 +219,11 @@ class DualFocalLoss(nn.Module):
         Returns:
             Tensor: the scalar loss ('mean'/'sum', including the gamma pull),
             (N, C) for mmdet's 'none', (N,) with a ``(labels, scores)`` target
-            or (B, H, W) for mmseg's; float32 for
-            half-precision ``pred`` (as torch's losses under autocast).
+            or (B, H, W) for mmseg's; float32 for half-precision ``pred``.
         """
         if self.channels_last and isinstance(pred, Tensor) and pred.dim() > 2:
-            rows = conventions.channels_last_rows(pred, target, weight)
-            out = self.forward(*rows, avg_factor=avg_factor,
-                               reduction_override=reduction_override,
-                               ignore_index=ignore_index, **kwargs)
+            out = self.forward(*conventions.channels_last_rows(pred, target, weight),
+                               avg_factor, reduction_override, ignore_index, **kwargs)
             return out.view(pred.shape) if out.dim() else out
         ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
             ignore_index)
@@ -251,6 +233,43 @@ class DualFocalLoss(nn.Module):
         per_row = labels is not None  # QualityFocalLoss's 'none' is per row
         check_call(pred, target, reduction_override, ignore_index, kwargs)
         reduction = reduction_override or self.reduction
+        pred, target, weight, avg_factor = self._convention(pred, target, weight, avg_factor,
+                                                            reduction, ignore_index, per_row)
+        if self.adaptive is not None and labels is None:
+            labels = assigned_labels(target) if target.is_floating_point() else target
+        # a call that raises changes no state: the projection is undone, and a call
+        # is counted once its loss is computed; only calls that train count
+        # (not evaluation, nor mmseg's OHEM sampler ranking pixels under no_grad)
+        projecting = self.training and not torch.compiler.is_compiling()
+        counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
+        with self.exponent.call() if projecting else nullcontext():
+            gamma = self.current_gamma()
+            loss = self._loss(pred, target, gamma, weight, ignore_index, reduction, avg_factor)
+            if counting:  # checked and computed: count it
+                self.adaptive.count(pred, labels, ignore_index, self.use_sigmoid)
+            loss = conventions.finish(loss, pred, reduction, per_row=per_row)
+            if self.learnable_gamma and reduction != 'none':
+                pull = self.gamma_pull(gamma)
+                self.last_gamma_pull = pull.detach()
+                loss = loss + pull.to(loss.dtype)
+        return self.loss_weight * loss
+
+    def _loss(self, pred, target, gamma, weight, ignore_index, reduction, avg_factor):
+        """The functional's loss with this module's class weights and exponents (the
+        adaptive ones from the steps before this call)."""
+        class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
+            else self.adaptive.weights_for(pred, target)
+        offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
+        focus = gamma if offsets is None else gamma + offsets.to(pred.device)
+        return dual_focal_loss(
+            pred, target, focus, use_sigmoid=self.use_sigmoid, weight=weight,
+            class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
+            ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
+            form=self.form, beta=self.beta, rho=self.rho)
+
+    def _convention(self, pred, target, weight, avg_factor, reduction, ignore_index,
+                    per_row):
+        """mmdet's or mmseg's call as the functional's (pred, target, weight, avg_factor)."""
         target = one_hot_as_target(pred, target, self.use_sigmoid,
                                    as_labels=self.adaptive is not None)
         adapt = conventions.pixels if pred.dim() > 2 else conventions.anchors
@@ -264,32 +283,7 @@ class DualFocalLoss(nn.Module):
             weight = conventions.quality_weight(target, weight)
         if self.activated:
             pred = conventions.from_probabilities(pred)
-        if self.adaptive is not None and labels is None:
-            labels = assigned_labels(target) if target.is_floating_point() else target
-        # a call that raises changes no state: the projection is undone, and a call
-        # is counted once its loss is computed; only calls that train count
-        # (not evaluation, nor mmseg's OHEM sampler ranking pixels under no_grad)
-        projecting = self.training and not torch.compiler.is_compiling()
-        counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
-        with self.exponent.call() if projecting else nullcontext():
-            class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
-                else self.adaptive.weights_for(pred, target)
-            gamma = self.current_gamma()
-            offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
-            focus = gamma if offsets is None else gamma + offsets.to(pred.device)
-            loss = dual_focal_loss(
-                pred, target, focus, use_sigmoid=self.use_sigmoid, weight=weight,
-                class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
-                ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
-                form=self.form, beta=self.beta, rho=self.rho)
-            if counting:  # checked and computed: count it
-                self.adaptive.count(pred, labels, ignore_index, self.use_sigmoid)
-            loss = conventions.finish(loss, pred, reduction, per_row=per_row)
-            if self.learnable_gamma and reduction != 'none':
-                pull = self.gamma_pull(gamma)
-                self.last_gamma_pull = pull.detach()
-                loss = loss + pull.to(loss.dtype)
-        return self.loss_weight * loss
+        return pred, target, weight, avg_factor
 
     def extra_repr(self) -> str:
         parts = [f'form={self.form!r}'] + [f'beta={self.beta}, rho={self.rho}'] * (

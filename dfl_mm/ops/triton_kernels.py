@@ -287,6 +287,43 @@ if triton is not None:
                gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 
     @triton.jit
+    def _normaliser(z_raw, c, mask, row_ok, BLOCK_C: tl.constexpr):
+        """The softmax normaliser from one exp per element: e_c = exp(z_c - m2) (c
+        not the argmax m, m2 the largest logit but the argmax's), rest = sum e_c;
+        then p_c = e_c exp(m2 - lse), pi_c = p_c / (1 - p_m) = e_c / rest."""
+        z_max = tl.where(row_ok, tl.max(z_raw, axis=0), 0.0)
+        first = tl.min(tl.where(z_raw == z_max[None, :], c, BLOCK_C), axis=0)
+        is_max = c == first[None, :]
+        others = mask & (is_max == 0)
+        m2 = tl.where(row_ok, tl.max(tl.where(others, z_raw, -float('inf')), axis=0), 0.0)
+        e_rest = tl.where(others, tl.exp(z_raw - m2[None, :]), 0.0)
+        rest = tl.sum(e_rest, axis=0)
+        d = m2 + tl.log(rest) - z_max  # the argmax's log-odds, negated
+        neg_log_pmax = _log1p(tl.exp(d))
+        # a +inf logit: a NaN loss, not a finite one with NaN gradients
+        lse = tl.where(z_max == float('inf'), float('nan'), z_max + neg_log_pmax)
+        return is_max, others, m2, e_rest, rest, d, neg_log_pmax, lse
+
+    @triton.jit
+    def _negative_loss(e_gamma, one_minus):
+        """-ln(1 - E) of a negative; 1 - E below 1/2 is exact: log1p(-E) (Kahan) there."""
+        arg = tl.where(e_gamma < 0.5, 1.0 - e_gamma, one_minus)
+        log_arg = tl.log(arg)
+        return tl.where(e_gamma < 0.5,
+                        tl.where(arg == 1.0, e_gamma, log_arg * e_gamma / (arg - 1.0)),
+                        -log_arg)
+
+    @triton.jit
+    def _mixed_grad(h, g_max, is_max, e_rest, rest, p_rest, p_max, w, mask):
+        """d loss / d z_j = h_j - p_j K - pi_j g_m, K = sum h; a row whose every
+        element weighs 0 gets no gradient."""
+        k = tl.sum(h, axis=0)
+        grad_z = tl.where(is_max, (g_max - p_max * k)[None, :],
+                          h - e_rest * (p_rest * k + g_max / rest)[None, :])
+        active = tl.max(tl.where(w != 0.0, 1, 0), axis=0) > 0
+        return tl.where(active[None, :] & mask, grad_z, 0.0)
+
+    @triton.jit
     def _softmax_kernel(z_ptr, label_ptr, gamma_ptr, row_w_ptr, elem_w_ptr, class_w_ptr,
                         upstream_ptr, out_ptr, grad_ptr, gamma_grad_ptr,
                         n_rows, C, S, ignore_index, alpha, factor,
@@ -300,20 +337,8 @@ if triton is not None:
         row_ok = rows < n_rows
         c = cls[:, None] + tl.zeros([BLOCK_C, BLOCK_R], dtype=tl.int32)
         z_raw = tl.load(z_ptr + offs, mask=mask, other=-float('inf')).to(tl.float32)
-        z_max = tl.where(row_ok, tl.max(z_raw, axis=0), 0.0)
-        first = tl.min(tl.where(z_raw == z_max[None, :], c, BLOCK_C), axis=0)
-        is_max = c == first[None, :]
-        # the normaliser from one exp per element: e_c = exp(z_c - m2) (c != m,
-        # m2 the largest logit but the argmax's), rest = sum e_c; then
-        # p_c = e_c exp(m2 - lse), pi_c = p_c / (1 - p_m) = e_c / rest
-        others = mask & (is_max == 0)
-        m2 = tl.where(row_ok, tl.max(tl.where(others, z_raw, -float('inf')), axis=0), 0.0)
-        e_rest = tl.where(others, tl.exp(z_raw - m2[None, :]), 0.0)
-        rest = tl.sum(e_rest, axis=0)
-        d = m2 + tl.log(rest) - z_max  # the argmax's log-odds, negated
-        neg_log_pmax = _log1p(tl.exp(d))
-        # a +inf logit: a NaN loss, not a finite one with NaN gradients
-        lse = tl.where(z_max == float('inf'), float('nan'), z_max + neg_log_pmax)
+        is_max, others, m2, e_rest, rest, d, neg_log_pmax, lse = _normaliser(
+            z_raw, c, mask, row_ok, BLOCK_C)
         z = tl.where(mask, z_raw, 0.0)
         log_p = z - lse[None, :]
         label = tl.load(label_ptr + rows, mask=row_ok, other=0)
@@ -342,14 +367,9 @@ if triton is not None:
                                            MODE != 2, MODE >= 2)
         loss = z * 0.0
         if MODE != 2:
-            # 1 - E below 1/2 is exact: -ln D as log1p(-E) (Kahan) there
-            arg = tl.where(e_gamma < 0.5, 1.0 - e_gamma, one_minus)
-            log_arg = tl.log(arg)
-            plain = tl.where(e_gamma < 0.5,
-                             tl.where(arg == 1.0, e_gamma, log_arg * e_gamma / (arg - 1.0)),
-                             -log_arg)
             loss = tl.where(is_max, loss_m[None, :],
-                            tl.where(is_label, loss_y[None, :], plain))
+                            tl.where(is_label, loss_y[None, :],
+                                     _negative_loss(e_gamma, one_minus)))
         grad_gamma = tl.where(is_max, gg_m[None, :],
                               tl.where(is_label, gg_y[None, :], log_p * ratio))
         grad_z = z * 0.0
@@ -358,15 +378,8 @@ if triton is not None:
             g_max = tl.where(row_ok, _times(sign_m * grad_u_m, _row_of(w, is_max)), 0.0)
             h_y = _times(grad_u_y / (1.0 - p_y), _row_of(w, is_label))
             h = tl.where(is_label, h_y[None, :], _times(gamma * ratio, w))
-            h = tl.where(others, h, 0.0)
-            k = tl.sum(h, axis=0)
-            p_rest = tl.exp(m2 - lse)
-            p_max = tl.exp(-neg_log_pmax)
-            grad_z = tl.where(is_max, (g_max - p_max * k)[None, :],
-                              h - e_rest * (p_rest * k + g_max / rest)[None, :])
-            # a row whose every element weighs 0 gets no gradient
-            active = tl.max(tl.where(w != 0.0, 1, 0), axis=0) > 0
-            grad_z = tl.where(active[None, :] & mask, grad_z, 0.0)
+            grad_z = _mixed_grad(tl.where(others, h, 0.0), g_max, is_max, e_rest, rest,
+                                 tl.exp(m2 - lse), tl.exp(-neg_log_pmax), w, mask)
         _store(loss, grad_z, grad_gamma, w, offs, cls, mask, C, program, out_ptr, grad_ptr,
                gamma_grad_ptr, MODE, PER_CLASS_GAMMA)
 

@@ -8,8 +8,7 @@ _base_ = './retinanet_r18_dfl_longtail_demo.py'
 data_root = 'data/dfl_manyclass_det/'
 num_classes = 36
 model = dict(bbox_head=dict(num_classes=num_classes, loss_cls=dict(num_classes=num_classes)))
-train_dataloader = dict(dataset=dict(type='DFLManyClassCocoDataset', data_root=data_root))
-val_dataloader = dict(dataset=dict(type='DFLManyClassCocoDataset', data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
-test_evaluator = val_evaluator
+dataset = dict(type='DFLManyClassCocoDataset', data_root=data_root)
+train_dataloader = dict(dataset=dataset)
+val_dataloader = test_dataloader = dict(dataset=dataset)
+val_evaluator = test_evaluator = dict(ann_file=data_root + 'annotations/val.json')

@@ -3,6 +3,7 @@ dict equals ``dfl_mm.apis.switch``'s preset of its kind, differs only where the 
 name says it does (a variant), and restates no default of ``DualFocalLoss``."""
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,17 @@ def test_config_losses_are_the_presets(config):
         restated = {k for k, v in loss.items() if k not in preset and k in defaults
                     and k not in allowed | {'loss_name'} and v == defaults[k]}
         assert not restated, f'{config.name} {path} restates defaults {sorted(restated)}'
+
+
+def test_each_entry_config_is_an_alias_of_the_model_it_inherits():
+    """The top-level entry configs are one-line children of a folder's config; the
+    metafile lists that config once, with the entry point as its alias."""
+    import yaml
+    for entry in sorted((ROOT / 'configs').glob('*.py')):
+        base = re.search(r"_base_ = '\./([\w/.-]+)'", entry.read_text()).group(1)
+        meta = yaml.safe_load((ROOT / 'configs' / Path(base).parent / 'metafile.yml')
+                              .read_text())
+        models = [m for m in meta['Models'] if m['Config'] == f'configs/{base}']
+        assert len(models) == 1, base
+        assert entry.stem in models[0]['Alias']
+        assert all(m['Config'] != f'configs/{entry.name}' for m in meta['Models'])

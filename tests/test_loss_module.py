@@ -379,9 +379,10 @@ def test_config_presets_and_the_switch_tool_are_one_source():
     defaults = {'gamma_min', 'gamma_max', 'gamma_reg', 'loss_weight'}
     assert not defaults & (set(det.dfl_loss_cls) | set(seg.dfl_loss))
     for entry, full in (('retinanet_dfl.py', 'retinanet/retinanet_r50_fpn_dfl_1x_coco.py'),
-                        ('deeplabv3_dfl.py', 'deeplabv3/deeplabv3_r50-d8_dfl_40k_cityscapes.py'),
+                        ('deeplabv3_dfl.py',
+                         'deeplabv3/deeplabv3_r50-d8_dfl_4xb2-40k_cityscapes-512x1024.py'),
                         ('deeplabv3plus_dfl.py',
-                         'deeplabv3plus/deeplabv3plus_r50-d8_dfl_40k_cityscapes.py')):
+                         'deeplabv3plus/deeplabv3plus_r50-d8_dfl_4xb2-40k_cityscapes-512x1024.py')):
         code = [line for line in (ROOT / 'configs' / entry).read_text().splitlines()
                 if line.strip() and not line.startswith('#')]
         assert code == [f"_base_ = './{full}'"], entry

@@ -110,6 +110,7 @@ def test_every_config_folder_has_a_readme_and_a_complete_metafile():
             listed.add(model['Config'])
         in_folder = {f'configs/{folder}/{p.name}' for p in (ROOT / 'configs' / folder).glob('*.py')}
         assert in_folder <= listed, sorted(in_folder - listed)
+        assert len(listed) == len(meta['Models']), 'a config listed twice'
 
 
 # what an entry config's "Variants (...) are in configs/<folder>/" names -> file name part

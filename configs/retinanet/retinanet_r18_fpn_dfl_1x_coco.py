@@ -1,7 +1,7 @@
-# RetinaNet R18-FPN with DualFocalLoss (the detection preset of configs/_base_/dfl_det.py), 1x COCO.
-_base_ = './retinanet_r50_fpn_dfl_1x_coco.py'
+# RetinaNet R18-FPN, 1x schedule on COCO, with DualFocalLoss: mmdet's R18 config with
+# the loss of configs/_base_/dfl_det.py.
+_base_ = ['mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', '../_base_/dfl_det.py']
+
 model = dict(
-    backbone=dict(
-        depth=18,
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet18')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+    bbox_head=dict(loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls, num_classes=80)))
+optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)

@@ -74,7 +74,8 @@ runpy.run_path('tools/gpu_check.py', run_name='__main__')
     assert '16 of 16 accuracy checks passed' in out
     assert 'sigmoid float32: pass; sigmoid bfloat16: pass; softmax float32: pass' in out
     for row in ('| softmax | bfloat16 | ignore + weights |', '| sigmoid | float32 | per-class '
-                'gamma |', 'DFL, Triton', 'torchvision sigmoid_focal_loss', 'F.cross_entropy'):
+                'gamma |', 'DFL (C kernel), fixed gamma', 'DFL, fixed gamma (PyTorch core)',
+                'torchvision sigmoid_focal_loss', 'F.cross_entropy', 'torch.bfloat16'):
         assert row in out, row
 
 

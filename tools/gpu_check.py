@@ -17,12 +17,13 @@ It prints three markdown tables (paste them into docs/results.md, "GPU"):
     tolerances, PASS or FAIL; and the first-use probe's verdict per mode/dtype;
 (b) speed: forward + backward in ms, median of --repeats, at
     RetinaNet scale (1.875M anchors x 80 classes, sigmoid) and DeepLab scale
-    (8 x 19 x 512 x 1024, softmax, 3 % ignored), against a clone() of the
+    (8 x 19 x 512 x 1024, softmax, 1/16 ignored), float32 and bfloat16, by
+    tools/benchmarks/benchmark_loss.py's harness: against a clone() of the
     logits (the bandwidth floor), torchvision's sigmoid_focal_loss,
     F.binary_cross_entropy_with_logits and F.cross_entropy, and the PyTorch
     core on the same device (on CPU: tiny shapes, which test the script only);
-(c) memory (CUDA only): peak memory above the inputs during forward +
-    backward, in copies of the logits (the gradient itself is one).
+(c) memory: peak memory above the inputs during forward + backward and the
+    bytes kept for backward, in copies of the logits (the gradient itself is one).
 
 Exit status 1 when any accuracy check fails.
 """
@@ -31,13 +32,12 @@ import datetime
 import math
 import os
 import os.path as osp
-import statistics
 import sys
 import time
 import warnings
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# tools/benchmarks/measure.py: the timing shared with benchmark_loss.py
+# tools/benchmarks/: the speed and memory harness (benchmark_loss.py, measure.py)
 sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmarks'))
 
 # Tolerances of (a): max |triton - float64 core| / max |float64 core|. float32
@@ -176,115 +176,28 @@ def print_accuracy(rows, probes):
     return failed
 
 
-def _time(torch, fn, repeats, cuda: bool):
-    """Median ms of ``fn()`` (forward + backward), after warm-up runs."""
-    from measure import elapsed_ms
-    device = 'cuda' if cuda else 'cpu'
-    for _ in range(2 if cuda else 1):
-        fn()
-    return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
+def speed(device: str, repeats: int, small: bool) -> None:
+    """(b) and (c): tools/benchmarks/benchmark_loss.py's groups (one contender list,
+    one way to pin a backend) at the CUDA shapes (``GPU_GROUPS``), float32 and bfloat16;
+    on CPU at tiny shapes, which test this script only."""
+    import torch
 
-
-def _peak_extra(torch, fn, logits_bytes, cuda: bool):
-    """Peak extra memory of ``fn()`` in copies of the logits (GPU only: on CPU the
-    interpreter's rows measure nothing)."""
-    from measure import peak_extra_bytes
-    return peak_extra_bytes(fn, 'cuda') / logits_bytes if cuda else math.nan
-
-
-def speed_rows(torch, device, repeats, small):
-    """Rows (scale, dtype, implementation, ms, peak extra in logits copies)."""
-    import torch.nn.functional as F
-
-    from dfl_mm.functional import dual_focal_loss
-    try:
-        from torchvision.ops import sigmoid_focal_loss
-    except ImportError:
-        sigmoid_focal_loss = None
-    rows = []
-    retinanet = (RETINANET[0] // 10000, RETINANET[1]) if small else RETINANET
-    deeplab = (1, 19, 8, 16) if small else DEEPLAB
-    for dtype_name in ('float32', 'bfloat16'):
-        dtype = getattr(torch, dtype_name)
-        gen = torch.Generator(device=device).manual_seed(0)
-        # RetinaNet scale, sigmoid: labels in [0, 80] with 80 = background (most anchors)
-        n, c = retinanet
-        z = torch.randn(n, c, device=device, dtype=dtype, generator=gen)
-        labels = torch.randint(0, c + 1, (n, ), device=device, generator=gen)
-        labels[torch.rand(n, device=device, generator=gen) < 0.9] = c
-        onehot = F.one_hot(labels, c + 1)[:, :c].to(dtype)
-        peers = {
-            'clone() of the logits (floor)': lambda z: z.clone().sum(),
-            'DFL, Triton': lambda z: dual_focal_loss(z, labels, 2.0, reduction='sum'),
-            'DFL, PyTorch core': lambda z: dual_focal_loss(z, labels, 2.0, reduction='sum'),
-            'F.binary_cross_entropy_with_logits': lambda z: F.binary_cross_entropy_with_logits(
-                z, onehot, reduction='sum'),
-        }
-        if sigmoid_focal_loss is not None:
-            peers['torchvision sigmoid_focal_loss'] = lambda z: sigmoid_focal_loss(
-                z, onehot, reduction='sum')
-        rows += _measure(torch, f'RetinaNet {n} x {c}', dtype_name, z, peers, repeats)
-        z = onehot = labels = None  # free the RetinaNet tensors before the DeepLab ones
-        # DeepLab scale, softmax, 3 % ignored pixels
-        z = torch.randn(deeplab, device=device, dtype=dtype, generator=gen)
-        labels = torch.randint(0, deeplab[1], (deeplab[0], ) + deeplab[2:], device=device,
-                               generator=gen)
-        labels[torch.rand(labels.shape, device=device, generator=gen) < 0.03] = 255
-        peers = {
-            'clone() of the logits (floor)': lambda z: z.clone().sum(),
-            'DFL, Triton': lambda z: dual_focal_loss(z, labels, 2.0, use_sigmoid=False,
-                                                     ignore_index=255),
-            'DFL, PyTorch core': lambda z: dual_focal_loss(z, labels, 2.0, use_sigmoid=False,
-                                                           ignore_index=255),
-            'F.cross_entropy': lambda z: F.cross_entropy(z, labels, ignore_index=255),
-        }
-        rows += _measure(torch, 'DeepLab ' + ' x '.join(map(str, deeplab)), dtype_name, z,
-                         peers, repeats)
-        z = labels = None
-    return rows
-
-
-def _measure(torch, scale, dtype_name, z, peers, repeats):
-    rows = []
-    z = z.requires_grad_()
-    cuda = z.is_cuda
-    from dfl_mm import ops
-    for name, loss_fn in peers.items():
-        backend = 'reference' if 'core' in name else 'triton'
-
-        def step():
-            z.grad = None
-            loss_fn(z).float().backward()
-
-        reps = max(1, repeats // 5) if 'core' in name else repeats
-        try:
-            with warnings.catch_warnings(), ops.use(backend):
-                warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
-                ms = _time(torch, step, reps, cuda)
-                z.grad = None
-                peak = _peak_extra(torch, step, z.numel() * z.element_size(), cuda)
-        except Exception as error:  # noqa: BLE001 - one failing row must not hide the rest
-            print(f'{scale} {dtype_name} {name}: {type(error).__name__}: {str(error)[:300]}')
-            ms = peak = math.nan
-        rows.append(dict(scale=scale, dtype=dtype_name, name=name, ms=ms, peak=peak))
-    floor = rows[0]['ms']
-    for row in rows:
-        row['vs_floor'] = row['ms'] / floor
-    z.grad = None
-    return rows
-
-
-def print_speed(rows, small):
+    import benchmark_loss as bench
     print('\n(b) speed and (c) memory: forward + backward, median ms; peak memory above '
-          'the inputs in copies of the logits\n')
+          'the inputs and bytes kept for backward, in copies of the logits')
     if small:
-        print('CPU: Triton runs in its interpreter on tiny shapes: these '
-              'rows test this script, they measure nothing\n')
-    print('| scale | dtype | implementation | ms | x clone() | peak extra |')
-    print('|---|---|---|---:|---:|---:|')
-    for r in rows:
-        print(f"| {r['scale']} | {r['dtype']} | {r['name']} | {r['ms']:.2f} | "
-              f"{r['vs_floor']:.2f} | {r['peak']:.2f} |")
+        print('\nCPU: tiny shapes, the C kernel where Triton runs on CUDA: these rows '
+              'test this script, they measure nothing')
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        for title, kind, shape in bench.GPU_GROUPS:
+            if small:
+                shape = (shape[0] // 10000, shape[1]) if kind == 'sigmoid' else (1, 19, 8, 16)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)  # interpreter
+                logits, results = bench.run_group(kind, shape, repeats, torch.device(device),
+                                                  dtype, gen)
+            bench.print_group(title, logits, results)
 
 
 def main(argv=None):
@@ -306,7 +219,7 @@ def main(argv=None):
     failed = print_accuracy(accuracy_rows(args.device, small=args.device == 'cpu'), probes)
     if not args.skip_speed:
         small = args.device == 'cpu'
-        print_speed(speed_rows(torch, args.device, 1 if small else args.repeats, small), small)
+        speed(args.device, 1 if small else args.repeats, small)
     print(f'\ntotal time {time.time() - started:.0f} s')
     return 1 if failed or any(v is not None for v in probes.values()) else 0
 

@@ -128,50 +128,93 @@ def measure_group(contenders, logits, repeats, device, extra_inputs=()):
 
 
 def sigmoid_contenders(num_classes, labels, device):
-    from mmdet.models.losses import FocalLoss
-    from torchvision.ops import sigmoid_focal_loss
-
-    from dfl_mm import DualFocalLoss
-    dfl = DualFocalLoss(gamma=2.0).to(device)
-    dfl_learn = DualFocalLoss(gamma=2.0, learnable_gamma='scalar').to(device)
-    focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25).to(device)
+    """The sigmoid group: mmdet's FocalLoss (the reference, where mmdet is installed),
+    DFL on its kernel and on the PyTorch core, torchvision's focal loss, BCE."""
+    from dfl_mm import dual_focal_loss
     avg = float((labels < num_classes).sum().clamp(min=1))
     onehot = F.one_hot(labels, num_classes + 1)[:, :num_classes].float()
     kernel = ' (Triton)' if device.type == 'cuda' else ' (C kernel)'
-    rows = [
-        ('mmdet FocalLoss' + (' (mmcv CUDA op)' if device.type == 'cuda' else ' (PyTorch)'),
-         lambda x: focal(x, labels, avg_factor=avg), ()),
-        ('DFL, fixed gamma' + kernel, lambda x: dfl(x, labels, avg_factor=avg), ()),
-        ('DFL, learnable gamma' + kernel, lambda x: dfl_learn(x, labels, avg_factor=avg), ()),
-        ('torchvision sigmoid_focal_loss (one-hot given)',
-         lambda x: sigmoid_focal_loss(x, onehot, reduction='sum') / avg, (onehot, )),
-        ('F.binary_cross_entropy_with_logits (one-hot given)',
-         lambda x: F.binary_cross_entropy_with_logits(x, onehot, reduction='sum') / avg,
-         (onehot, )),
-    ]
-    rows.append(('DFL, fixed gamma (PyTorch core)',
-                 reference_core(lambda x: dfl(x, labels, avg_factor=avg)), ()))
-    if device.type == 'cuda':
-        rows.append(('logits.clone() (bandwidth floor)', None, ()))
-    return rows
+    rows = []
+    try:
+        from mmdet.models.losses import FocalLoss
+    except ImportError:  # gpu_check: torch (+ torchvision) only
+        FocalLoss = None
+    if FocalLoss is not None:
+        focal = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25).to(device)
+        rows.append(('mmdet FocalLoss' + (' (mmcv CUDA op)' if device.type == 'cuda'
+                                          else ' (PyTorch)'),
+                     lambda x: focal(x, labels, avg_factor=avg), ()))
+    rows += _dfl_rows(kernel, lambda x, g: dual_focal_loss(x, labels, g, avg_factor=avg),
+                      device)
+    try:
+        from torchvision.ops import sigmoid_focal_loss
+        rows.append(('torchvision sigmoid_focal_loss (one-hot given)',
+                     lambda x: sigmoid_focal_loss(x, onehot, reduction='sum') / avg, (onehot, )))
+    except ImportError:
+        pass
+    rows.append(('F.binary_cross_entropy_with_logits (one-hot given)',
+                 lambda x: F.binary_cross_entropy_with_logits(x, onehot, reduction='sum') / avg,
+                 (onehot, )))
+    return rows + _floor(device)
 
 
 def softmax_contenders(labels, device):
-    from dfl_mm import DualFocalLoss
-    dfl = DualFocalLoss(use_sigmoid=False, gamma=2.0).to(device)
-    dfl_learn = DualFocalLoss(use_sigmoid=False, gamma=2.0, learnable_gamma='scalar').to(device)
+    """The softmax group: F.cross_entropy (the reference) and DFL, kernel and core."""
+    from dfl_mm import dual_focal_loss
     kernel = ' (Triton)' if device.type == 'cuda' else ' (C kernel)'
-    rows = [
-        ('F.cross_entropy', lambda x: F.cross_entropy(x, labels, ignore_index=255), ()),
-        ('DFL softmax, fixed gamma' + kernel, lambda x: dfl(x, labels, ignore_index=255), ()),
-        ('DFL softmax, learnable gamma' + kernel,
-         lambda x: dfl_learn(x, labels, ignore_index=255), ()),
-    ]
-    rows.append(('DFL softmax, fixed gamma (PyTorch core)',
-                 reference_core(lambda x: dfl(x, labels, ignore_index=255)), ()))
-    if device.type == 'cuda':
-        rows.append(('logits.clone() (bandwidth floor)', None, ()))
-    return rows
+    rows = [('F.cross_entropy', lambda x: F.cross_entropy(x, labels, ignore_index=255), ())]
+    rows += _dfl_rows('softmax' + kernel, lambda x, g: dual_focal_loss(
+        x, labels, g, use_sigmoid=False, ignore_index=255), device)
+    return rows + _floor(device)
+
+
+def _dfl_rows(kernel, loss, device):
+    """DFL with a fixed and a learnable gamma (a tensor that gets its gradient) on the
+    kernel that 'auto' picks, and the fixed one on the PyTorch core."""
+    gamma = torch.tensor(2.0, device=device, requires_grad=True)
+    return [(f'DFL {kernel}, fixed gamma'.replace('  ', ' '), lambda x: loss(x, 2.0), ()),
+            (f'DFL {kernel}, learnable gamma'.replace('  ', ' '), lambda x: loss(x, gamma), ()),
+            ('DFL, fixed gamma (PyTorch core)', reference_core(lambda x: loss(x, 2.0)), ())]
+
+
+def _floor(device):
+    return [('logits.clone() (bandwidth floor)', None, ())] if device.type == 'cuda' else []
+
+
+def sigmoid_inputs(anchors, num_classes, device, dtype, gen):
+    """RetinaNet-like logits and labels: ~1 % positive anchors, the rest background."""
+    logits = (2 * torch.randn(anchors, num_classes, generator=gen) - 4).to(device, dtype)
+    labels = torch.full((anchors, ), num_classes, dtype=torch.long)
+    pos = torch.randperm(anchors, generator=gen)[:anchors // 100]
+    labels[pos] = torch.randint(0, num_classes, (len(pos), ), generator=gen)
+    return logits, labels.to(device)
+
+
+def softmax_inputs(shape, device, dtype, gen):
+    """DeepLab-like logits (B, C, H, W) and labels, the top 1/16 of each map ignored."""
+    b, c, h, w = shape
+    logits = (2 * torch.randn(b, c, h, w, generator=gen)).to(device, dtype)
+    labels = torch.randint(0, c, (b, h, w), generator=gen)
+    labels[:, :h // 16] = 255
+    return logits, labels.to(device)
+
+
+def run_group(kind, shape, repeats, device, dtype, gen):
+    """One group of the table: ('sigmoid', (anchors, C)) or ('softmax', (B, C, H, W));
+    returns (logits, results)."""
+    if kind == 'sigmoid':
+        logits, labels = sigmoid_inputs(*shape, device, dtype, gen)
+        contenders = sigmoid_contenders(shape[1], labels, device)
+    else:
+        logits, labels = softmax_inputs(shape, device, dtype, gen)
+        contenders = softmax_contenders(labels, device)
+    return logits, measure_group(contenders, logits, repeats, device, (labels, ))
+
+
+# the CUDA shapes of tools/gpu_check.py: RetinaNet at 1333 x 800 with 8 images, DeepLab
+# at 512 x 1024 with 8 images
+GPU_GROUPS = (('RetinaNet-like, sigmoid', 'sigmoid', (1_875_000, 80)),
+              ('DeepLab-like, softmax', 'softmax', (8, 19, 512, 1024)))
 
 
 def print_group(title, logits, results):
@@ -236,37 +279,18 @@ def main(argv=None):
     print(f'device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'median of {args.repeats}')
 
-    sigmoid_groups = [('Sigmoid (RetinaNet-like)', args.anchors, args.num_classes, 'sigmoid'),
-                      ('Sigmoid, large vocabulary (LVIS-like)', args.lvis_anchors,
-                       args.lvis_classes, 'lvis')]
-    for title, anchors, num_classes, group in sigmoid_groups:
+    groups = [('Sigmoid (RetinaNet-like)', 'sigmoid', (args.anchors, args.num_classes)),
+              ('Sigmoid, large vocabulary (LVIS-like)', 'lvis',
+               (args.lvis_anchors, args.lvis_classes)),
+              ('Softmax (DeepLab-like)', 'softmax', tuple(args.seg_shape)),
+              ('Softmax, 150 classes (ADE20K-like)', 'ade', tuple(args.ade_shape))]
+    for title, group, shape in groups:
         if args.only not in (None, group):
             continue
-        logits = (2 * torch.randn(anchors, num_classes, generator=gen) - 4).to(device, dtype)
-        # RetinaNet-like: ~1% positive anchors, the rest background
-        labels = torch.full((anchors, ), num_classes, dtype=torch.long)
-        pos = torch.randperm(anchors, generator=gen)[:anchors // 100]
-        labels[pos] = torch.randint(0, num_classes, (len(pos), ), generator=gen)
-        labels = labels.to(device)
-        results = measure_group(sigmoid_contenders(num_classes, labels, device), logits,
-                                args.repeats, device, (labels, ))
+        kind = 'sigmoid' if group in ('sigmoid', 'lvis') else 'softmax'
+        logits, results = run_group(kind, shape, args.repeats, device, dtype, gen)
         print_group(title, logits, results)
         del logits
-
-    softmax_groups = [('Softmax (DeepLab-like)', args.seg_shape, 'softmax'),
-                      ('Softmax, 150 classes (ADE20K-like)', args.ade_shape, 'ade')]
-    for title, (b, c, h, w), group in softmax_groups:
-        if args.only not in (None, group):
-            continue
-        logits = (2 * torch.randn(b, c, h, w, generator=gen)).to(device, dtype)
-        labels = torch.randint(0, c, (b, h, w), generator=gen)
-        labels[:, :h // 16] = 255
-        labels = labels.to(device)
-        results = measure_group(softmax_contenders(labels, device), logits, args.repeats,
-                                device, (labels, ))
-        print_group(title, logits, results)
-        del logits
-
 
 if __name__ == '__main__':
     main()

@@ -100,7 +100,7 @@ def test_switch_rewrites_lists_whole_and_keeps_the_rest(tmp_path):
 
 def test_switch_errors_name_the_problem(tmp_path):
     import dfl_switch
-    with pytest.raises(SystemExit, match='no such config file: nope.py'):
+    with pytest.raises(SystemExit, match='dfl_switch: config file not found: nope.py'):
         dfl_switch.main(['nope.py'])
     with pytest.raises(SystemExit, match="no such config in mmdet"):
         dfl_switch.main(['mmdet::nope/nope.py'])

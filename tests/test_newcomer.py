@@ -101,3 +101,21 @@ def test_run_tests_runs_what_is_named_and_everything_otherwise():
     proc = _run('bash', str(ROOT / 'tools' / 'run_tests.sh'), '--collect-only', '-q', '-k',
                 'test_progress_reports', cwd=ROOT, timeout=900)
     assert 'tests/test_install.py::test_progress_reports' in proc.stdout, proc.stdout[-2000:]
+
+
+def test_one_config_resolver_for_every_tool(in_tmp):
+    """A path, mmdet::/mmseg:: and a shipped config by name resolve alike in every tool
+    (dfl_mm.apis.cli.resolve_config)."""
+    from dfl_mm.apis.cli import resolve_config
+
+    from testkit import ROOT
+    local = in_tmp / 'mine.py'
+    local.write_text('x = 1\n')
+    assert resolve_config('mine.py') == str(local)
+    assert resolve_config('retinanet_dfl.py') == str(ROOT / 'configs' / 'retinanet_dfl.py')
+    upstream = resolve_config('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
+    assert upstream.endswith('mmdet/.mim/configs/retinanet/retinanet_r50_fpn_1x_coco.py')
+    with pytest.raises(SystemExit, match="train: mmcls::x.py: package 'mmcls' is not"):
+        resolve_config('mmcls::x.py', 'train')
+    with pytest.raises(SystemExit, match='no such config in mmseg'):
+        resolve_config('mmseg::nope/nope.py')

@@ -20,22 +20,6 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def resolve(config: str) -> str:
-    """The file behind CONFIG: a path, or ``package::relative/path.py``."""
-    if '::' not in config:
-        if not osp.isfile(config):
-            raise SystemExit(f'dfl_switch: no such config file: {config}')
-        return osp.abspath(config)
-    from mmengine.utils import get_installed_path, is_installed
-    package, relative = config.split('::', 1)
-    if not is_installed(package):
-        raise SystemExit(f'dfl_switch: {config}: package {package!r} is not installed')
-    path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
-    if not osp.isfile(path):
-        raise SystemExit(f'dfl_switch: {config}: no such config in {package} ({path})')
-    return path
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      epilog=__doc__.split('\n\n', 2)[2],
@@ -48,8 +32,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from mmengine.config import Config
 
+    from dfl_mm.apis.cli import resolve_config
     from dfl_mm.apis.switch import derived_config_text, dfl_overrides
-    cfg = Config.fromfile(resolve(args.config))
+    cfg = Config.fromfile(resolve_config(args.config, 'dfl_switch'))
     overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
     if not replaced:
         raise SystemExit(f'dfl_switch: {args.config} has no dense classification loss to '

@@ -65,6 +65,32 @@ def shipped_config(name: str):
     return found[0] if found else None
 
 
+def resolve_config(config: str, tool: str = 'dfl_mm') -> str:
+    """The file behind a config argument, for every tool: a path; ``package::path``
+    (a config shipped inside mmdet / mmseg, as mmengine's ``_base_`` names them); or a
+    config shipped with dfl_mm, by its path under ``configs/`` or its file name.
+
+    Raises:
+        SystemExit: naming the argument and what was looked for.
+    """
+    if osp.isfile(config):
+        return osp.abspath(config)
+    if '::' in config:
+        from mmengine.utils import get_installed_path, is_installed
+        package, relative = config.split('::', 1)
+        if not is_installed(package):
+            raise SystemExit(f'{tool}: {config}: package {package!r} is not installed')
+        path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
+        if not osp.isfile(path):
+            raise SystemExit(f'{tool}: {config}: no such config in {package} ({path})')
+        return path
+    found = shipped_config(config)
+    if found is None:
+        raise SystemExit(f'{tool}: config file not found: {config} (nor a shipped config '
+                         'of that name under configs/)')
+    return found
+
+
 def _config_arg(args):
     """Resolve a shipped config given by name or relative to the configs folder."""
     if args and not args[0].startswith('-') and not osp.exists(args[0]) and '::' not in args[0]:

@@ -33,13 +33,8 @@ def load_config(args: argparse.Namespace) -> Config:
     """Read the config and apply the command line like mmdet's tools do."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if not osp.isfile(args.config):
-        from .cli import shipped_config  # a shipped config by name, as mim finds them
-        found = None if '::' in args.config else shipped_config(args.config)
-        if found is None:
-            raise SystemExit(f'config file not found: {args.config} (nor a shipped config '
-                             'of that name under configs/)')
-        args.config = found
+    from .cli import resolve_config  # a path, mmdet::/mmseg::, or a shipped config
+    args.config = resolve_config(args.config)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

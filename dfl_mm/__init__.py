@@ -48,7 +48,8 @@ if mmengine is not None:
         import importlib
         for framework, names, module in (
                 ('mmdet', ('DATASETS', 'METRICS'), 'dfl_mm.demo.detection'),
-                ('mmseg', ('DATASETS', 'METRICS'), 'dfl_mm.demo.segmentation'),
+                ('mmseg', ('DATASETS', ), 'dfl_mm.demo.segmentation'),
+                ('mmseg', ('METRICS', ), 'dfl_mm.engine.metrics'),
                 ('mmdet', ('MODELS', ), 'dfl_mm.models.heads')):
             try:
                 registry = importlib.import_module(f'{framework}.registry')

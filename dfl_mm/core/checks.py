@@ -35,6 +35,27 @@ def check_number(name, value, low, high, low_open=True):
         raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
 
 
+def check_setting(name, value, ok, expected) -> None:
+    """Raise TypeError unless ``value`` is a real number, ValueError unless
+    ``ok(value)``; both messages say ``{name} must be {expected}``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be {expected}, got {type(value).__name__} {value!r}')
+    if math.isnan(value) or not ok(value):
+        raise ValueError(f'{name} must be {expected}, got {value}')
+
+
+def check_choice(name, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+
+
+def check_positive_int(name, value, optional=False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive int, got {value!r}')
+
+
 class Checks:
     """Checks of tensor values, resolved together with one host sync.
 
@@ -252,9 +273,7 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
             raise TypeError(f'{name} must be True or False, got {value!r}')
     if activated and not use_sigmoid:
         raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
-    if num_classes is not None and (isinstance(num_classes, bool) or
-                                    not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+    check_positive_int('num_classes', num_classes, optional=True)
     check_reduction(reduction)
     check_mode(use_sigmoid, None if check_form(form, alpha, beta, rho) is not None else alpha)
     if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):

@@ -16,8 +16,7 @@ from typing import Optional
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
-from mmseg.evaluation import IoUMetric
-from mmseg.registry import DATASETS, METRICS
+from mmseg.registry import DATASETS
 from PIL import Image, ImageDraw
 
 from . import longtail, write_once
@@ -172,25 +171,3 @@ class DFLLongTailSegDataset(DFLDemoSegDataset):
                     palette=[[0, 0, 0]] + [list(h) for h in longtail.HUES])
     DEMO_ROOT = LONGTAIL_ROOT
     generate_demo = staticmethod(generate_longtail_segmentation_demo)
-
-
-@METRICS.register_module()
-class DFLPerClassIoUMetric(IoUMetric):
-    """mmseg's IoUMetric that also returns each class's IoU (``IoU.<class>``).
-
-    The per-class values then reach ``scalars.json`` and the benchmark tools,
-    not only the printed table.
-    """
-
-    # metric keys stay unprefixed ('mIoU', as mmseg's IoUMetric writes them); ''
-    # says so and silences mmengine's "prefix is not set" warning
-    default_prefix = ''
-
-    def compute_metrics(self, results: list) -> dict:
-        metrics = super().compute_metrics(results)
-        results = tuple(zip(*results))
-        intersect, union = sum(results[0]), sum(results[1])
-        iou = (intersect / union).numpy() * 100
-        for name, value in zip(self.dataset_meta['classes'], iou):
-            metrics[f'IoU.{name}'] = round(float(np.nan_to_num(value)), 2)
-        return metrics

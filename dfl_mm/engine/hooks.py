@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from ..core.checks import check_positive_int
 from ..models.adaptive import AdaptiveClassWeight
 from ..models.gamma import LearnableGamma
 from ..models.loss import DualFocalLoss
@@ -100,11 +101,7 @@ class DFLGammaHook(Hook):
                 summary (gamma, ``class_weight_min``/``max``). Default: the
                 LoggerHook's interval.
         """
-        if per_class_interval is not None and (isinstance(per_class_interval, bool) or
-                                               not isinstance(per_class_interval, int)
-                                               or per_class_interval < 1):
-            raise ValueError(f'per_class_interval must be a positive int, got '
-                             f'{per_class_interval!r}')
+        check_positive_int('per_class_interval', per_class_interval, optional=True)
         self.per_class_interval = per_class_interval
 
     def before_run(self, runner) -> None:

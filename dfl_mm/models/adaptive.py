@@ -69,6 +69,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..core.checks import check_choice, check_setting
+
 __all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'build_adaptive', 'frequency_weights',
            'normalise_weights']
 
@@ -123,20 +125,17 @@ class AdaptiveClassWeight(nn.Module):
                  eps: float = 1e-4, beta: float = 0.9999, normalise: str = 'mean',
                  gamma_scale: float = 0.0):
         super().__init__()
-        if basis not in BASES:
-            raise ValueError(f'adaptive_weight basis must be one of {BASES}, got {basis!r}')
-        if apply_to not in APPLY_TO:
-            raise ValueError(f'adaptive_weight apply_to must be one of {APPLY_TO}, '
-                             f'got {apply_to!r}')
-        if normalise not in NORMALISE:
-            raise ValueError(f'adaptive_weight normalise must be one of {NORMALISE}, '
-                             f'got {normalise!r}')
-        _check('power', power, lambda v: 0 <= v < math.inf, 'a number >= 0')
-        _check('gamma_scale', gamma_scale, lambda v: 0 <= v <= 20, 'a number in [0, 20]')
-        _check('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)')
-        _check('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1')
-        _check('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0')
-        _check('beta', beta, lambda v: 0 <= v < 1, 'a number in [0, 1)')
+        for name, value, choices in (('basis', basis, BASES), ('apply_to', apply_to, APPLY_TO),
+                                     ('normalise', normalise, NORMALISE)):
+            check_choice(f'adaptive_weight {name}', value, choices)
+        for name, value, ok, expected in (
+                ('power', power, lambda v: 0 <= v < math.inf, 'a number >= 0'),
+                ('gamma_scale', gamma_scale, lambda v: 0 <= v <= 20, 'a number in [0, 20]'),
+                ('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+                ('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1'),
+                ('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0'),
+                ('beta', beta, lambda v: 0 <= v < 1, 'a number in [0, 1)')):
+            check_setting(f'adaptive_weight {name}', value, ok, expected)
         self.num_classes = num_classes
         self.basis, self.apply_to = basis, apply_to
         self.power, self.momentum = float(power), float(momentum)
@@ -410,11 +409,3 @@ def frequency_weights(counts: Tensor, power: float = ADAPTIVE_DEFAULTS['power'],
     freq = counts / counts.sum().clamp(min=1)
     return normalise_weights(-power * torch.log(freq + eps), freq, apply_to, max_weight,
                              log_space=True)
-
-
-def _check(name, value, ok, expected):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'adaptive_weight {name} must be {expected}, got '
-                        f'{type(value).__name__} {value!r}')
-    if math.isnan(value) or not ok(value):
-        raise ValueError(f'adaptive_weight {name} must be {expected}, got {value}')

@@ -275,6 +275,8 @@ def test_16_class_weight_files_are_refused_unless_flat_real_numbers(tmp_path):
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('use_sigmoid', [True, False])
 def test_17_half_logits_give_a_float32_map_computed_in_float32(dtype, use_sigmoid, backend):
+    if backend == 'cpu':
+        pytest.skip("the C kernel computes sums only: 'none' maps run on the reference")
     torch.manual_seed(0)
     if use_sigmoid:
         logits, labels = (6 * torch.randn(64, 5)).to(dtype), torch.randint(0, 6, (64, ))

@@ -422,7 +422,7 @@ def _det_summary(records, task, loss):
     runs = [r for r in records if r['task'] == task and r['loss'] == loss]
     if not runs:
         return None
-    overall = [r['metrics'][spec['metric']] * spec['scale'] for r in runs]
+    overall = [r['metrics'].get(spec['metric'], float('nan')) * spec['scale'] for r in runs]
     halves = spec['halves']() if 'halves' in spec else None
     head = tail = None
     if halves:

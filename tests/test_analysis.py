@@ -187,3 +187,15 @@ def test_adaptive_step_time_arms_differ_in_the_weights_only():
             differs = {k for k in set(losses['with']) | set(losses['without'])
                        if losses['with'].get(k) != losses['without'].get(k)}
             assert differs == {'class_weight'}, differs
+
+
+def test_module_ab_prints_one_hash_per_configuration_and_is_repeatable():
+    import subprocess
+    import sys
+    script = str(ROOT / 'tools' / 'analysis' / 'module_ab.py')
+    runs = [subprocess.run([sys.executable, script, str(ROOT)], capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    lines = runs[0].stdout.splitlines()
+    assert len(lines) == 15 and lines[-1].startswith('ALL ')
+    assert runs[0].stdout == runs[1].stdout  # bit for bit: the A/B means something

@@ -212,14 +212,25 @@ def _num_classes(model, pick=max) -> int:
     return pick(counts) if counts else 2
 
 
+def _seed_everything(seed):
+    """torch's, numpy's and Python's RNGs (mmdet's demo inputs draw from numpy's):
+    a config's step does not depend on what ran before it."""
+    import random
+
+    import numpy as np
+    import torch
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def check_detection(rel, dfl=True, size=128, seed=0):
     """Train one step of ``rel`` (mmdet): (ok, message)."""
-    import torch
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
-    torch.manual_seed(seed)
+    _seed_everything(seed)
     model = _build(_config('mmdet', rel, dfl), MODELS)
     # instance masks and a semantic map (HTC) for the heads that need them; a box
     # head whose assigner reads tensor masks (RTMDet's) gets neither
@@ -243,7 +254,7 @@ def check_segmentation(rel, dfl=True, size=128, seed=0):
     from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
-    torch.manual_seed(seed)
+    _seed_everything(seed)
     cfg = _config('mmseg', rel, dfl)
     if not cfg.model.data_preprocessor.get('size_divisor'):
         cfg.model.data_preprocessor.size = (size, size)

@@ -133,6 +133,53 @@ def test_other_detection_tails_hold_their_zipf_counts(tmp_path, tail, classes, r
             == open(f'{again}/annotations/train.json').read())
 
 
+@pytest.mark.parametrize('tail, classes, ratio', [('glyphs', 36, 70), ('strokes', 24, 50)])
+def test_rendered_tails_hold_their_zipf_counts_and_boxes(tmp_path, tail, classes, ratio):
+    from dfl_mm.demo.detection import TAIL_SPECS, generate_tail_detection_demo
+    spec = TAIL_SPECS[tail]
+    root = generate_tail_detection_demo(tail, str(tmp_path / tail))
+    assert len(spec.classes) == classes == len(set(spec.classes))
+    assert spec.train_counts[0] / spec.train_counts[-1] >= ratio
+    for split in ('train', 'val'):
+        ann = json.load(open(f'{root}/annotations/{split}.json'))
+        counts = Counter(a['category_id'] for a in ann['annotations'])
+        assert [counts[k + 1] for k in range(classes)] == list(spec.split_counts(split))
+        for a in ann['annotations']:
+            x, y, w, h = a['bbox']
+            assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128 and min(w, h) >= 2
+    again = generate_tail_detection_demo(tail, str(tmp_path / 'again'))
+    assert (open(f'{root}/annotations/train.json').read()
+            == open(f'{again}/annotations/train.json').read())
+
+
+def test_rendered_tails_differ_in_kind_from_the_shapes():
+    """Glyphs: each confusable pair has one member in the head third and one in the
+    tail half; strokes: objects cut by the border and overlapping one another."""
+    from dfl_mm.demo import rendered
+    from dfl_mm.demo.detection import generate_tail_detection_demo
+    order = rendered.GLYPHS
+    for a, b in rendered._CONFUSABLE:
+        assert sorted([order.index(a) < 18, order.index(b) < 18]) == [False, True]
+    root = generate_tail_detection_demo('strokes', 'data/dfl_strokes_det')
+    ann = json.load(open(f'{root}/annotations/train.json'))
+    boxes = {}
+    for a in ann['annotations']:
+        boxes.setdefault(a['image_id'], []).append(a['bbox'])
+    at_border = sum(x == 0 or y == 0 or x + w == 128 or y + h == 128
+                    for x, y, w, h in (b for bs in boxes.values() for b in bs))
+    overlapping = sum(any(_iou(b, c) > 0.1 for c in bs if c is not b)
+                      for bs in boxes.values() for b in bs)
+    assert at_border > 0.1 * len(ann['annotations'])
+    assert overlapping > 0.1 * len(ann['annotations'])
+
+
+def _iou(a, b):
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
 def test_the_tails_differ_in_what_makes_them_hard():
     from dfl_mm.demo import longtail
     from dfl_mm.demo.detection import LONGTAIL_SPLITS, TAIL_SETS

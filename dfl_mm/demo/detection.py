@@ -18,7 +18,7 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from PIL import Image, ImageDraw
 
-from . import longtail, write_once
+from . import longtail, rendered, write_once
 
 CLASSES = ('disc', 'box', 'triangle', 'cross')
 PALETTE = [(220, 20, 60), (0, 0, 230), (0, 160, 0), (250, 170, 30)]
@@ -29,9 +29,13 @@ DEFAULT_ROOT = 'data/dfl_demo_det'
 LONGTAIL_ROOT = 'data/dfl_longtail_det'
 LONGTAIL_SPLITS = {'train': 240, 'val': 80}
 # the other long tails of the detection study: tail name -> (root, object sides in px)
+# (the glyphs and strokes tails size their objects themselves: rendered.py)
 TAIL_SETS = {'many': ('data/dfl_manyclass_det', (12, 16, 20, 24)),
              'small': ('data/dfl_smallcrowd_det', (8, 10, 12)),
-             'digits': ('data/dfl_digits_det', (16, 20, 24, 32))}
+             'digits': ('data/dfl_digits_det', (16, 20, 24, 32)),
+             'glyphs': ('data/dfl_glyphs_det', None),
+             'strokes': ('data/dfl_strokes_det', None)}
+TAIL_SPECS = {**longtail.TAILS, **rendered.TAILS}
 
 
 def _draw(draw, cls, box, rng):
@@ -183,18 +187,20 @@ def generate_longtail_detection_demo(root: str = LONGTAIL_ROOT, seed: int = 0,
 def generate_tail_detection_demo(tail: str, root: Optional[str] = None, seed: int = 0,
                                  size: int = 128, splits=None) -> str:
     """Write the long tail ``tail`` of :data:`TAIL_SETS` ('many', 'small',
-    'digits'): ``longtail.TAILS[tail]`` instances per class and split, dealt over
-    the images at random. Layout as :func:`generate_detection_demo`.
+    'digits', 'glyphs', 'strokes'): ``TAIL_SPECS[tail]`` instances per class and
+    split, dealt over the images at random. Layout as :func:`generate_detection_demo`.
 
     Returns:
         str: ``root``.
     """
-    spec, (default_root, sides) = longtail.TAILS[tail], TAIL_SETS[tail]
+    spec, (default_root, sides) = TAIL_SPECS[tail], TAIL_SETS[tail]
 
     def images_of(rng, split, count):
+        dealt = longtail.deal(rng, spec.split_counts(split), count)
+        if tail in rendered.PAINTERS:
+            return (rendered.PAINTERS[tail](rng, size, classes) for classes in dealt)
         paint = {'many': _paint_shape_tone, 'small': _paint_shape}.get(tail) or \
             _digit_painter(split)
-        dealt = longtail.deal(rng, spec.split_counts(split), count)
         return (_longtail_image(rng, size, classes, sides, paint) for classes in dealt)
 
     return _write_coco(root or default_root, seed, size, splits or LONGTAIL_SPLITS,
@@ -235,7 +241,7 @@ def _tail_dataset(name: str, tail: str):
     def generate(root, seed=0, **kwargs):
         return generate_tail_detection_demo(tail, root, seed, **kwargs)
 
-    spec = longtail.TAILS[tail]
+    spec = TAIL_SPECS[tail]
     palette = [tuple(int(c) for c in np.random.default_rng(k).integers(40, 256, 3))
                for k in range(len(spec.classes))]
     cls = type(name, (DFLDemoCocoDataset, ), dict(
@@ -249,3 +255,5 @@ def _tail_dataset(name: str, tail: str):
 DFLManyClassCocoDataset = _tail_dataset('DFLManyClassCocoDataset', 'many')
 DFLSmallCrowdCocoDataset = _tail_dataset('DFLSmallCrowdCocoDataset', 'small')
 DFLDigitsCocoDataset = _tail_dataset('DFLDigitsCocoDataset', 'digits')
+DFLGlyphsCocoDataset = _tail_dataset('DFLGlyphsCocoDataset', 'glyphs')
+DFLStrokesCocoDataset = _tail_dataset('DFLStrokesCocoDataset', 'strokes')

@@ -70,8 +70,8 @@ LOSS_WEIGHT, ADAPTIVE, NUM_CLASSES = 'LOSS_WEIGHT', 'ADAPTIVE', 'NUM_CLASSES'
 _CE = dict(type='CrossEntropyLoss', loss_weight=LOSS_WEIGHT, avg_non_ignore=True)
 
 
-def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=None):
-    det = dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
+def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=None, gamma=2.0):
+    det = dict(type='DualFocalLoss', use_sigmoid=True, gamma=gamma,
                learnable_gamma='scalar' if learnable else False)
     seg = dict(type='DualFocalLoss', use_sigmoid=use_sigmoid, gamma=2.0, avg_non_ignore=True,
                alpha=alpha, learnable_gamma='scalar' if learnable else False,
@@ -107,6 +107,11 @@ ROWS = {
                                           normalise='head', apply_to='positive')}),
                                  None),
     'DFL + weights': _dfl(learnable=False, weights={}),
+    # issue 34: the exponent against the flood of easy negatives, with and without weights
+    'DFL gamma 3': _dfl(learnable=False, gamma=3.0),
+    'DFL gamma 3 + weights': _dfl(learnable=False, weights={}, gamma=3.0),
+    'DFL learnable from 3': _dfl(gamma=3.0),
+    'DFL learnable from 3 + weights': _dfl(weights={}, gamma=3.0),
     # issue 27: weights that boost the tail without taxing the head
     'DFL + head weights': _dfl(learnable=False, weights=dict(normalise='head')),
     'DFL + positive weights': _dfl(learnable=False, weights=dict(normalise='head',
@@ -161,14 +166,21 @@ def seg_loss(name, loss_weight, args, num_classes=4):
 
 
 def _longtail_halves(prefix, suffix, tail='shapes'):
-    """The metric keys of a long-tail demo's head and tail halves and rarest class."""
-    from dfl_mm.demo import longtail
-    spec = longtail.TAILS[tail]
-    head, rest = longtail.head_tail(spec.train_counts)
+    """The metric keys of a long-tail demo's head and tail and rarest class: the
+    frequent and rare halves, or thirds (head / mid / tail) from 24 classes on."""
+    from dfl_mm.demo.detection import TAIL_SPECS
+    spec = TAIL_SPECS[tail]
+    order = sorted(range(len(spec.classes)), key=lambda k: -spec.train_counts[k])
+    parts = 3 if len(order) >= 24 else 2
+    cut = [round(len(order) * i / parts) for i in range(parts + 1)]
+    groups = [sorted(order[cut[i]:cut[i + 1]]) for i in range(parts)]
     keys = [f'{prefix}{name}{suffix}' for name in spec.classes]
     rarest = min(range(len(keys)), key=lambda k: spec.train_counts[k])
-    return dict(head=[keys[k] for k in head], tail=[keys[k] for k in rest],
-                rarest=keys[rarest], rarest_count=spec.train_counts[rarest])
+    halves = dict(head=[keys[k] for k in groups[0]], tail=[keys[k] for k in groups[-1]],
+                  rarest=keys[rarest], rarest_count=spec.train_counts[rarest])
+    if parts == 3:
+        halves['mid'] = [keys[k] for k in groups[1]]
+    return halves
 
 
 # Each task: its demo config, the overall metric (x scale = %), and either its rare
@@ -191,8 +203,10 @@ TASKS = {
 }
 # issue 27's other detection long tails (dfl_mm/demo/longtail.py TAILS): many confusable
 # classes, small crowded objects, real handwritten digits
+# and issue 34's two tails from other generators (dfl_mm/demo/rendered.py)
 for _task, _tail, _classes in (('det-many', 'many', 36), ('det-small', 'small', 10),
-                               ('det-digits', 'digits', 10)):
+                               ('det-digits', 'digits', 10), ('det-glyphs', 'glyphs', 36),
+                               ('det-strokes', 'strokes', 24)):
     TASKS[_task] = dict(TASKS['det-lt'], num_classes=_classes, config=osp.join(
         DEMO, f"retinanet_r18_dfl_{dict(many='manyclass', small='smallcrowd').get(_tail, _tail)}"
         '_demo.py'), halves=lambda tail=_tail: _longtail_halves('coco/', '_precision', tail))
@@ -204,6 +218,7 @@ QUALITY_TASKS, QUALITY_LOSSES = ('rtmdet', 'rtmdet-lt'), ('QFL', 'DFL fixed', 'D
 RETINANET_LOSSES = tuple(name for name in ROWS if name != 'QFL')
 DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
                  'det-many': [0, 1, 2], 'det-small': [0, 1, 2], 'det-digits': [0, 1, 2],
+                 'det-glyphs': [0, 1, 2], 'det-strokes': [0, 1, 2],
                  'seg-lt': [0, 1, 2, 3, 4], 'rtmdet': [0, 1, 2], 'rtmdet-lt': [0, 1, 2]}
 
 

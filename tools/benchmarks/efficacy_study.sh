@@ -7,65 +7,58 @@
 #
 #   nohup bash tools/benchmarks/efficacy_study.sh [WORK_DIR] [OUT] > study.log 2>&1 &
 #
-# The detection default (issue 27) is chosen across five detection sets: the
-# four long tails (det-lt shapes, det-many 36 confusable classes, det-small small
-# crowded objects, det-digits handwritten digits) and the 4-class demo (det).
-# Lane a: det-lt and det-many, then det; lane b: det-small and det-digits, then the
-# long-tail segmentation peers (Balanced Softmax CE, Poly-1) against the shipped
-# segmentation setting and DFL + weights with a fixed gamma, at 300 iterations and (the
-# shipped setting and Balanced Softmax CE) at 900. Seed by seed, so a study cut short has whole seeds. EXPLORE=1
-# runs the exploratory DFL rows (head-normalised row weights; per-class gamma, seed 0
-# only: a screen) on the long tails before det and seg.
+# The detection default (issue 34) is chosen by leave-one-set-out over seven
+# detection sets: the long tails det-lt (shapes), det-many (36 confusable shape
+# tones), det-small (small crowded shapes), det-digits (handwritten digits),
+# det-glyphs (36 font characters with confusable pairs) and det-strokes (24
+# stroke pictograms cut by the border and occluding one another; the last two
+# from generators that share no rendering code with the shapes), and the 4-class
+# demo det. Seed by seed, so a study cut short has whole seeds:
+#   A  the simplest rows: DFL without weights at gamma 2 and 3 on every set; focal,
+#      EFL and DFL + weights where the 2026-12-06 tables have no runs (the two new
+#      sets; det-many, whose head / mid / tail are thirds now);
+#   B  a learnable gamma from 2 and from 3 (with the default pull), no weights;
+#   C  seed 0 screen: gamma 3 / learnable from 2 and 3, each with the weights;
+#   D  focal, EFL and DFL + weights again where their 2026-12-06 runs are reused.
+# Lane a: det-glyphs, det-many, det-lt; lane b: det-strokes, det-small, det-digits, det.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
 WORK=${1:-work_dirs/efficacy}
 OUT=${2:-docs/efficacy.md}
 STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
-SHIPPED='DFL learnable + weights'  # segmentation
-DET_ROWS=(focal 'DFL + positive weights' 'DFL + weights' 'focal + positive weights' EFL)
-EXPLORE_ROWS=('DFL + head weights')
-# screened on seed 0 and dropped (4-8 mAP behind on every long tail): per-class gamma
-SCREENED_ROWS=('DFL + positive weights + class gamma')
-# the 4-class demo: the peers, the previous default and the head-normalised weights
-DET4_ROWS=(focal EFL 'DFL + weights' 'DFL + head weights')
+PEERS=(focal EFL 'DFL + weights')
+SIMPLE=('DFL fixed' 'DFL gamma 3')
+LEARNED=('DFL learnable' 'DFL learnable from 3')
+SCREEN=('DFL gamma 3 + weights' 'DFL learnable + weights' 'DFL learnable from 3 + weights')
 export OMP_NUM_THREADS=1
 
-seeds() {  # seeds LANE TASK...: every row of ROWS on the tasks, one seed at a time
-    local lane=$1; shift
-    for seed in 0 1 2; do
+run() {  # run LANE "SEEDS" TASK... : every row of ROWS on the tasks, one seed at a time
+    local lane=$1 seeds=$2; shift 2
+    for seed in $seeds; do
         "$PY" "${STUDY[@]}" --work-dir "$WORK/$lane" --out "$WORK/$lane.md" --tasks "$@" \
             --seeds "$seed" --losses "${ROWS[@]}"
     done
 }
 
-screen() {  # screen LANE TASK...: the screened rows on seed 0
-    local lane=$1; shift
-    "$PY" "${STUDY[@]}" --work-dir "$WORK/$lane" --out "$WORK/$lane.md" --tasks "$@" \
-        --seeds 0 --losses "${SCREENED_ROWS[@]}"
+lane() {  # lane NAME "NEW TASKS" "REUSED TASKS"
+    local name=$1 new=$2 reused=$3
+    for seed in 0 1 2; do
+        # shellcheck disable=SC2086
+        ROWS=("${PEERS[@]}" "${SIMPLE[@]}"); run "$name" "$seed" $new
+        # shellcheck disable=SC2086
+        ROWS=("${SIMPLE[@]}"); run "$name" "$seed" $reused
+    done
+    # shellcheck disable=SC2086
+    ROWS=("${LEARNED[@]}"); run "$name" "0 1 2" $new $reused
+    # shellcheck disable=SC2086
+    ROWS=("${SCREEN[@]}"); run "$name" 0 $new $reused
+    # shellcheck disable=SC2086
+    ROWS=("${PEERS[@]}"); run "$name" "0 1 2" $reused
 }
 
-lane_a() {
-    ROWS=("${DET_ROWS[@]}"); seeds lane_a det-lt det-many
-    if [ "${EXPLORE:-0}" = 1 ]; then
-        ROWS=("${EXPLORE_ROWS[@]}"); seeds lane_a det-lt det-many
-        screen lane_a det-lt det-many
-    fi
-    ROWS=("${DET4_ROWS[@]}"); seeds lane_a det
-}
-
-lane_b() {
-    ROWS=("${DET_ROWS[@]}"); seeds lane_b det-small det-digits
-    if [ "${EXPLORE:-0}" = 1 ]; then
-        ROWS=("${EXPLORE_ROWS[@]}"); seeds lane_b det-small det-digits
-        screen lane_b det-small det-digits
-    fi
-    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
-        --seg-iters 300 --losses 'Balanced Softmax CE' Poly-1 "$SHIPPED" 'DFL + weights'
-    # 3x the budget: the shipped setting against the peer with the best worst seed at 300
-    "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-lt \
-        --seg-iters 900 --seeds 0 1 2 --losses "$SHIPPED" 'Balanced Softmax CE'
-}
+lane_a() { lane lane_a "det-glyphs det-many" "det-lt"; }
+lane_b() { lane lane_b "det-strokes" "det-small det-digits det"; }
 
 start=$(date +%s)
 mkdir -p "$WORK"
@@ -93,6 +86,6 @@ if [ "$status" -ne 0 ]; then
     OUT="$WORK/partial.md"
 fi
 "$PY" tools/benchmarks/benchmark_efficacy.py --summarise-only --work-dir "$WORK" --out "$OUT" \
-    --tasks det det-lt det-many det-small det-digits seg-lt > /dev/null || status=$?
+    --tasks det det-lt det-many det-small det-digits det-glyphs det-strokes > /dev/null || status=$?
 echo "efficacy study: $(( ($(date +%s) - start) / 60 )) min wall, tables in $OUT (exit $status)"
 exit $status

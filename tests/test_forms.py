@@ -49,7 +49,7 @@ def test_values_and_gradients_match_the_formula(setting, mode):
 
 
 @pytest.mark.parametrize('use_sigmoid', [True, False])
-@pytest.mark.parametrize('rho', [1.0, 1.5])
+@pytest.mark.parametrize('rho', [1.0, 1 + 1e-9, 1.5])  # 1 + 1e-9 is 1.0 in float32
 @pytest.mark.parametrize('gamma', [0.5, 2.0])
 def test_finite_at_extreme_logits(use_sigmoid, rho, gamma):
     z = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0], [5e3, 5e3, -1e4],
@@ -61,6 +61,27 @@ def test_finite_at_extreme_logits(use_sigmoid, rho, gamma):
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
     # the hard elements cost ~|z|: the exact ln(1 - p), no eps clipping it at ~16
     assert float(loss.detach()) > 5e3
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+def test_rho_just_above_one_gives_float32_the_float64_loss(use_sigmoid):
+    """rho - p = (rho - 1) + (1 - p): no ln(0) where rho rounds to 1 in float32."""
+    z = torch.tensor([[30.0, -30.0, 0.0], [-1e4, 1e4, 3.0], [2.0, -1.0, 0.5]])
+    labels = torch.tensor([1, 0, 2])
+    got, want = (dual_focal_loss(x.requires_grad_(), labels, 2.0, use_sigmoid=use_sigmoid,
+                                 form=NC, rho=1 + 1e-9, reduction='sum')
+                 for x in (z.clone(), z.double()))
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_gamma_scale_is_refused_in_the_neurocomputing_form():
+    """There the exponent enters as - alpha |y - p|^gamma: a larger per-class gamma
+    would weigh a rare class's easy negatives more, the opposite of its promise."""
+    with pytest.raises(ValueError, match="gamma_scale=1.0 needs form='arxiv2019'"):
+        DualFocalLoss(form=NC, class_weight='adaptive', num_classes=3,
+                      adaptive_weight=dict(gamma_scale=1.0))
+    DualFocalLoss(form=NC, class_weight='adaptive', num_classes=3)  # without: accepted
 
 
 def test_the_default_form_is_unchanged_and_named():

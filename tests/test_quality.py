@@ -174,6 +174,41 @@ def test_adaptive_weights_count_the_assigned_class_of_positive_rows():
                                DualFocalLoss(reduction='none')(z, y).sum(1) * row_w)
 
 
+@pytest.mark.parametrize('dtype, p', [(torch.float16, 1e-4), (torch.float16, 0.9995),
+                                      (torch.bfloat16, 0.005), (torch.bfloat16, 2e-6)])
+def test_activated_half_probabilities_get_float32_loss_and_gradients(dtype, p):
+    """Half probabilities are clamped at float32's eps, not their own (float16's 9.8e-4,
+    bfloat16's 7.8e-3): the missed hard positive keeps its loss and gradient."""
+    prob = torch.tensor([[p, 0.3, p]], dtype=dtype)
+    labels = torch.tensor([0])
+    half = prob.clone().requires_grad_()
+    exact = prob.double().requires_grad_()  # the same values, in float64
+    got, want = (DualFocalLoss(activated=True, reduction='sum')(x, labels)
+                 for x in (half, exact))
+    got.backward()
+    want.backward()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(half.grad.double(), exact.grad,
+                               rtol=2 ** -7 if dtype == torch.bfloat16 else 2 ** -10, atol=0)
+    assert half.grad[0, 0] != 0
+
+
+def test_adaptive_weights_place_a_zero_score_positive_by_its_label():
+    """A positive whose quality score is 0 (an IoU of 0 early in training) is counted
+    as its class and weighed as its class, not as background."""
+    loss = DualFocalLoss(num_classes=3, class_weight='adaptive',
+                         adaptive_weight=dict(momentum=0.0, power=1.0))
+    loss.adaptive.counts.copy_(torch.tensor([8.0, 1.0, 1.0], dtype=torch.float64))
+    w = loss.adaptive.weights()
+    assert float(w[1]) > 1.5  # the rare class weighs more than 1
+    z = torch.randn(4, 3)
+    labels, scores = torch.tensor([1, 1, 0, 3]), torch.tensor([0.0, 0.7, 0.4, 0.0])
+    got = loss(z, (labels, scores), reduction_override='none')
+    plain = DualFocalLoss(reduction='none')(z, (labels, scores))
+    torch.testing.assert_close(got, plain * torch.stack([w[1], w[1], w[0], torch.tensor(1.0)]))
+
+
 @pytest.mark.parametrize('target, error, message', [
     (lambda: (torch.zeros(N, dtype=torch.long), ), TypeError, 'must be \\(labels, scores\\)'),
     (lambda: (torch.zeros(N), torch.rand(N)), TypeError, 'labels .* must be integers'),
@@ -190,3 +225,10 @@ def test_adaptive_weights_count_the_assigned_class_of_positive_rows():
 def test_a_bad_quality_target_is_refused_naming_it(target, error, message):
     with pytest.raises(error, match=message):
         DualFocalLoss()(torch.randn(N, C), target())
+
+
+@pytest.mark.parametrize('shape', [(N, ), ()])
+def test_a_quality_target_with_a_1d_or_0d_prediction_is_refused_naming_it(shape):
+    target = (torch.zeros(N, dtype=torch.long), torch.rand(N))
+    with pytest.raises(ValueError, match=r'takes \(N, C\) scores .* got pred'):
+        DualFocalLoss()(torch.randn(shape), target)

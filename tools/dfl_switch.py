@@ -33,22 +33,28 @@ def main(argv=None):
     from mmengine.config import Config
 
     from dfl_mm.apis.cli import resolve_config
-    from dfl_mm.apis.switch import derived_config_text, dfl_overrides
-    cfg = Config.fromfile(resolve_config(args.config, 'dfl_switch'))
-    overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
+    from dfl_mm.apis.switch import derived_config_text, dfl_overrides, replacement_name
+    resolved = resolve_config(args.config, 'dfl_switch')
+    cfg = Config.fromfile(resolved)
+    try:
+        overrides, replaced = dfl_overrides(cfg, adaptive=not args.no_adaptive)
+    except ValueError as err:
+        raise SystemExit(f'dfl_switch: {args.config}: {err}') from None
     if not replaced:
         raise SystemExit(f'dfl_switch: {args.config} has no dense classification loss to '
                          'replace (FocalLoss, QualityFocalLoss, VarifocalLoss, a dense '
                          "head's sigmoid CrossEntropyLoss, SSDHead, a decode head's "
                          'CrossEntropyLoss; docs/zoo.md)')
-    base = args.config if '::' in args.config else osp.abspath(args.config)
+    # the written config loads from any directory: a package config by its scope,
+    # any other by the absolute path of the file it resolved to
+    base = args.config if '::' in args.config else resolved
     name = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     out = args.out or osp.join('work_dirs', 'dfl_configs', f'{name}_dfl.py')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         f.write(derived_config_text(base, overrides, replaced))
     for path, old in replaced:
-        print(f'dfl_switch: {path}: {old} -> DualFocalLoss', file=sys.stderr)
+        print(f'dfl_switch: {path}: {old} -> {replacement_name(old)}', file=sys.stderr)
     print(out)
 
 

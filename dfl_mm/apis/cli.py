@@ -78,6 +78,9 @@ def resolve_config(config: str, tool: str = 'dfl_mm') -> str:
     if '::' in config:
         from mmengine.utils import get_installed_path, is_installed
         package, relative = config.split('::', 1)
+        if package != package.lower():  # mmengine's _base_ would not find it
+            raise SystemExit(f'{tool}: {config}: package scopes are lower case, as '
+                             f"mmengine's _base_ names them: {package.lower()}::{relative}")
         if not is_installed(package):
             raise SystemExit(f'{tool}: {config}: package {package!r} is not installed')
         path = osp.join(get_installed_path(package), '.mim', 'configs', relative)

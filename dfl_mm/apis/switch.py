@@ -43,7 +43,7 @@ from typing import List, Tuple
 
 from ..models.presets import SIGMOID_DFL, SOFTMAX_DFL, SSD_DFL
 
-__all__ = ['dfl_overrides', 'derived_config_text', 'SIGMOID_DFL', 'SOFTMAX_DFL']
+__all__ = ['dfl_overrides', 'derived_config_text', 'replacement_name', 'SIGMOID_DFL', 'SOFTMAX_DFL']
 
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
 SEG_LOSS_KEYS = ('loss_decode', )
@@ -115,7 +115,11 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
         if adaptive and head.get('num_classes'):
             new['num_classes'] = head['num_classes']
         elif loss.get('class_weight') is not None:
-            new['class_weight'] = loss['class_weight']
+            raise ValueError(
+                f"{'.'.join(path)}: CrossEntropyLoss's class_weight weighs the pixels "
+                "labelled c; DualFocalLoss's static class_weight weighs the class-c element "
+                'of every pixel, another meaning: switch with adaptive weights (placed per '
+                'pixel by its label, as CE places its weights) or write the loss yourself')
         else:
             new.pop('class_weight')
         if 'loss_name' in loss:
@@ -197,6 +201,8 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
         lists (path, old loss type). Empty overrides when nothing is replaced.
     """
     found: List[Tuple[str, str]] = []
+    if not isinstance(cfg.get('model'), dict):  # a dataset or runtime base: no model
+        return {}, []
     model, changed = _walk(cfg['model'], None, None, adaptive, ['model'], found)
     if not changed:
         return {}, []
@@ -214,11 +220,17 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
     return overrides, found
 
 
+def replacement_name(old: str) -> str:
+    """What replaces a loss or head of type ``old``."""
+    return 'DFLSSDHead' if old in SSD_HEADS else 'DualFocalLoss'
+
+
 def derived_config_text(base: str, overrides: dict, replaced) -> str:
-    """A config file that inherits ``base`` and applies ``overrides``."""
+    """A config file that inherits ``base`` (a path, or ``package::path``) and
+    applies ``overrides``."""
     import pprint
     lines = [f'# {base} with DualFocalLoss (written by tools/dfl_switch.py)',
-             *[f'#   {path}: {old} -> DualFocalLoss' for path, old in replaced],
+             *[f'#   {path}: {old} -> {replacement_name(old)}' for path, old in replaced],
              f'_base_ = {base!r}', '']
     for key, value in overrides.items():
         lines.append(f'{key} = {pprint.pformat(value, width=90, sort_dicts=False)}')

@@ -154,9 +154,11 @@ def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
 
     Softmax mode, and sigmoid mode with ``as_labels`` (adaptive class weights
     count labels): the labels (B, ...) of its rows (sigmoid: an all-zero row is
-    the background, label C). Sigmoid mode otherwise: the same map as floats
-    (a float target, multi-label rows allowed). Anything else is returned
-    unchanged.
+    the background, label C). Sigmoid mode otherwise: one-hot rows (at most one
+    1) as labels too, so that a label map and its one-hot form give the same
+    result, ``ignore_index`` included (the rows whose 1 is at that index, as
+    mmseg's FocalLoss reads them); a multi-label map (or one channel, or under
+    ``torch.compile``) as floats. Anything else is returned unchanged.
 
     Raises:
         ValueError: a row that is not one-hot (sigmoid with ``as_labels``: more
@@ -167,11 +169,15 @@ def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
             or not isinstance(logits, Tensor) or logits.dim() < 2
             or target.shape != logits.shape):
         return target
-    if use_sigmoid and not as_labels:
-        return target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    as_floats = target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    if use_sigmoid and not as_labels and (logits.shape[1] == 1
+                                          or torch.compiler.is_compiling()):
+        return as_floats
     rows = target.sum(dim=1)
     one_hot = ((target == 0) | (target == 1)).all() & (
         (rows <= 1) if use_sigmoid else (rows == 1)).all()
+    if use_sigmoid and not as_labels and not bool(one_hot):
+        return as_floats  # multi-label rows
     if not torch.compiler.is_compiling() and not bool(one_hot):
         if use_sigmoid:
             raise ValueError("class_weight='adaptive' counts labels: an integer target "
@@ -285,8 +291,15 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
     check_ignore_index(ignore_index)
 
 
-def check_gamma_scale(gamma_ceiling, gamma_scale, gamma_max) -> None:
-    """The adaptive per-class exponents must stay within the functional's bound."""
+def check_gamma_scale(gamma_ceiling, gamma_scale, gamma_max, form='arxiv2019') -> None:
+    """The adaptive per-class exponents must stay within the functional's bound, and
+    exist only in the default form: in the Neurocomputing form the exponent enters
+    as ``- alpha |y - p|^gamma``, where a larger gamma makes a rare class's easy
+    negatives weigh more, the opposite of what ``gamma_scale`` is for."""
+    if gamma_scale and form != 'arxiv2019':
+        raise ValueError(f"adaptive_weight gamma_scale={gamma_scale} needs form='arxiv2019': "
+                         f"with form={form!r} a larger per-class gamma weighs that class's "
+                         'easy negatives more, not less')
     highest = gamma_ceiling + gamma_scale
     if gamma_scale and highest > gamma_max:
         raise ValueError(f'adaptive_weight gamma_scale={gamma_scale} would raise gamma to '

@@ -35,11 +35,12 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
                         f'it: two tensors, got {len(target)} items of types '
                         f'{[type(t).__name__ for t in target]}')
     labels, scores = target
-    rows, channels = pred.shape[0], pred.shape[1]
-    if pred.dim() != 2 or labels.shape != (rows, ) or scores.shape != (rows, ):
+    rows = pred.shape[0] if pred.dim() == 2 else None
+    if rows is None or labels.shape != (rows, ) or scores.shape != (rows, ):
         raise ValueError(f'a (labels, scores) target takes (N, C) scores and N labels and '
                          f'N quality scores, got pred {tuple(pred.shape)}, labels '
                          f'{tuple(labels.shape)}, scores {tuple(scores.shape)}')
+    channels = pred.shape[1]
     if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
         raise TypeError(f'labels of a (labels, scores) target must be integers, got {labels.dtype}')
     if not scores.is_floating_point():
@@ -57,6 +58,27 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
     return dense[:, :channels], labels
 
 
+def labelled_class_weight(class_weight: Tensor, mode: str, labels: Tensor, weight):
+    """Class weights placed by a ``(labels, scores)`` target's labels, folded into
+    the call's weight: ``(weight, None)``; or ``(weight, class_weight)`` unchanged
+    for 'element' weights or a weight the functional will refuse.
+
+    The dense target alone would place a positive whose quality score is 0 (an
+    IoU of 0 early in training) as background; its label says its class.
+    """
+    rows, channels = labels.shape[0], class_weight.shape[0]
+    if mode == 'element' or (isinstance(weight, Tensor)
+                             and weight.numel() not in (rows, rows * channels)):
+        return weight, class_weight
+    known = (labels >= 0) & (labels < channels)
+    row = torch.where(known, class_weight[labels.clamp(0, channels - 1)], 1.0)
+    factor = row[:, None]
+    if mode == 'positive':  # only the labelled class's element
+        own = torch.arange(channels, device=labels.device) == labels[:, None]
+        factor = torch.where(own, factor, 1.0)
+    return factor if weight is None else factor * weight.reshape(rows, -1), None
+
+
 def channels_last_rows(pred: Tensor, target, weight):
     """(..., C) maps with the classes last (YOLOv3) as mmdet's (N, C) rows:
     ``(pred (N, C), target (N, C) or (N,), weight (N, C) or (N,))``."""
@@ -71,7 +93,11 @@ def channels_last_rows(pred: Tensor, target, weight):
 
 def from_probabilities(prob: Tensor) -> Tensor:
     """Logits of probabilities (``activated=True``, as TOOD's losses take them),
-    clamped one float step inside (0, 1) so that p = 0 or 1 stays finite.
+    in float32 (float64 for float64 input), clamped one float32 step inside (0, 1)
+    so that p = 0 or 1 stays finite. Half-precision probabilities are converted
+    first: clamping at float16's or bfloat16's eps (9.8e-4, 7.8e-3) would cut the
+    gradient of every probability outside that band, the missed hard positive's
+    included.
 
     Raises:
         ValueError: a value outside [0, 1] (or NaN): they are not probabilities.
@@ -81,6 +107,7 @@ def from_probabilities(prob: Tensor) -> Tensor:
         if bool(bad.any()):
             raise ValueError(f'activated=True takes probabilities in [0, 1], got '
                              f'{prob.detach()[bad][:5].tolist()}')
+    prob = prob.to(torch.float64 if prob.dtype == torch.float64 else torch.float32)
     eps = torch.finfo(prob.dtype).eps
     return torch.logit(prob.clamp(eps, 1 - eps))
 

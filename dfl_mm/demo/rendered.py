@@ -4,7 +4,7 @@ with the shapes of ``longtail.py``.
 - ``glyphs``: 36 characters (0-9, A-Z) of Pillow's built-in font, with the
   confusable pairs O/0, I/1, S/5, B/8, Z/2, G/6 split between the head and the
   tail of the frequency order, so that a rare letter looks like a frequent
-  digit (or the reverse); slanted, of several sizes and inks, on gradient
+  digit (or the reverse); bold, slanted, of several sizes and inks, on gradient
   paper with pen specks; 600 down to 8 training instances (Zipf, 75:1).
 - ``strokes``: 24 stroke-drawn pictograms (each class a fixed set of 3-5
   polylines drawn from a class-seeded generator, jittered per instance), cut
@@ -75,9 +75,10 @@ def glyph_image(rng, size: int, classes) -> Tuple[Image.Image, List[Tuple[int, B
         if not free:
             break
         cell = int(free.pop())
-        font = ImageFont.load_default(size=int(rng.integers(14, 26)))
-        mask = Image.new('L', (48, 48))
-        ImageDraw.Draw(mask).text((8, 4), GLYPHS[cls], font=font, fill=255)
+        font = ImageFont.load_default(size=int(rng.integers(22, 34)))
+        mask = Image.new('L', (56, 56))
+        ImageDraw.Draw(mask).text((10, 4), GLYPHS[cls], font=font, fill=255, stroke_width=1,
+                                  stroke_fill=255)
         mask = mask.rotate(float(rng.uniform(-20, 20)), resample=Image.BILINEAR)
         bbox = mask.getbbox()
         if bbox is None:
@@ -120,13 +121,13 @@ def stroke_image(rng, size: int, classes) -> Tuple[Image.Image, List[Tuple[int, 
 
 
 def _strokes_mask(rng, size, strokes):
-    side = int(rng.integers(18, 40))
+    side = int(rng.integers(24, 44))
     x0, y0 = (int(v) for v in rng.integers(-side // 2, size - side // 2, 2))
-    width = int(rng.integers(2, 4))
+    width = int(rng.integers(3, 5))
     mask = Image.new('L', (size, size))
     pen = ImageDraw.Draw(mask)
     for stroke in strokes:
-        points = (stroke + rng.normal(0, 0.04, stroke.shape)) * side + (x0, y0)
+        points = (stroke + rng.normal(0, 0.03, stroke.shape)) * side + (x0, y0)
         pen.line([tuple(p) for p in points.tolist()], fill=255, width=width)
     return mask, mask.getbbox()
 

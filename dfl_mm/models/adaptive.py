@@ -76,6 +76,7 @@ __all__ = ['AdaptiveClassWeight', 'ADAPTIVE_DEFAULTS', 'build_adaptive', 'freque
 
 BASES = ('frequency', 'recall', 'effective')
 APPLY_TO = ('row', 'element', 'positive')
+_TINY = torch.finfo(torch.float64).tiny
 NORMALISE = ('mean', 'head')
 # Defaults from the sweep in tools/benchmarks/benchmark_efficacy.py (docs/loss.md, "Adaptive
 # class weights").
@@ -294,7 +295,11 @@ class AdaptiveClassWeight(nn.Module):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(pending)
         m = self.momentum
+        seen = self.counts > 0
         self.counts.mul_(m).add_(pending[0], alpha=1 - m)
+        # a class absent for ~70k steps (momentum 0.99) would underflow to 0 and count
+        # as never seen (weight 1): a seen class stays seen, at float64's least normal
+        self.counts.copy_(torch.where(seen, self.counts.clamp(min=_TINY), self.counts))
         self.hits.mul_(m).add_(pending[1], alpha=1 - m)
         self.steps.add_(1)
         pending.zero_()

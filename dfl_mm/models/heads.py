@@ -7,6 +7,8 @@ on the per-anchor losses: every positive, and the ``neg_pos_ratio`` times as
 many negatives with the largest loss. Registered in mmdet's MODELS (importing
 this module needs mmdet; ``import dfl_mm`` makes it known lazily).
 """
+from typing import Dict
+
 from mmdet.models.dense_heads import SSDHead
 from mmdet.registry import MODELS
 from torch import Tensor
@@ -25,6 +27,8 @@ class DFLSSDHead(SSDHead):
             channels; called with (N, C + 1) scores, labels (N,) in [0, C]
             (C = background) and ``reduction_override='none'``, it must
             return the (N, C + 1) element map. Default: softmax DFL, gamma 2.
+            A learnable gamma's pull (added by the loss to reduced calls only)
+            is added once per batch as ``loss_gamma_pull``.
         *args, **kwargs: those of ``SSDHead``.
     """
 
@@ -53,3 +57,11 @@ class DFLSSDHead(SSDHead):
                                                    label_weights, bbox_targets, bbox_weights,
                                                    avg_factor)
         return loss_cls[None], loss_bbox
+
+    def loss_by_feat(self, *args, **kwargs) -> Dict[str, Tensor]:
+        """SSD's losses, plus a learnable gamma's pull (the 'none' calls above leave
+        it out: without it a learnable gamma could only climb)."""
+        losses = super().loss_by_feat(*args, **kwargs)
+        if getattr(self.loss_cls, 'learnable_gamma', False):
+            losses['loss_gamma_pull'] = self.loss_cls.gamma_pull()
+        return losses

@@ -149,7 +149,7 @@ class DualFocalLoss(nn.Module):
         self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
         if self.adaptive is not None:
             check_gamma_scale(gamma_max if learnable_gamma else gamma,
-                              self.adaptive.gamma_scale, GAMMA_MAX)
+                              self.adaptive.gamma_scale, GAMMA_MAX, form)
         weights = None if self.adaptive is not None else load_class_weight(
             class_weight, num_classes)
         self.register_buffer(
@@ -244,7 +244,8 @@ class DualFocalLoss(nn.Module):
         counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
         with self.exponent.call() if projecting else nullcontext():
             gamma = self.current_gamma()
-            loss = self._loss(pred, target, gamma, weight, ignore_index, reduction, avg_factor)
+            loss = self._loss(pred, target, gamma, weight, ignore_index, reduction, avg_factor,
+                              labels if per_row else None)
             if counting:  # checked and computed: count it
                 self.adaptive.count(pred, labels, ignore_index, self.use_sigmoid)
             loss = conventions.finish(loss, pred, reduction, per_row=per_row)
@@ -254,11 +255,16 @@ class DualFocalLoss(nn.Module):
                 loss = loss + pull.to(loss.dtype)
         return self.loss_weight * loss
 
-    def _loss(self, pred, target, gamma, weight, ignore_index, reduction, avg_factor):
+    def _loss(self, pred, target, gamma, weight, ignore_index, reduction, avg_factor,
+              labels=None):
         """The functional's loss with this module's class weights and exponents (the
-        adaptive ones from the steps before this call)."""
+        adaptive ones from the steps before this call); ``labels``: those of a
+        ``(labels, scores)`` target, which place row / positive class weights."""
         class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
             else self.adaptive.weights_for(pred, target)
+        if labels is not None and class_weight is not None:
+            weight, class_weight = conventions.labelled_class_weight(class_weight, mode,
+                                                                     labels, weight)
         offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
         focus = gamma if offsets is None else gamma + offsets.to(pred.device)
         return dual_focal_loss(

@@ -318,8 +318,8 @@ def neurocomputing_elements(u: Tensor, gamma: Tensor, is_pos: Tensor, alpha: flo
     e_gamma = torch.exp(-gamma * F.softplus(u))
     if rho == 1.0:
         false = beta * F.softplus(-u)
-    else:  # rho > 1: rho - e >= rho - 1 > 0
-        false = -beta * torch.log(rho - torch.sigmoid(-u))
+    else:  # rho - e = (rho - 1) + sigmoid(u) > 0, also where rho rounds to 1 in float32
+        false = -beta * torch.log((rho - 1.0) + torch.sigmoid(u))
     return torch.where(is_pos, F.softplus(-u), false) - alpha * e_gamma
 
 
@@ -328,7 +328,7 @@ def _neurocomputing_soft(z: Tensor, y: Tensor, gamma: Tensor, alpha: float, beta
     """Sigmoid-mode elements for float targets; entries of 0 or 1 take the exact
     hard form (:func:`neurocomputing_elements`)."""
     p = torch.sigmoid(z)
-    log_rest = -F.softplus(z) if rho == 1.0 else torch.log(rho - p)
+    log_rest = -F.softplus(z) if rho == 1.0 else torch.log((rho - 1.0) + torch.sigmoid(-z))
     err = (y - p).abs().clamp(min=torch.finfo(z.dtype).tiny)
     soft = (y * F.softplus(-z) - beta * (1 - y) * log_rest
             - alpha * torch.exp(gamma * torch.log(err)))
@@ -354,6 +354,14 @@ def neurocomputing_loss(inputs: LossInputs, gamma: Tensor, alpha: float, beta: f
     everything = (slice(None), ) * 3
     classes = torch.arange(z.shape[1], device=z.device).view(1, -1, 1)
     is_pos, weight = _positives_and_weight(inputs, everything, classes)
+    if weight is not None:
+        # autograd's chain rule: masking the value (_weighted) is not masking the
+        # gradient (0 * NaN); a masked logit (a softmax pixel: all its classes)
+        # is replaced by 0 before any maths, so it gets exactly 0 gradient
+        dead = weight == 0
+        if not inputs.use_sigmoid:
+            dead = dead.all(dim=1, keepdim=True)
+        z = torch.where(dead, 0.0, z)
     if inputs.use_sigmoid and inputs.soft_target:
         out = _neurocomputing_soft(z, inputs.target.to(inputs.dtype), g, alpha, beta, rho)
     else:

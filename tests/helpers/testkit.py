@@ -73,10 +73,13 @@ def loss_and_grads(backend, logits, target, gamma=2.0, use_sigmoid=True, *, expe
     from dfl_mm import dual_focal_loss, ops
     z = logits.detach().clone().requires_grad_()
     g = torch.as_tensor(gamma, dtype=logits.dtype).clone().requires_grad_()
+    # the Neurocomputing form has one implementation, torch ops: no fused backend runs
+    fused = kwargs.get('form', 'arxiv2019') == 'arxiv2019'
     with ops.use(backend):
         loss = dual_focal_loss(z, target, g, use_sigmoid=use_sigmoid, **kwargs)
         ran = backend_that_ran(loss)
-        assert ran == (expect or backend), f'{ran} ran, not {expect or backend}'
+        wanted = (expect or backend) if fused else None
+        assert ran == wanted, f'{ran} ran, not {wanted}'
         grad_z, grad_g = torch.autograd.grad(loss.sum(), (z, g))
     return loss.detach(), grad_z, grad_g
 

@@ -49,6 +49,19 @@ def test_known_label_stream_gives_expected_frequencies_and_weights():
     assert int(loss.adaptive.steps) == 2
 
 
+def test_a_class_absent_for_a_long_time_stays_seen_at_the_cap():
+    """After ~70k steps without it (momentum 0.99) a class's count decays to a
+    float64 denormal whose share of a large total is 0: it would weigh 1, as an unseen
+    class. A seen class's count stays at float64's least normal, so it keeps the
+    rare class's weight (the cap)."""
+    loss = _seg_loss(momentum=0.99, power=1.0, max_weight=10.0)
+    _step(loss, _labels(6, 3, 1))
+    loss.adaptive.counts.copy_(torch.tensor([1e6, 1e5, 1e-322], dtype=torch.float64))
+    _step(loss, _labels(6, 3, 0))
+    assert loss.adaptive.frequency()[2] > 0
+    assert float(loss.adaptive.weights()[2]) == pytest.approx(10.0)
+
+
 def test_unseen_class_weighs_1_and_element_mode_normalises_over_classes():
     loss = _seg_loss(power=1.0, max_weight=4.0, apply_to='element')
     _step(loss, _labels(8, 2, 0))  # class 2 never seen

@@ -539,3 +539,23 @@ def test_integer_one_hot_maps_give_the_labels_loss():
     torch.testing.assert_close(dual_focal_loss(scores, rows), dual_focal_loss(scores, det_labels))
     with pytest.raises(ValueError, match='one-hot map'):
         dual_focal_loss(logits, one_hot * 2, use_sigmoid=False)
+
+
+@pytest.mark.parametrize('channels, ignore_index', [(5, 4), (4, 2)])
+def test_a_one_hot_map_honours_ignore_index_as_its_label_map_does(channels, ignore_index):
+    """mmseg's FocalLoss test_ignore_index (sigmoid): a label map and its one-hot form
+    give the same 'none' result, the pixels whose 1 is at ignore_index ignored."""
+    torch.manual_seed(5)
+    logits = torch.rand(3, channels, 5, 6)
+    labels = torch.randint(0, 4, (3, 5, 6))
+    labels[0, 1, 2] = labels[2, 4, 0] = ignore_index
+    one_hot = torch.nn.functional.one_hot(labels, channels).permute(0, 3, 1, 2)
+    loss = DualFocalLoss(use_sigmoid=True, reduction='none')
+    by_labels = loss(logits, labels, ignore_index=ignore_index)
+    by_one_hot = loss(logits, one_hot, ignore_index=ignore_index)
+    assert torch.equal(by_labels, by_one_hot)
+    assert not by_one_hot[labels == ignore_index].any() and by_one_hot.all() >= 0
+    # a multi-label integer map stays a float map (nothing to read a label from)
+    multi = one_hot.clone()
+    multi[:, 0] = 1
+    torch.testing.assert_close(loss(logits, multi), loss(logits, multi.float()))

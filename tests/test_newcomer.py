@@ -119,3 +119,6 @@ def test_one_config_resolver_for_every_tool(in_tmp):
         resolve_config('mmcls::x.py', 'train')
     with pytest.raises(SystemExit, match='no such config in mmseg'):
         resolve_config('mmseg::nope/nope.py')
+    # mmengine's _base_ knows lower-case scopes only: a config naming MMDET:: would not load
+    with pytest.raises(SystemExit, match='scopes are lower case.*mmdet::retinanet/x.py'):
+        resolve_config('MMDET::retinanet/x.py')

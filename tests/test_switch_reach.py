@@ -172,3 +172,89 @@ def test_channels_last_maps_are_the_rows_of_mmdets_convention(reduction):
         DualFocalLoss(channels_last=True, reduction=reduction)(pred, labels),
         DualFocalLoss(reduction=reduction)(pred.reshape(14, 5), labels.reshape(14)).reshape(
             ours.shape))
+
+
+def _ssd_loss_gamma_grad(gamma_reg):
+    """gamma_logit's gradient of a DFLSSDHead's losses (SSD300, one image, one box)."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import InstanceData
+    ours, _ = _ssd_heads()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ours.loss_cls = MODELS.build(dict(SSD_DFL, learnable_gamma='scalar', gamma_reg=gamma_reg))
+    with torch.no_grad():
+        ours.loss_cls.exponent.gamma_logit.fill_(1.0)  # away from gamma_init: a pull
+    torch.manual_seed(0)
+    feats = [torch.randn(1, c, s, s) for c, s in zip(ours.in_channels, (38, 19, 10, 5, 3, 1))]
+    gt = InstanceData(bboxes=torch.tensor([[10.0, 20.0, 120.0, 140.0]]), labels=torch.tensor([3]))
+    meta = dict(img_shape=(300, 300), pad_shape=(300, 300), scale_factor=(1.0, 1.0))
+    ours.loss_cls.train()
+    losses = ours.loss_by_feat(*ours(feats), [gt], [meta])
+    total = sum(v if isinstance(v, torch.Tensor) else sum(v) for v in losses.values())
+    grad, = torch.autograd.grad(total, ours.loss_cls.exponent.gamma_logit)
+    return losses, grad
+
+
+def test_dfl_ssd_head_pulls_a_learnable_gamma_once_per_batch():
+    """SSD calls its loss with 'none' only (the loss adds the pull to reduced calls):
+    the head adds it, as 'loss_gamma_pull', so gamma_reg acts there too."""
+    losses, free = _ssd_loss_gamma_grad(0.0)
+    assert float(losses['loss_gamma_pull'].detach()) == 0.0
+    losses, pulled = _ssd_loss_gamma_grad(1.0)
+    assert float(losses['loss_gamma_pull'].detach()) > 0
+    assert not torch.equal(free, pulled)
+
+
+@pytest.mark.parametrize('given', ['name', 'configs path', 'mmdet', 'mmseg', 'elsewhere'])
+def test_the_switch_writes_a_config_that_loads_from_any_directory(tmp_path, monkeypatch, given):
+    import sys
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import dfl_switch
+    shipped = 'deeplabv3/deeplabv3_r50-d8_ce-dfl_4xb2-40k_cityscapes-512x1024.py'
+    mine = tmp_path / 'mine' / 'my_retinanet.py'
+    mine.parent.mkdir()
+    mine.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
+    arg = {'name': shipped.split('/')[-1], 'configs path': f'configs/{shipped}',
+           'mmdet': 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
+           'mmseg': 'mmseg::cgnet/cgnet_fcn_4xb4-60k_cityscapes-680x680.py',
+           'elsewhere': '../mine/my_retinanet.py'}[given]
+    for folder in ('work', 'other'):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / 'work')
+    dfl_switch.main([arg, '-o', 'out/derived.py'])
+    monkeypatch.chdir(tmp_path / 'other')
+    cfg = Config.fromfile(str(tmp_path / 'work' / 'out' / 'derived.py'))
+    assert 'DualFocalLoss' in str(cfg.model) and 'dfl_mm' in cfg.custom_imports.imports
+
+
+def test_the_switch_refuses_to_reinterpret_ce_class_weights(tmp_path):
+    """CE's class_weight weighs the pixels labelled c, DFL's static one the class-c
+    element of every pixel (CGNet: 19 weights): --no-adaptive refuses, saying why."""
+    import sys
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import dfl_switch
+    config = 'mmseg::cgnet/cgnet_fcn_4xb4-60k_cityscapes-680x680.py'
+    with pytest.raises(SystemExit, match="class_weight weighs the pixels labelled c"):
+        dfl_switch.main([config, '--no-adaptive', '-o', str(tmp_path / 'x.py')])
+    assert not (tmp_path / 'x.py').exists()
+    dfl_switch.main([config, '-o', str(tmp_path / 'x.py')])  # adaptive: placed per pixel
+    cfg = Config.fromfile(str(tmp_path / 'x.py'))
+    assert cfg.model.decode_head.loss_decode.class_weight == 'adaptive'
+
+
+def test_the_switch_on_a_config_without_a_model_says_so(tmp_path):
+    import sys
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import dfl_switch
+    with pytest.raises(SystemExit, match='has no dense classification loss to replace'):
+        dfl_switch.main(['mmdet::_base_/datasets/coco_detection.py', '-o',
+                         str(tmp_path / 'x.py')])
+
+
+def test_the_switch_names_the_ssd_head_it_puts_in(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import dfl_switch
+    dfl_switch.main(['mmdet::ssd/ssd300_coco.py', '-o', str(tmp_path / 'x.py')])
+    assert 'model.bbox_head: SSDHead -> DFLSSDHead' in capsys.readouterr().err
+    assert 'SSDHead -> DFLSSDHead' in (tmp_path / 'x.py').read_text()

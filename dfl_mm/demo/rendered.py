@@ -6,10 +6,11 @@ with the shapes of ``longtail.py``.
   tail of the frequency order, so that a rare letter looks like a frequent
   digit (or the reverse); bold, slanted, of several sizes and inks, on gradient
   paper with pen specks; 600 down to 8 training instances (Zipf, 75:1).
-- ``strokes``: 24 stroke-drawn pictograms (each class a fixed set of 3-5
+- ``strokes``: 24 stroke-drawn pictograms (each class a fixed set of 2-3
   polylines drawn from a class-seeded generator, jittered per instance), cut
-  by the image border and occluding one another (drawn in random order over
-  each other, no placement check); 500 down to 10 training instances (50:1).
+  by the image border and occluding one another (drawn over each other, each
+  covering at most half of an earlier one's box); 500 down to 10 training
+  instances (50:1).
 
 Boxes are the visible extent of each object's ink inside the image (before
 later objects are drawn over it). Only numpy and PIL; the COCO files are
@@ -95,10 +96,10 @@ def glyph_image(rng, size: int, classes) -> Tuple[Image.Image, List[Tuple[int, B
 
 
 def _pictogram(cls: int) -> List[np.ndarray]:
-    """Class ``cls``'s strokes: 3-5 polylines of 2-4 points in the unit square."""
+    """Class ``cls``'s strokes: 2-3 polylines of 3-4 points in the unit square."""
     rng = np.random.default_rng(1000 + cls)
-    return [rng.uniform(0, 1, (int(rng.integers(2, 5)), 2))
-            for _ in range(int(rng.integers(3, 6)))]
+    return [rng.uniform(0, 1, (int(rng.integers(3, 5)), 2))
+            for _ in range(int(rng.integers(2, 4)))]
 
 
 PICTOGRAMS = tuple(_pictogram(k) for k in range(len(STROKE_CLASSES)))
@@ -110,14 +111,26 @@ def stroke_image(rng, size: int, classes) -> Tuple[Image.Image, List[Tuple[int, 
     img = _paper(rng, size)
     draw = ImageDraw.Draw(img)
     annotations = []
+    taken = []
     for cls in classes:
-        while True:  # redrawn until at least 6 x 6 px of its ink lies inside the image
+        # redrawn until at least 8 x 8 px of its ink lies inside the image and it
+        # covers at most half of an earlier object's box (occluding, not hiding it)
+        for tries in range(50):
             mask, bbox = _strokes_mask(rng, size, PICTOGRAMS[cls])
-            if bbox is not None and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= 6:
+            if bbox is not None and min(bbox[2] - bbox[0], bbox[3] - bbox[1]) >= 8 and (
+                    tries > 40 or all(_covered(box, bbox) <= 0.5 for box in taken)):
                 break
+        taken.append(bbox)
         draw.bitmap((0, 0), mask, fill=tuple(int(c) for c in rng.integers(110, 256, 3)))
         annotations.append((int(cls), tuple(int(v) for v in bbox)))
     return img, annotations
+
+
+def _covered(box, by) -> float:
+    """The share of ``box`` that ``by`` covers."""
+    w = min(box[2], by[2]) - max(box[0], by[0])
+    h = min(box[3], by[3]) - max(box[1], by[1])
+    return max(w, 0) * max(h, 0) / ((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def _strokes_mask(rng, size, strokes):

@@ -237,9 +237,8 @@ class DualFocalLoss(nn.Module):
                                                             reduction, ignore_index, per_row)
         if self.adaptive is not None and labels is None:
             labels = assigned_labels(target) if target.is_floating_point() else target
-        # a call that raises changes no state: the projection is undone, and a call
-        # is counted once its loss is computed; only calls that train count
-        # (not evaluation, nor mmseg's OHEM sampler ranking pixels under no_grad)
+        # a call that raises changes no state: the projection is undone, a call is counted
+        # once its loss is computed; only training calls count (not eval, not OHEM's)
         projecting = self.training and not torch.compiler.is_compiling()
         counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
         with self.exponent.call() if projecting else nullcontext():

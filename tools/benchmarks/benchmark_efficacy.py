@@ -482,6 +482,61 @@ def summarise_decision(records, tasks):
     return '\n'.join(lines)
 
 
+LONG_TAILS = ('det-lt', 'det-many', 'det-small', 'det-digits', 'det-glyphs', 'det-strokes')
+# the settings the detection default is chosen from (issue 34)
+DFL_DET_ROWS = ('DFL fixed', 'DFL gamma 3', 'DFL learnable', 'DFL learnable from 3',
+                'DFL + weights', 'DFL gamma 3 + weights', 'DFL learnable + weights',
+                'DFL learnable from 3 + weights')
+
+
+def det_summaries(records, tasks):
+    """{(task, row): summary} of the long-tail detection runs (``leave_one_out``)."""
+    out = {}
+    for task in tasks:
+        spec = TASKS[task]
+        halves = spec['halves']()
+        for loss in {r['loss'] for r in records if r['task'] == task}:
+            runs = [r for r in records if r['task'] == task and r['loss'] == loss]
+            overall = [r['metrics'].get(spec['metric'], float('nan')) * spec['scale']
+                       for r in runs]
+
+            def part(name):
+                if name not in halves:
+                    return None
+                return statistics.mean(_half(r, halves[name], spec['scale']) for r in runs)
+
+            out[(task, loss)] = dict(
+                mean=statistics.mean(overall),
+                sd=statistics.stdev(overall) if len(overall) > 1 else 0.0,
+                worst=min(overall), head=part('head'), mid=part('mid'), tail=part('tail'),
+                seeds=len(runs), source='this study')
+    return out
+
+
+def summarise_leave_one_out(records, prior_file=None):
+    """Every long tail x every row, and the leave-one-set-out choice; runs of an
+    earlier study (``prior_file``, its tables) fill (set, row) pairs not run here."""
+    import leave_one_out
+    summaries = {}
+    if prior_file:
+        with open(prior_file) as f:
+            # the 10-class tails: their head / tail halves are what they were
+            summaries = leave_one_out.parse_tables(
+                f.read(), ('det-lt', 'det-small', 'det-digits'), osp.basename(prior_file))
+    summaries.update(det_summaries(records, LONG_TAILS))
+    tasks = [t for t in LONG_TAILS if (t, 'focal') in summaries]
+    rows = [r for r in ('focal', 'EFL') + DFL_DET_ROWS
+            if any((t, r) in summaries for t in tasks)]
+    candidates = [r for r in DFL_DET_ROWS if all((t, r) in summaries for t in tasks)]
+    lines = leave_one_out.leave_one_set_out(summaries, tasks, candidates)
+    return ('\n\n**Every long tail x every row** (bbox mAP %, mean ± sd over seeds (worst '
+            'seed); head / mid / tail = mean AP of the most / middle / least frequent thirds, '
+            'halves for 10 classes; the rule: mean and worst >= focal, head >= focal - 1, '
+            'tail >= focal)\n\n' + leave_one_out.table(summaries, tasks, rows)
+            + f'\n\n**Leave one set out** (candidates: the DFL rows run on every set: '
+            f"{', '.join(candidates)})\n\n" + leave_one_out.loso_table(lines))
+
+
 SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'DFL learnable + weights', 'CE + weights')
 SHARE_AT = (50, 250, 500, 1000)
 
@@ -544,6 +599,11 @@ def main(argv=None):
                         help='train nothing: write the tables of every run in '
                         'WORK_DIR/records.json and WORK_DIR/*/records.json (the lanes of '
                         'tools/benchmarks/efficacy_study.sh)')
+    parser.add_argument('--leave-one-out', action='store_true',
+                        help='with --summarise-only: also every long tail x every row and '
+                        'the leave-one-set-out choice of the detection default')
+    parser.add_argument('--prior', help='tables of an earlier study (markdown) whose runs '
+                        'fill the (set, row) pairs not run here (--leave-one-out)')
     parser.add_argument('--reuse', action='store_true',
                         help='take the runs already in WORK_DIR/records.json (same task, '
                         'loss, seed and budget) instead of training them again')
@@ -586,6 +646,8 @@ def main(argv=None):
     total = time.perf_counter() - study_start
     table = (summarise(records, args.tasks) + summarise_decision(records, args.tasks)
              + summarise_gradient_share(records))
+    if args.leave_one_out:
+        table += summarise_leave_one_out(records, args.prior)
     train_minutes = sum(r['seconds'] for r in records) / 60
     threads = sorted({r.get('threads', args.threads) for r in records})
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '

@@ -1,4 +1,7 @@
-"""The loss function, :mod:`dfl_mm.core.functional` (this path is documented API)."""
-from ._moved import alias
+"""The loss function: :mod:`dfl_mm.core.functional` under its documented public path
+(the same module object, so its attributes are the core's)."""
+import sys
 
-alias(__name__, 'dfl_mm.core.functional', deprecated=False)
+from .core import functional
+
+sys.modules[__name__] = functional

@@ -46,20 +46,20 @@ def test_no_module_imports_a_layer_above_its_own(layer):
                 f'{path.relative_to(ROOT)} imports {name} (layer {LAYERS[above]})'
 
 
-def test_the_old_module_paths_are_the_new_modules():
+def test_the_documented_functional_path_is_the_core_module_and_no_alias_is_left():
+    import importlib
     import warnings
 
     import dfl_mm
-    from dfl_mm.models import loss
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
+    from dfl_mm.core import functional
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # documented API: no warning
         import dfl_mm.functional
-        from dfl_mm import loss as old  # noqa: F401
-    assert old is loss and old.DualFocalLoss is dfl_mm.DualFocalLoss
+    assert dfl_mm.functional is functional
     assert dfl_mm.functional.dual_focal_loss is dfl_mm.dual_focal_loss
-    moved = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert all('moved to dfl_mm.' in m for m in moved)
-    assert not any('functional' in m for m in moved)  # documented API: no warning
+    for old in ('loss', 'hooks', 'checks', 'adaptive', 'switch', '_moved'):
+        with pytest.raises(ImportError):
+            importlib.import_module(f'dfl_mm.{old}')
 
 
 BLOCKER = '''

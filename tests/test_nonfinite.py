@@ -16,7 +16,6 @@ import torch
 
 from testkit import loss_and_grads
 
-
 FORMS = ['arxiv2019', 'neurocomputing2021']
 
 

@@ -109,23 +109,10 @@ def test_triton_is_chosen_only_when_asked_or_on_cuda(monkeypatch):
         assert chosen()
         soft = LossInputs(logits, torch.zeros(1, 2, 1, device=DEVICE))
         assert ops.select(soft, gamma, True) is ops.reference  # soft targets: the reference
-    # the environment variable, and the previous ones (deprecated, still honoured)
-    monkeypatch.setattr(ops, '_warned', set())
-    for env, expected in ((dict(DFL_MM_BACKEND='triton'), True),
-                          (dict(DFL_MM_BACKEND='reference'), False),
-                          (dict(DFL_MM_TRITON='1'), True),
-                          (dict(DFL_MM_TRITON='0'), False)):
-        with monkeypatch.context() as m:
-            for var in ('DFL_MM_BACKEND', 'DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL'):
-                m.delenv(var, raising=False)
-            for var, value in env.items():
-                m.setenv(var, value)
-            if 'DFL_MM_TRITON' in env:
-                with pytest.warns(DeprecationWarning, match='use DFL_MM_BACKEND'):
-                    assert chosen() == expected
-                monkeypatch.setattr(ops, '_warned', set())
-            else:
-                assert chosen() == expected
+    # the environment variable
+    for value, expected in (('triton', True), ('reference', False)):
+        monkeypatch.setenv('DFL_MM_BACKEND', value)
+        assert chosen() == expected
     monkeypatch.setenv('DFL_MM_BACKEND', 'yes')
     with pytest.raises(ValueError, match="DFL_MM_BACKEND must be one of .*got 'yes'"):
         chosen()
@@ -140,8 +127,7 @@ def fresh_probe(monkeypatch):
     monkeypatch.setattr(triton_dfl, '_probed', {})
     monkeypatch.setattr(ops, '_failed', {})
     monkeypatch.setattr(ops, '_warned', set())
-    for var in ('DFL_MM_BACKEND', 'DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL'):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv('DFL_MM_BACKEND', raising=False)
     return monkeypatch
 
 

@@ -188,7 +188,7 @@ class DualFocalLoss(nn.Module):
         return self.exponent.pull(gamma)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints from before the exponent submodule kept its state here
+        # checkpoints of 0.1.0 (before the exponent submodule) kept its state here
         for name in STATE:
             if prefix + name in state_dict:
                 state_dict[f'{prefix}exponent.{name}'] = state_dict.pop(prefix + name)

@@ -17,8 +17,7 @@ unavailable one warns once, ``BackendFallbackWarning``, and is skipped) or a
 backend's name (strict: that backend wherever it applies, the reference
 elsewhere; unavailable or failing, it raises). ``use(name)`` sets it for a
 block (tests, benchmarks, ``gpu_check``). A launch that fails at run time is
-handled by the same policy. ``DFL_MM_TRITON`` and ``DFL_MM_CPU_KERNEL`` (the
-previous switches) still work for one release, with a ``DeprecationWarning``.
+handled by the same policy.
 
 Nothing here imports mmengine, mmdet, mmseg or mmcv.
 """
@@ -26,7 +25,7 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Dict, FrozenSet, Tuple
+from typing import Dict, Tuple
 
 import torch
 
@@ -35,7 +34,7 @@ from .inputs import Backend, CallRefused, LossInputs, LossOptions
 from .triton_kernels import KernelMode
 
 __all__ = ['BACKENDS', 'SETTINGS', 'Backend', 'BackendFallbackWarning',
-           'TritonFallbackWarning', 'LossInputs', 'LossOptions', 'KernelMode', 'CallRefused',
+           'LossInputs', 'LossOptions', 'KernelMode', 'CallRefused',
            'setting', 'use', 'select', 'forward', 'forward_backward', 'backward']
 
 # the order in which 'auto' tries them (the reference takes what is left)
@@ -51,49 +50,25 @@ class BackendFallbackWarning(UserWarning):
     PyTorch reference) takes them."""
 
 
-TritonFallbackWarning = BackendFallbackWarning  # its name before the registry
-
 _local = threading.local()  # use(): the setting of the current block, per thread
 # (backend, device, dtype, sigmoid) -> why it failed at run time there
 _failed: Dict[Tuple[str, str, torch.dtype, bool], str] = {}
 _warned = set()
 
 
-def setting() -> Tuple[str, FrozenSet[str]]:
-    """(the backend named, or 'auto'; the backends 'auto' must skip).
-
-    From ``use()``, else ``DFL_MM_BACKEND``, else the deprecated variables.
+def setting() -> str:
+    """The backend named, or 'auto': from ``use()``, else ``DFL_MM_BACKEND``.
 
     Raises:
         ValueError: a value that names no backend.
     """
     override = getattr(_local, 'name', None)
     if override is not None:
-        return override, frozenset()
-    name = os.environ.get('DFL_MM_BACKEND')
-    if name is not None:
-        if name not in SETTINGS:
-            raise ValueError(f'DFL_MM_BACKEND must be one of {SETTINGS}, got {name!r}')
-        return name, frozenset()
-    return _legacy_setting()
-
-
-def _legacy_setting():
-    values = {var: os.environ.get(var) for var in ('DFL_MM_TRITON', 'DFL_MM_CPU_KERNEL')}
-    if all(v is None for v in values.values()):
-        return 'auto', frozenset()
-    for var, value in values.items():
-        if value not in (None, 'auto', '0', '1'):
-            raise ValueError(f"{var} must be 'auto', '0' or '1', got {value!r}")
-    if 'legacy' not in _warned:
-        _warned.add('legacy')
-        warnings.warn('DFL_MM_TRITON and DFL_MM_CPU_KERNEL are deprecated: use '
-                      'DFL_MM_BACKEND=auto|triton|cpu|reference', DeprecationWarning)
-    names = {'DFL_MM_TRITON': 'triton', 'DFL_MM_CPU_KERNEL': 'cpu'}
-    for var in names:
-        if values[var] == '1':
-            return names[var], frozenset()
-    return 'auto', frozenset(names[var] for var in names if values[var] == '0')
+        return override
+    name = os.environ.get('DFL_MM_BACKEND', 'auto')
+    if name not in SETTINGS:
+        raise ValueError(f'DFL_MM_BACKEND must be one of {SETTINGS}, got {name!r}')
+    return name
 
 
 @contextmanager
@@ -150,7 +125,7 @@ def _ready(backend, inputs: LossInputs, strict: bool) -> bool:
 
 def select(inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool):
     """The backend module for this call (see the module docstring)."""
-    name, skipped = setting()
+    name = setting()
     if name != 'auto':
         backend = BY_NAME[name]
         if backend.applies(inputs, gamma, reduce_sum) and _ready(backend, inputs, True):
@@ -158,7 +133,7 @@ def select(inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool):
         return reference
     device = inputs.logits.device.type
     for backend in BACKENDS:
-        if (backend.NAME not in skipped and backend.applies(inputs, gamma, reduce_sum)
+        if (backend.applies(inputs, gamma, reduce_sum)
                 and (backend.AUTO_DEVICES is None or device in backend.AUTO_DEVICES)
                 and _ready(backend, inputs, False)):
             return backend
@@ -176,11 +151,11 @@ def _guarded(backend, step: str, inputs: LossInputs, *args):
     except (CallRefused, MemoryError) as error:  # about this call: the backend stays on
         key = _key(backend, inputs)
         _fall_back(key, f'{type(error).__name__}: {str(error).strip()[:300]} (this call '
-                   'only)', setting()[0] != 'auto', cache=False)
+                   'only)', setting() != 'auto', cache=False)
     except Exception as error:  # noqa: BLE001 - e.g. a specialisation the probe did not compile
         key = _key(backend, inputs)
         _failed[key] = f'{type(error).__name__}: {str(error).strip()[:300]}'
-        _fall_back(key, _failed[key], setting()[0] != 'auto')
+        _fall_back(key, _failed[key], setting() != 'auto')
     return getattr(reference, step)(inputs, *args), reference
 
 

@@ -68,8 +68,8 @@ def leave_one_set_out(summaries, tasks: Sequence[str], candidates: Sequence[str]
 
 def table(summaries, tasks: Sequence[str], rows: Sequence[str]) -> str:
     """Markdown: every set x every row, mean ± sd (worst) / head / mid / tail."""
-    out = ['| set | row | seeds | mAP mean ± sd (worst) | head | mid | tail | vs focal: mean / worst '
-           '/ head / tail | passes |', '|---|---|---:|---|---:|---:|---:|---|:---:|']
+    out = ['| set | row | seeds | mAP mean ± sd (worst) | head | mid | tail | vs focal: mean / '
+           'worst / head / tail | passes |', '|---|---|---:|---|---:|---:|---:|---|:---:|']
     for task in tasks:
         for row in rows:
             s = summaries.get((task, row))
@@ -81,9 +81,9 @@ def table(summaries, tasks: Sequence[str], rows: Sequence[str]) -> str:
             mid = '-' if s.get('mid') is None else f"{s['mid']:.1f}"
             mark = '-' if v is None else ('✓' if v['ok'] else '✗')
             source = '' if s.get('source', 'this study') == 'this study' else f" ({s['source']})"
-            out.append(f"| {task} | {row}{source} | {s['seeds']} | {s['mean']:.1f} ± {s['sd']:.1f} "
-                       f"({s['worst']:.1f}) | {s['head']:.1f} | {mid} | {s['tail']:.1f} | {vs} "
-                       f'| {mark} |')
+            out.append(f"| {task} | {row}{source} | {s['seeds']} | {s['mean']:.1f} ± "
+                       f"{s['sd']:.1f} ({s['worst']:.1f}) | {s['head']:.1f} | {mid} | "
+                       f"{s['tail']:.1f} | {vs} | {mark} |")
     return '\n'.join(out)
 
 

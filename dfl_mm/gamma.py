@@ -1,4 +1,0 @@
-"""Moved to :mod:`dfl_mm.models.gamma` (this path: one more release)."""
-from ._moved import alias
-
-alias(__name__, 'dfl_mm.models.gamma')

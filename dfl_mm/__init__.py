@@ -2,11 +2,8 @@
 
 ``custom_imports = dict(imports=['dfl_mm'])`` in a config registers
 ``DualFocalLoss`` (mmengine's root MODELS, found from mmdet's and mmseg's
-registries) and ``DFLGammaHook`` (HOOKS). What lives in mmdet's or mmseg's own
-registries is registered by importing its module, the OpenMMLab way (a config
-names it in ``custom_imports``): ``dfl_mm.models.heads`` (``DFLSSDHead``),
-``dfl_mm.engine.metrics`` (``DFLPerClassIoUMetric``) and the demo datasets
-(``dfl_mm.demo.detection``, ``dfl_mm.demo.segmentation``). The tools and ``DFLGammaHook`` let
+registries), ``DFLGammaHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
+MODELS: ``dfl_mm.models.heads``) and the demo datasets. The tools and ``DFLGammaHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
 other ``torch.load`` (see ``dfl_mm.engine.checkpoint``).
 
@@ -42,6 +39,34 @@ if mmengine is not None:
     )
     from .engine.hooks import DFLGammaHook, gamma_scalars  # noqa: F401
     from .models.loss import DualFocalLoss  # noqa: F401
+
+    def _register_lazily():
+        """Make the demo datasets (and the demo's metric) and ``DFLSSDHead`` known to
+        mmdet's and mmseg's registries, so a config needs only ``imports=['dfl_mm']``:
+        a lazy location of the registry (imported with the framework's own
+        modules, at the first lookup), or at once if that lookup happened. mmengine
+        has no public call that adds a location after a registry is built; the
+        alternative, importing mmdet and mmseg with every ``import dfl_mm``, costs
+        seconds, and a config's own ``custom_imports`` replaces (not extends) the
+        list its base names."""
+        import importlib
+        for framework, names, module in (
+                ('mmdet', ('DATASETS', 'METRICS'), 'dfl_mm.demo.detection'),
+                ('mmseg', ('DATASETS', ), 'dfl_mm.demo.segmentation'),
+                ('mmseg', ('METRICS', ), 'dfl_mm.engine.metrics'),
+                ('mmdet', ('MODELS', ), 'dfl_mm.models.heads')):
+            try:
+                registry = importlib.import_module(f'{framework}.registry')
+            except ImportError:
+                continue
+            for name in names:
+                table = getattr(registry, name)
+                if table._imported:
+                    importlib.import_module(module)
+                elif module not in table._locations:
+                    table._locations = list(table._locations) + [module]
+
+    _register_lazily()
 else:
     def __getattr__(name):
         if name in _ADAPTERS:

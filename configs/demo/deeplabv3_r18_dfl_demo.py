@@ -9,8 +9,7 @@
 _base_ = ['mmseg::_base_/default_runtime.py', '../_base_/dfl_seg.py']
 
 custom_imports = dict(
-    imports=['dfl_mm', 'dfl_mm.demo.segmentation', 'dfl_mm.engine.metrics'],
-    allow_failed_imports=False)
+    imports=['dfl_mm', 'dfl_mm.demo.segmentation'], allow_failed_imports=False)
 
 data_root = 'data/dfl_demo_seg/'
 num_classes = 4

@@ -207,14 +207,12 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
     if not changed:
         return {}, []
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
-    # DFLSSDHead registers into mmdet's MODELS when its module is imported
-    wanted = ['dfl_mm'] + ['dfl_mm.models.heads'] * any(old in SSD_HEADS for _, old in found)
     hooks = [_plain(h) for h in cfg.get('custom_hooks', [])]
     if not any(h.get('type') == 'DFLGammaHook' for h in hooks):
         hooks.append(dict(type='DFLGammaHook'))
     overrides = dict(
         model=model,
-        custom_imports=dict(imports=imports + [m for m in wanted if m not in imports],
+        custom_imports=dict(imports=imports + ['dfl_mm'] * ('dfl_mm' not in imports),
                             allow_failed_imports=False),
         custom_hooks=hooks,
         optim_wrapper=dict(paramwise_cfg=dict(

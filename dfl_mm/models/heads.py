@@ -4,9 +4,8 @@
 ``C + 1`` channels (background last) is the config's ``loss_cls`` instead
 (a softmax ``DualFocalLoss`` by default), with SSD's own hard-negative mining
 on the per-anchor losses: every positive, and the ``neg_pos_ratio`` times as
-many negatives with the largest loss. Registered in mmdet's MODELS when this
-module is imported (it needs mmdet): a config names it in ``custom_imports``, as
-``tools/dfl_switch.py`` writes.
+many negatives with the largest loss. Registered in mmdet's MODELS (importing
+this module needs mmdet; ``import dfl_mm`` makes it known lazily).
 """
 from typing import Dict
 

@@ -147,10 +147,8 @@ def _config(package, rel, dfl: bool):
     from dfl_mm.apis.switch import dfl_overrides
     cfg = Config.fromfile(osp.join(_configs_root(package), rel))
     if dfl:
-        from mmengine.utils import import_modules_from_strings
         overrides, _ = dfl_overrides(cfg)
         cfg.merge_from_dict(overrides, allow_list_keys=False)
-        import_modules_from_strings(**cfg.custom_imports)  # as Config.fromfile would
     return cfg
 
 

@@ -1,5 +1,5 @@
 """The tree is clean under the lint of .pre-commit-config.yaml (ruff: flake8's E/F/W
-and isort's order, ruff.toml; codespell, .codespellrc): CI's fast path runs it."""
+and isort's order, ruff.toml; codespell, .codespellrc): .ci/run's fast stage runs it."""
 import shutil
 import subprocess
 import sys

@@ -1,8 +1,7 @@
-"""Promises where users meet them (issue 28): checkpoints and resume, the counting
-rule, edge cases that were silently reinterpreted, the README's paths.
-
-Each test names the item of the issue it covers; the compile items (1-5) are in
-tests/test_compile.py, the fresh clone (19, 20) in tests/test_fresh_clone.py.
+"""Promises where users meet them, through a real mmengine Runner where they are
+met there: checkpoints and resume, the counting rule, edge cases that were silently
+reinterpreted, the README's snippet on every demo, threads (compile: tests/test_compile.py;
+a fresh clone: tests/test_fresh_clone.py).
 """
 import json
 import math
@@ -79,9 +78,9 @@ def _adaptive_state(model):
     return {k: v.clone() for k, v in model.loss.state_dict().items()}
 
 
-# ------------------------------------------------ 7. resume exact in every mode
+# ------------------------------------------------ resume exact in every mode
 @pytest.mark.parametrize('hook', [True, False])
-def test_7_resume_is_exact_with_and_without_the_hook(tmp_path, hook):
+def test_resume_is_exact_with_and_without_the_hook(tmp_path, hook):
     from dfl_mm.engine.checkpoint import scope_checkpoint_loads
     whole = _runner(tmp_path / 'whole', 6, hook)
     whole.train()
@@ -98,8 +97,8 @@ def test_7_resume_is_exact_with_and_without_the_hook(tmp_path, hook):
     assert torch.equal(whole.model.conv.weight, resumed.model.conv.weight)
 
 
-# ------------------------------------------------ 8. legacy checkpoints resume
-def test_8_legacy_checkpoints_are_accepted_and_truncated_ones_refused(tmp_path):
+# ------------------------------------------------ legacy checkpoints resume
+def test_legacy_checkpoints_are_accepted_and_truncated_ones_refused(tmp_path):
     from dfl_mm.apis.launch import check_resume_checkpoint
     legacy = str(tmp_path / 'legacy.pth')
     torch.save({'state_dict': {'w': torch.ones(2)}}, legacy, _use_new_zipfile_serialization=False)
@@ -115,7 +114,7 @@ def test_8_legacy_checkpoints_are_accepted_and_truncated_ones_refused(tmp_path):
         check_resume_checkpoint(cut)
 
 
-def test_8_a_legacy_runner_checkpoint_resumes_through_the_scoped_loader(tmp_path):
+def test_a_legacy_runner_checkpoint_resumes_through_the_scoped_loader(tmp_path):
     from dfl_mm.engine.checkpoint import scope_checkpoint_loads
     first = _runner(tmp_path / 'a', 3, True)
     first.train()
@@ -130,11 +129,11 @@ def test_8_a_legacy_runner_checkpoint_resumes_through_the_scoped_loader(tmp_path
     assert resumed.iter == 4
 
 
-# ------------------------------------------------ 9. corrupt statistics refused
+# ------------------------------------------------ corrupt statistics refused
 @pytest.mark.parametrize('buffer, value', [
     ('counts', [math.nan, 1.0, 0.0]), ('counts', [-1.0, 1.0, 0.0]),
     ('counts', [math.inf, 1.0, 0.0]), ('hits', [5.0, 0.0, 0.0]), ('steps', -3)])
-def test_9_corrupt_adaptive_statistics_are_refused_naming_the_buffer(buffer, value):
+def test_corrupt_adaptive_statistics_are_refused_naming_the_buffer(buffer, value):
     source = DualFocalLoss(class_weight='adaptive', num_classes=3)
     source(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 3, 3]))
     state = source.state_dict()
@@ -146,8 +145,8 @@ def test_9_corrupt_adaptive_statistics_are_refused_naming_the_buffer(buffer, val
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
 
-# ------------------------------------------------ 10. a crashed runner freezes nothing
-def test_10_a_crashed_runner_leaves_later_training_counting(tmp_path):
+# ------------------------------------------------ a crashed runner freezes nothing
+def test_a_crashed_runner_leaves_later_training_counting(tmp_path):
     model = _Pixels(fail_at=3)
     runner = _runner(tmp_path / 'crash', 6, True, model=model)
     with pytest.raises(RuntimeError, match='crash mid-run'):
@@ -165,8 +164,8 @@ def test_10_a_crashed_runner_leaves_later_training_counting(tmp_path):
     assert not torch.equal(fresh.adaptive.weights(), torch.ones(4))
 
 
-# ------------------------------------------------ 11. only calls that train count
-def test_11_mmseg_ohem_sampler_calls_are_not_counted():
+# ------------------------------------------------ only calls that train count
+def test_mmseg_ohem_sampler_calls_are_not_counted():
     from mmengine.structures import PixelData
     from mmseg.models.decode_heads import FCNHead
     from mmseg.structures import SegDataSample
@@ -203,10 +202,10 @@ def test_11_mmseg_ohem_sampler_calls_are_not_counted():
     assert int(loss.adaptive.steps) == 1
 
 
-# ------------------------------------------------ 12. no overflow in the weights
+# ------------------------------------------------ no overflow in the weights
 @pytest.mark.parametrize('settings', [dict(eps=1e-160, power=2.0), dict(power=80.0),
                                       dict(eps=1e-300, power=1e3)])
-def test_12_extreme_settings_give_finite_normalised_weights(settings):
+def test_extreme_settings_give_finite_normalised_weights(settings):
     module = AdaptiveClassWeight(4, momentum=0.0, **settings)
     module.observe(torch.tensor([0, 0, 1, 1]))  # classes 2, 3 unseen
     weights = module.weights()
@@ -217,8 +216,8 @@ def test_12_extreme_settings_give_finite_normalised_weights(settings):
     assert torch.isfinite(weights).all() and weights[1] == 10.0  # capped, not NaN
 
 
-# ------------------------------------------------ 13. integer one-hot with adaptive
-def test_13_an_integer_one_hot_map_is_labels_for_adaptive_weights():
+# ------------------------------------------------ integer one-hot with adaptive
+def test_an_integer_one_hot_map_is_labels_for_adaptive_weights():
     torch.manual_seed(0)
     labels = torch.randint(0, 4, (20, ))  # 3 = background
     one_hot = torch.nn.functional.one_hot(labels, 4)[:, :3]
@@ -235,9 +234,9 @@ def test_13_an_integer_one_hot_map_is_labels_for_adaptive_weights():
         by_map(scores, multi)
 
 
-# ------------------------------------------------ 14. targets and weights are data
+# ------------------------------------------------ targets and weights are data
 @pytest.mark.parametrize('what', ['target', 'weight'])
-def test_14_a_target_or_weight_that_requires_grad_is_refused(what):
+def test_a_target_or_weight_that_requires_grad_is_refused(what):
     scores, soft = torch.randn(6, 3), torch.rand(6, 3)
     weight = torch.rand(6)
     (soft if what == 'target' else weight).requires_grad_()
@@ -247,15 +246,15 @@ def test_14_a_target_or_weight_that_requires_grad_is_refused(what):
         DualFocalLoss()(scores, soft, weight)
 
 
-# ------------------------------------------------ 15. avg_factor: real numbers only
+# ------------------------------------------------ avg_factor: real numbers only
 @pytest.mark.parametrize('avg_factor', [torch.tensor(2.0 + 1j), torch.tensor(True)])
-def test_15_complex_and_bool_avg_factor_tensors_are_refused(avg_factor):
+def test_complex_and_bool_avg_factor_tensors_are_refused(avg_factor):
     with pytest.raises(TypeError, match='avg_factor must be a real number'):
         DualFocalLoss()(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), avg_factor=avg_factor)
 
 
-# ------------------------------------------------ 16. class_weight files
-def test_16_class_weight_files_are_refused_unless_flat_real_numbers(tmp_path):
+# ------------------------------------------------ class_weight files
+def test_class_weight_files_are_refused_unless_flat_real_numbers(tmp_path):
     cases = {'complex.npy': lambda p: np.save(p, np.array([1 + 2j, 1.0])),
              'strings.json': lambda p: json.dump(['1.0', '2.0'], open(p, 'w')),
              'nested.json': lambda p: json.dump([[1.0, 2.0], [3.0]], open(p, 'w')),
@@ -271,10 +270,10 @@ def test_16_class_weight_files_are_refused_unless_flat_real_numbers(tmp_path):
     assert DualFocalLoss(class_weight=ok).class_weight.tolist() == [1.0, 2.0, 0.5]
 
 
-# ------------------------------------------------ 17. half-precision element maps
+# ------------------------------------------------ half-precision element maps
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('use_sigmoid', [True, False])
-def test_17_half_logits_give_a_float32_map_computed_in_float32(dtype, use_sigmoid, backend):
+def test_half_logits_give_a_float32_map_computed_in_float32(dtype, use_sigmoid, backend):
     if backend == 'cpu':
         pytest.skip("the C kernel computes sums only: 'none' maps run on the reference")
     torch.manual_seed(0)
@@ -289,8 +288,8 @@ def test_17_half_logits_give_a_float32_map_computed_in_float32(dtype, use_sigmoi
     assert rel < 1e-4, float(rel)
 
 
-# ------------------------------------------------ 18. one odd call, one fallback
-def test_18_zero_class_scores_do_not_switch_the_c_kernel_off(switch, monkeypatch):
+# ------------------------------------------------ one odd call, one fallback
+def test_zero_class_scores_do_not_switch_the_c_kernel_off(switch, monkeypatch):
     from dfl_mm.ops import cpu
     if cpu.unavailable() is not None:
         pytest.skip(cpu.unavailable())
@@ -318,8 +317,8 @@ def test_18_zero_class_scores_do_not_switch_the_c_kernel_off(switch, monkeypatch
     torch.testing.assert_close(dual_focal_loss(scores, labels), expected)
 
 
-# ------------------------------------------------ 4. numpy integers are ints
-def test_4_a_numpy_ignore_index_is_an_int():
+# ------------------------------------------------ numpy integers are ints
+def test_a_numpy_ignore_index_is_an_int():
     loss = DualFocalLoss(use_sigmoid=False, ignore_index=np.int64(255))
     assert type(loss.ignore_index) is int
     logits, labels = torch.randn(1, 3, 2, 2), torch.tensor([[[0, 255], [1, 2]]])
@@ -327,7 +326,7 @@ def test_4_a_numpy_ignore_index_is_an_int():
                                loss(logits, labels, ignore_index=255))
 
 
-# ------------------------------------------------ 6. the checkpoint scope
+# ------------------------------------------------ the checkpoint scope
 def _history_buffer_state(entries):
     """A HistoryBuffer whose pickled statistics_methods dict holds ``entries``
     (pickle opcodes pushing key, value)."""
@@ -358,7 +357,7 @@ SCOPE_PAYLOADS = {
 
 
 @pytest.mark.parametrize('payload', sorted(SCOPE_PAYLOADS))
-def test_6_nothing_a_checkpoint_holds_changes_process_state(tmp_path, payload):
+def test_nothing_a_checkpoint_holds_changes_process_state(tmp_path, payload):
     from mmengine.logging.history_buffer import HistoryBuffer
     path = str(tmp_path / 'crafted.pth')
     write_checkpoint(path, SCOPE_PAYLOADS[payload])
@@ -375,10 +374,10 @@ def test_6_nothing_a_checkpoint_holds_changes_process_state(tmp_path, payload):
             assert '<a int key>' in str(raised.value)
 
 
-# ------------------------------------------------ 21. the README's snippet on a demo
+# ------------------------------------------------ the README's snippet on a demo
 @pytest.mark.slow  # a fresh interpreter per demo
 @pytest.mark.parametrize('demo', sorted(p.name for p in (ROOT / 'configs' / 'demo').glob('*.py')))
-def test_21_the_readme_snippet_in_a_config_inheriting_each_demo_builds_its_data(demo, tmp_path):
+def test_the_readme_snippet_in_a_config_inheriting_each_demo_builds_its_data(demo, tmp_path):
     config = tmp_path / 'mine.py'
     config.write_text(f"_base_ = {str(ROOT / 'configs' / 'demo' / demo)!r}\n"
                       "custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)\n")
@@ -402,8 +401,8 @@ def test_21_the_readme_snippet_in_a_config_inheriting_each_demo_builds_its_data(
     assert 'prefix is not set' not in proc.stderr  # item 24: the demo metric is quiet
 
 
-# ------------------------------------------------ 22. threads that cannot oversubscribe
-def test_22_cpu_runs_pick_the_free_cores_and_say_so(monkeypatch, capsys):
+# ------------------------------------------------ threads that cannot oversubscribe
+def test_cpu_runs_pick_the_free_cores_and_say_so(monkeypatch, capsys):
     from dfl_mm.apis import launch
     if torch.cuda.is_available():
         pytest.skip('a GPU host keeps torch\'s threads')
@@ -425,29 +424,17 @@ def test_22_cpu_runs_pick_the_free_cores_and_say_so(monkeypatch, capsys):
         torch.set_num_threads(threads)
 
 
-def test_22_23_the_readme_gives_threads_and_the_expected_range_beside_command_1():
-    readme = (ROOT / 'README.md').read_text()
-    quick = readme[readme.index('## Quick start'):readme.index('## Use it in your own config')]
-    assert 'OMP_NUM_THREADS' in quick and 'expected' in quick.lower()
-
-
-# ------------------------------------------------ 24. messages that are not failures
-def test_24_the_benchmark_profiler_noise_is_filtered(capfd):
+# ------------------------------------------------ messages that are not failures
+def test_the_benchmark_profiler_noise_is_filtered(capfd):
     from measure import peak_extra_bytes
     peak_extra_bytes(lambda: torch.randn(1000).sum(), 'cpu')
     err = capfd.readouterr().err
     assert 'USDT' not in err and 'gpuGetDeviceCount' not in err
 
 
-def test_24_the_faq_lists_the_messages_that_are_not_failures():
-    faq = (ROOT / 'docs' / 'faq.md').read_text()
-    for message in ('opendatalab', 'gpuGetDeviceCount', 'USDT', 'FileClient'):
-        assert message in faq, message
-
-
-# ------------------------------------------------ 25. benchmark_loss --quick
+# ------------------------------------------------ benchmark_loss --quick
 @pytest.mark.slow  # runs the benchmark
-def test_25_benchmark_loss_states_its_limits_and_has_a_quick_mode():
+def test_benchmark_loss_states_its_limits_and_has_a_quick_mode():
     script = str(ROOT / 'tools' / 'benchmarks' / 'benchmark_loss.py')
     help_text = subprocess.run([sys.executable, script, '--help'], capture_output=True,
                                text=True, timeout=120).stdout

@@ -1,5 +1,5 @@
 # The detection loss preset, one home (configs/_base_/dfl_det.py adds the hook): the
-# sigmoid DualFocalLoss of dfl_mm.apis.switch.SIGMOID_DFL (a test checks that they
+# sigmoid DualFocalLoss of dfl_mm.models.presets.SIGMOID_DFL (a test checks that they
 # agree); children use it as
 # `loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls, num_classes=80)`, which drops
 # FocalLoss's alpha/gamma keys. A config whose base sets custom_hooks (RTMDet's EMA

@@ -5,7 +5,7 @@
 # adaptive weights need) and `_base_.gamma_no_decay`.
 custom_imports = dict(imports=['dfl_mm'], allow_failed_imports=False)
 
-# the preset of dfl_mm.apis.switch.SOFTMAX_DFL plus mmseg's loss name (a test checks that
+# the preset of dfl_mm.models.presets.SOFTMAX_DFL plus mmseg's loss name (a test checks that
 # they agree); bounds and pull strength are DualFocalLoss's defaults (docs/loss.md)
 dfl_loss = dict(
     type='DualFocalLoss',

@@ -255,7 +255,6 @@ def build_runner(cfg: Config):
             fresh = f'{name}_{suffix}'
         if fresh != name:
             visualizer['name'] = fresh
-    from ..engine.checkpoint import scope_checkpoint_loads
     choose_cpu_threads()
     ensure_dfl_hook(cfg)
     if cfg.get('compile') and not any(
@@ -264,5 +263,4 @@ def build_runner(cfg: Config):
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='EagerOptimizerStepHook')]  # dfl_mm.engine.hooks: why
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    scope_checkpoint_loads(runner)  # --resume / load_from on torch >= 2.6
     return runner

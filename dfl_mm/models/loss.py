@@ -65,7 +65,7 @@ class DualFocalLoss(nn.Module):
             (negatives get ``1 - alpha``). Default: None (equal importance).
             The Neurocomputing form's coefficient instead (see ``form``).
         class_weight (list | str, optional): per-class weights, a path to a
-            .npy/.pkl file holding them, or 'adaptive': weights from running
+            .npy/.pkl/.json/.yaml file holding them, or 'adaptive': weights from running
             class statistics (``dfl_mm.models.adaptive``; needs ``num_classes``).
             Static weights multiply the class-c element of every row.
         adaptive_weight (dict, optional): settings of the adaptive weights,

@@ -454,7 +454,7 @@ def _launch(inputs: LossInputs, gamma, mode: KernelMode, upstream=None):
 
 
 def forward(inputs: LossInputs, gamma, reduce_sum: bool):
-    """Summed loss (0-d, float32) or the element map (B, C, S, logits' dtype)."""
+    """Summed loss (0-d, float32) or the element map (B, C, S, float32)."""
     out, _, _ = _launch(inputs, gamma, KernelMode.SUM if reduce_sum else KernelMode.MAP)
     return out.sum() if reduce_sum else out
 

@@ -242,7 +242,7 @@ def test_two_gloo_ranks_with_different_labels_end_with_identical_weights():
 
 def test_defaults_are_documented_in_the_loss_docstring():
     assert set(ADAPTIVE_DEFAULTS) == {'basis', 'power', 'momentum', 'max_weight', 'apply_to',
-                                      'eps', 'beta', 'normalise', 'gamma_scale'}
+                                      'eps', 'effective_beta', 'normalise', 'gamma_scale'}
     from dfl_mm import DualFocalLoss
     for key in ADAPTIVE_DEFAULTS:
         assert key in DualFocalLoss.__doc__
@@ -254,7 +254,7 @@ def test_defaults_are_documented_in_the_loss_docstring():
 def test_effective_number_weights_follow_cui_et_al():
     """basis='effective': w_c ∝ (1 - beta) / (1 - beta^N_c), N_c the class's
     targets in the average's window (counts / (1 - momentum)), normalised per row."""
-    module = AdaptiveClassWeight(3, basis='effective', power=1.0, momentum=0.5, beta=0.99,
+    module = AdaptiveClassWeight(3, basis='effective', power=1.0, momentum=0.5, effective_beta=0.99,
                                  max_weight=100.0)
     module.observe(torch.tensor([0] * 60 + [1] * 30 + [2] * 10))
     window = torch.tensor([60.0, 30.0, 10.0], dtype=torch.float64)  # counts 30/15/5 over 0.5
@@ -267,11 +267,11 @@ def test_effective_number_weights_follow_cui_et_al():
 def test_effective_number_weights_flatten_when_every_class_is_plentiful():
     """Cui et al.'s property: once N_c >> 1 / (1 - beta) for every class, the
     effective numbers saturate and the weights tend to 1 (unlike 1 / frequency)."""
-    module = AdaptiveClassWeight(2, basis='effective', power=1.0, momentum=0.0, beta=0.9)
+    module = AdaptiveClassWeight(2, basis='effective', power=1.0, momentum=0.0, effective_beta=0.9)
     module.observe(torch.tensor([0] * 5000 + [1] * 500))
     torch.testing.assert_close(module.weights(), torch.ones(2), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match='beta must be a number in'):
-        AdaptiveClassWeight(2, basis='effective', beta=1.0)
+        AdaptiveClassWeight(2, basis='effective', effective_beta=1.0)
 
 
 # ------------------------------------------------ nothing counted: weights 1

@@ -184,13 +184,15 @@ def test_every_mode_is_one_graph_across_changing_shapes_and_avg_factors(
     compile once; values, both gradients and the adaptive statistics equal eager's.
     Both forms (the Neurocomputing one is plain torch ops in the graph)."""
     settings = dict(use_sigmoid=use_sigmoid, learnable_gamma=learnable, num_classes=4,
-                    avg_non_ignore=not use_sigmoid, form=form)
+                    avg_non_ignore=not use_sigmoid)
+    loss_type = DualFocalLoss
     if form != 'arxiv2019':
+        from dfl_mm.models.loss import NeurocomputingDualFocalLoss as loss_type
         settings.update(alpha=0.55, beta=3.0)
     if adaptive:
         settings.update(class_weight='adaptive', adaptive_weight=dict(momentum=0.5))
     torch.manual_seed(0)
-    eager, traced = DualFocalLoss(**settings), DualFocalLoss(**settings)
+    eager, traced = loss_type(**settings), loss_type(**settings)
     traced.load_state_dict(eager.state_dict())
     backend, graphs = _counting_backend()
     torch._dynamo.reset()

@@ -1,4 +1,5 @@
-"""The Neurocomputing 2021 form (``form='neurocomputing2021'``) against an
+"""The Neurocomputing 2021 form (``NeurocomputingDualFocalLoss``; the functional's
+``form='neurocomputing2021'``) against an
 independent float64 implementation, at extreme logits, in every mode of the
 module, and its settings' errors (``torch.compile``: tests/test_compile.py's matrix)."""
 import pytest
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 
 from dfl_mm import DualFocalLoss
 from dfl_mm.functional import dual_focal_loss
+from dfl_mm.models.loss import NeurocomputingDualFocalLoss as Journal
 
 NC = 'neurocomputing2021'
 # (alpha, beta, rho, gamma): the defaults, the circulating binary variant, rho > 1
@@ -78,10 +80,9 @@ def test_rho_just_above_one_gives_float32_the_float64_loss(use_sigmoid):
 def test_gamma_scale_is_refused_in_the_neurocomputing_form():
     """There the exponent enters as - alpha |y - p|^gamma: a larger per-class gamma
     would weigh a rare class's easy negatives more, the opposite of its promise."""
-    with pytest.raises(ValueError, match="gamma_scale=1.0 needs form='arxiv2019'"):
-        DualFocalLoss(form=NC, class_weight='adaptive', num_classes=3,
-                      adaptive_weight=dict(gamma_scale=1.0))
-    DualFocalLoss(form=NC, class_weight='adaptive', num_classes=3)  # without: accepted
+    with pytest.raises(ValueError, match="gamma_scale=1.0 is an option of DualFocalLoss's"):
+        Journal(class_weight='adaptive', num_classes=3, adaptive_weight=dict(gamma_scale=1.0))
+    Journal(class_weight='adaptive', num_classes=3)  # without: accepted
 
 
 def test_the_default_form_is_unchanged_and_named():
@@ -100,12 +101,12 @@ def test_module_modes_shapes_and_reductions_follow_the_default_form(use_sigmoid)
     for reduction in ('none', 'mean', 'sum'):
         kwargs = dict(use_sigmoid=use_sigmoid, reduction=reduction, ignore_index=255,
                       avg_non_ignore=True)
-        ours, theirs = DualFocalLoss(form=NC, **kwargs), DualFocalLoss(**kwargs)
+        ours, theirs = Journal(**kwargs), DualFocalLoss(**kwargs)
         assert ours(seg, labels).shape == theirs(seg, labels).shape
     # mmseg's 'mean' with avg_non_ignore: the per-pixel loss averaged over kept pixels
-    per_pixel = DualFocalLoss(form=NC, use_sigmoid=use_sigmoid, reduction='none',
+    per_pixel = Journal(use_sigmoid=use_sigmoid, reduction='none',
                               ignore_index=255)(seg, labels)
-    mean = DualFocalLoss(form=NC, use_sigmoid=use_sigmoid, ignore_index=255,
+    mean = Journal(use_sigmoid=use_sigmoid, ignore_index=255,
                          avg_non_ignore=True)(seg, labels)
     kept = labels != 255
     torch.testing.assert_close(mean, per_pixel[kept].sum() / kept.sum())
@@ -114,7 +115,7 @@ def test_module_modes_shapes_and_reductions_follow_the_default_form(use_sigmoid)
 
 def test_module_learnable_gamma_adaptive_weights_gradcheck_and_double_backward():
     torch.manual_seed(3)
-    loss = DualFocalLoss(use_sigmoid=False, form=NC, alpha=0.55, beta=3.0,
+    loss = Journal(use_sigmoid=False, alpha=0.55, beta=3.0,
                          learnable_gamma='scalar', class_weight='adaptive', num_classes=4)
     loss.double()
     z = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
@@ -140,13 +141,35 @@ def test_module_learnable_gamma_adaptive_weights_gradcheck_and_double_backward()
 ])
 def test_bad_form_settings_are_refused_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DualFocalLoss(**kwargs)
-    with pytest.raises(ValueError, match=message):
         dual_focal_loss(torch.randn(3, 2), torch.tensor([0, 1, 2]), **kwargs)
+    if kwargs.get('form') == NC:  # the module: its own loss, its own settings
+        settings = {k: v for k, v in kwargs.items() if k != 'form'}
+        with pytest.raises(ValueError, match=message):
+            Journal(**settings)
+
+
+@pytest.mark.parametrize('old', [dict(form=NC), dict(form=NC, beta=2.0, rho=1.5),
+                                 dict(rho=1.5)])
+def test_the_old_spelling_of_the_journal_form_names_the_new_one(old):
+    """DualFocalLoss's options each mean one thing: its alpha weighs sigmoid positives;
+    the journal form is NeurocomputingDualFocalLoss, with its own alpha, beta, rho."""
+    with pytest.raises(TypeError, match="type='NeurocomputingDualFocalLoss' with alpha, beta"):
+        DualFocalLoss(**old)
+    from mmengine.registry import MODELS
+    assert MODELS.get('NeurocomputingDualFocalLoss') is Journal
+
+
+def test_the_effective_basis_beta_is_spelled_effective_beta():
+    with pytest.raises(ValueError, match="now spelled 'effective_beta'"):
+        DualFocalLoss(class_weight='adaptive', num_classes=3,
+                      adaptive_weight=dict(basis='effective', beta=0.99))
+    loss = DualFocalLoss(class_weight='adaptive', num_classes=3,
+                         adaptive_weight=dict(basis='effective', effective_beta=0.99))
+    assert loss.adaptive.effective_beta == 0.99
 
 
 def test_alpha_is_the_forms_coefficient_in_softmax_mode_too():
     z, labels = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 3, (8, ))
     y = _one_hot(labels, 3)
-    got = DualFocalLoss(use_sigmoid=False, form=NC, alpha=0.25, reduction='sum')(z, labels)
+    got = Journal(use_sigmoid=False, alpha=0.25, reduction='sum')(z, labels)
     torch.testing.assert_close(got, independent(z, y, 0.25, 1.0, 1.0, 2.0, False).sum())

@@ -269,9 +269,21 @@ def check_call_options(logits, target, *, use_sigmoid, alpha, reduction, avg_fac
             'with one output channel')
 
 
+def check_moved(settings: dict) -> None:
+    """Unknown ``DualFocalLoss`` arguments: a TypeError, naming the new spelling of the
+    Neurocomputing form's (its own loss since issue 36)."""
+    if not settings:
+        return
+    if {'form', 'beta', 'rho'} & set(settings):
+        raise TypeError(f"DualFocalLoss got {sorted(settings)}: the Neurocomputing 2021 form "
+                        "is its own loss, type='NeurocomputingDualFocalLoss' with alpha, "
+                        "beta and rho (form='arxiv2019' is DualFocalLoss itself)")
+    raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(settings)}')
+
+
 def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, loss_weight,
-                   ignore_index, avg_non_ignore, form='arxiv2019', beta=1.0, rho=1.0,
-                   activated=False, iou_weighted=False, channels_last=False) -> None:
+                   ignore_index, avg_non_ignore, activated=False, iou_weighted=False,
+                   channels_last=False) -> None:
     """Raise TypeError / ValueError naming the first bad ``DualFocalLoss`` setting."""
     for name, value in (('activated', activated), ('iou_weighted', iou_weighted),
                         ('channels_last', channels_last), ('avg_non_ignore', avg_non_ignore)):
@@ -281,7 +293,7 @@ def check_settings(*, use_sigmoid, num_classes, reduction, alpha, loss_name, los
         raise ValueError('activated=True takes sigmoid probabilities (use_sigmoid=True)')
     check_positive_int('num_classes', num_classes, optional=True)
     check_reduction(reduction)
-    check_mode(use_sigmoid, None if check_form(form, alpha, beta, rho) is not None else alpha)
+    check_mode(use_sigmoid, alpha)
     if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
         raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg "
                          f'only backpropagates such keys), got {loss_name!r}')
@@ -297,9 +309,9 @@ def check_gamma_scale(gamma_ceiling, gamma_scale, gamma_max, form='arxiv2019') -
     as ``- alpha |y - p|^gamma``, where a larger gamma makes a rare class's easy
     negatives weigh more, the opposite of what ``gamma_scale`` is for."""
     if gamma_scale and form != 'arxiv2019':
-        raise ValueError(f"adaptive_weight gamma_scale={gamma_scale} needs form='arxiv2019': "
-                         f"with form={form!r} a larger per-class gamma weighs that class's "
-                         'easy negatives more, not less')
+        raise ValueError(f'adaptive_weight gamma_scale={gamma_scale} is an option of '
+                         f"DualFocalLoss's form only: in the {form} form a larger per-class "
+                         "gamma weighs that class's easy negatives more, not less")
     highest = gamma_ceiling + gamma_scale
     if gamma_scale and highest > gamma_max:
         raise ValueError(f'adaptive_weight gamma_scale={gamma_scale} would raise gamma to '

@@ -81,7 +81,7 @@ NORMALISE = ('mean', 'head')
 # Defaults from the sweep in tools/benchmarks/benchmark_efficacy.py (docs/loss.md, "Adaptive
 # class weights").
 ADAPTIVE_DEFAULTS = dict(basis='frequency', power=0.5, momentum=0.99,
-                         max_weight=10.0, apply_to='row', eps=1e-4, beta=0.9999,
+                         max_weight=10.0, apply_to='row', eps=1e-4, effective_beta=0.9999,
                          normalise='mean', gamma_scale=0.0)
 
 
@@ -105,7 +105,7 @@ class AdaptiveClassWeight(nn.Module):
             element of such a row) or 'element' (the class-c element of
             every row, as DFL's static ``class_weight``).
         eps (float): added to the frequency (or to 1 - recall), > 0.
-        beta (float): the 'effective' basis's beta, in [0, 1).
+        effective_beta (float): the 'effective' basis's beta, in [0, 1).
         normalise (str): 'mean' (the average weight is 1) or 'head' (the
             least weight is 1).
         gamma_scale (float): s >= 0 of the per-class exponent offsets
@@ -123,7 +123,7 @@ class AdaptiveClassWeight(nn.Module):
     def __init__(self, num_classes: int, basis: str = 'frequency',
                  power: float = 0.5, momentum: float = 0.99,
                  max_weight: float = 10.0, apply_to: str = 'row',
-                 eps: float = 1e-4, beta: float = 0.9999, normalise: str = 'mean',
+                 eps: float = 1e-4, effective_beta: float = 0.9999, normalise: str = 'mean',
                  gamma_scale: float = 0.0):
         super().__init__()
         for name, value, choices in (('basis', basis, BASES), ('apply_to', apply_to, APPLY_TO),
@@ -135,12 +135,13 @@ class AdaptiveClassWeight(nn.Module):
                 ('momentum', momentum, lambda v: 0 <= v < 1, 'a number in [0, 1)'),
                 ('max_weight', max_weight, lambda v: 1 <= v < math.inf, 'a number >= 1'),
                 ('eps', eps, lambda v: 0 < v < math.inf, 'a number > 0'),
-                ('beta', beta, lambda v: 0 <= v < 1, 'a number in [0, 1)')):
+                ('effective_beta', effective_beta, lambda v: 0 <= v < 1, 'a number in [0, 1)')):
             check_setting(f'adaptive_weight {name}', value, ok, expected)
         self.num_classes = num_classes
         self.basis, self.apply_to = basis, apply_to
         self.power, self.momentum = float(power), float(momentum)
-        self.max_weight, self.eps, self.beta = float(max_weight), float(eps), float(beta)
+        self.max_weight, self.eps = float(max_weight), float(eps)
+        self.effective_beta = float(effective_beta)
         self.normalise, self.gamma_scale = normalise, float(gamma_scale)
         zeros = torch.zeros(num_classes, dtype=torch.float64)
         self.register_buffer('counts', zeros.clone())
@@ -188,8 +189,9 @@ class AdaptiveClassWeight(nn.Module):
             log_raw = self.power * torch.log(1 - self.recall() + self.eps)
         else:  # (1 - beta) / (1 - beta^N); an unseen class (N = 0) weighs 1 below
             window = (self.counts / (1 - self.momentum)).clamp(min=1)
-            log_beta = math.log(self.beta) if self.beta > 0 else -math.inf
-            log_raw = self.power * (math.log1p(-self.beta)
+            beta = self.effective_beta
+            log_beta = math.log(beta) if beta > 0 else -math.inf
+            log_raw = self.power * (math.log1p(-beta)
                                     - torch.log(-torch.expm1(window * log_beta)))
         return normalise_weights(log_raw, freq, self.apply_to, self.max_weight,
                                  log_space=True, normalise=self.normalise).float()
@@ -330,7 +332,8 @@ class AdaptiveClassWeight(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, basis={self.basis!r}, power={self.power}, '
                 f'momentum={self.momentum}, max_weight={self.max_weight}, '
-                f'apply_to={self.apply_to!r}, eps={self.eps}, beta={self.beta}, '
+                f'apply_to={self.apply_to!r}, eps={self.eps}, '
+                f'effective_beta={self.effective_beta}, '
                 f'normalise={self.normalise!r}, gamma_scale={self.gamma_scale}')
 
 
@@ -349,6 +352,9 @@ def build_adaptive(class_weight, adaptive_weight, num_classes) -> Optional[Adapt
         raise TypeError(f'adaptive_weight must be a dict, got {adaptive_weight!r}')
     settings = dict(adaptive_weight or {})
     unknown = sorted(set(settings) - set(ADAPTIVE_DEFAULTS))
+    if 'beta' in unknown:
+        raise ValueError("adaptive_weight's 'beta' (the 'effective' basis's) is now spelled "
+                         f"'effective_beta' (got beta={settings['beta']!r})")
     if unknown:
         raise ValueError(f'adaptive_weight got unknown keys {unknown}; expected some '
                          f'of {sorted(ADAPTIVE_DEFAULTS)}')

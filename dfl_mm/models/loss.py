@@ -10,8 +10,10 @@ from ..core import conventions
 from ..core.checks import (
     assigned_labels,
     check_call,
+    check_form,
     check_gamma_scale,
     check_ignore_index,
+    check_moved,
     check_settings,
     load_class_weight,
     one_hot_as_target,
@@ -20,7 +22,8 @@ from ..core.functional import GAMMA_MAX, dual_focal_loss
 from .adaptive import build_adaptive
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
-__all__ = ['DualFocalLoss', 'DEFAULT_GAMMA_REG', 'GAMMA_LOGIT_LIMIT']
+__all__ = ['DualFocalLoss', 'NeurocomputingDualFocalLoss', 'DEFAULT_GAMMA_REG',
+           'GAMMA_LOGIT_LIMIT']
 
 @MODELS.register_module()
 class DualFocalLoss(nn.Module):
@@ -63,14 +66,13 @@ class DualFocalLoss(nn.Module):
             of a learnable gamma. Default: ``DEFAULT_GAMMA_REG``.
         alpha (float, optional): sigmoid mode only: weight of positive targets
             (negatives get ``1 - alpha``). Default: None (equal importance).
-            The Neurocomputing form's coefficient instead (see ``form``).
         class_weight (list | str, optional): per-class weights, a path to a
             .npy/.pkl/.json/.yaml file holding them, or 'adaptive': weights from running
             class statistics (``dfl_mm.models.adaptive``; needs ``num_classes``).
             Static weights multiply the class-c element of every row.
         adaptive_weight (dict, optional): settings of the adaptive weights,
             keys of ``ADAPTIVE_DEFAULTS`` (basis, power, momentum, max_weight,
-            apply_to, eps, beta, normalise, gamma_scale); missing keys take
+            apply_to, eps, effective_beta, normalise, gamma_scale); missing keys take
             those defaults.
         reduction (str): 'none', 'mean' or 'sum'. Default: 'mean'.
         loss_weight (float): factor of the returned loss. Default: 1.
@@ -82,13 +84,6 @@ class DualFocalLoss(nn.Module):
             always pass their own (255 in its configs).
         loss_name (str): key of the loss in mmseg's loss dict; must start with
             ``loss_``. Default: 'loss_dfl'.
-        form (str): 'arxiv2019', the element ``-ln(1 - |y - p|^gamma)`` (every
-            backend), or 'neurocomputing2021', the authors' peer-reviewed
-            ``-y ln p - beta (1 - y) ln(rho - p) - alpha |y - p|^gamma``
-            (torch ops, autograd; ``alpha`` is then its coefficient, default
-            1, in both modes). Default: 'arxiv2019'.
-        beta (float): Neurocomputing form: weight of the false classes, >= 0.
-        rho (float): Neurocomputing form: ``rho >= 1``. Default: 1.
         activated (bool): ``pred`` holds probabilities, not logits (TOOD's
             heads; mmdet's ``activated``), sigmoid mode. Default: False.
         iou_weighted (bool): VarifocalLoss's meaning: with a float target a
@@ -106,6 +101,8 @@ class DualFocalLoss(nn.Module):
         2.0
     """
 
+    FORM = 'arxiv2019'  # the functional's form: the element above
+
     def __init__(self,
                  use_sigmoid: bool = True,
                  gamma: float = 2.0,
@@ -122,19 +119,17 @@ class DualFocalLoss(nn.Module):
                  avg_non_ignore: bool = False,
                  ignore_index: Optional[int] = None,
                  loss_name: str = 'loss_dfl',
-                 form: str = 'arxiv2019',
-                 beta: float = 1.0,
-                 rho: float = 1.0,
                  activated: bool = False,
                  iou_weighted: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False,
+                 **moved):
         super().__init__()
+        check_moved(moved)
         check_settings(use_sigmoid=use_sigmoid, num_classes=num_classes, reduction=reduction,
                        alpha=alpha, loss_name=loss_name, loss_weight=loss_weight,
                        ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
-                       form=form, beta=beta, rho=rho, activated=activated,
-                       iou_weighted=iou_weighted, channels_last=channels_last)
-        self.form, self.beta, self.rho = form, float(beta), float(rho)
+                       activated=activated, iou_weighted=iou_weighted,
+                       channels_last=channels_last)
         self.activated, self.iou_weighted = activated, iou_weighted
         self.channels_last = channels_last
         self.use_sigmoid, self.num_classes, self.alpha = use_sigmoid, num_classes, alpha
@@ -149,7 +144,7 @@ class DualFocalLoss(nn.Module):
         self.adaptive = build_adaptive(class_weight, adaptive_weight, num_classes)
         if self.adaptive is not None:
             check_gamma_scale(gamma_max if learnable_gamma else gamma,
-                              self.adaptive.gamma_scale, GAMMA_MAX, form)
+                              self.adaptive.gamma_scale, GAMMA_MAX, self.FORM)
         weights = None if self.adaptive is not None else load_class_weight(
             class_weight, num_classes)
         self.register_buffer(
@@ -270,7 +265,11 @@ class DualFocalLoss(nn.Module):
             pred, target, focus, use_sigmoid=self.use_sigmoid, weight=weight,
             class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
             ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
-            form=self.form, beta=self.beta, rho=self.rho)
+            form=self.FORM, **self._form_settings())
+
+    def _form_settings(self) -> dict:
+        """The functional's settings of this loss's form (none for the default)."""
+        return {}
 
     def _convention(self, pred, target, weight, avg_factor, reduction, ignore_index,
                     per_row):
@@ -291,8 +290,7 @@ class DualFocalLoss(nn.Module):
         return pred, target, weight, avg_factor
 
     def extra_repr(self) -> str:
-        parts = [f'form={self.form!r}'] + [f'beta={self.beta}, rho={self.rho}'] * (
-            self.form != 'arxiv2019')
+        parts = [f'{k}={v}' for k, v in self._form_settings().items()]
         parts += [f'use_sigmoid={self.use_sigmoid}', f'learnable_gamma={self.learnable_gamma!r}',
                  f'alpha={self.alpha}', f'reduction={self.reduction!r}',
                  f'loss_weight={self.loss_weight}', f'avg_non_ignore={self.avg_non_ignore}',
@@ -303,3 +301,31 @@ class DualFocalLoss(nn.Module):
             parts.append(f'class_weight={self.class_weight.tolist()}')
         return ', '.join(parts)
 
+
+@MODELS.register_module()
+class NeurocomputingDualFocalLoss(DualFocalLoss):
+    """The authors' peer-reviewed form of the Dual Focal Loss (Hossain, Betts,
+    Paplinski, Neurocomputing 2021), computed by torch ops (autograd):
+
+    .. math:: \\ell_{nc} = -y\\ln p - \\beta (1 - y)\\ln(\\rho - p) - \\alpha |y - p|^{\\gamma}
+
+    Everything else as :class:`DualFocalLoss` (call conventions, reductions,
+    weights, ``ignore_index``, learnable gamma, adaptive weights but
+    ``gamma_scale``: here a larger gamma weighs easy negatives more).
+
+    Args:
+        alpha (float): the coefficient of ``|y - p|^gamma``, in both modes. Default: 1.
+        beta (float): weight of the false classes' term, >= 0. Default: 1.
+        rho (float): ``rho >= 1``. Default: 1.
+        **kwargs: those of :class:`DualFocalLoss` (not its ``alpha``).
+    """
+
+    FORM = 'neurocomputing2021'
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, rho: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = check_form(self.FORM, alpha, beta, rho)
+        self.beta, self.rho = float(beta), float(rho)
+
+    def _form_settings(self) -> dict:
+        return dict(beta=self.beta, rho=self.rho)

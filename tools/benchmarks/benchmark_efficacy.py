@@ -122,7 +122,8 @@ ROWS = {
     'DFL learnable + effective': _dfl(weights=dict(basis='effective', power=1.0)),
     'DFL learnable + recall': _dfl(weights=dict(basis='recall', power=1.0)),
     # the authors' peer-reviewed form (alpha = beta = rho = 1, gamma 2), no weights
-    'DFL Neurocomputing 2021': (None, dict(_dfl(learnable=False)[1], form='neurocomputing2021')),
+    'DFL Neurocomputing 2021': (None, dict(_dfl(learnable=False)[1],
+                                           type='NeurocomputingDualFocalLoss')),
     'Balanced Softmax CE': (None, dict(type='BalancedSoftmaxCrossEntropyLoss',
                                        num_classes=NUM_CLASSES, loss_weight=LOSS_WEIGHT)),
     'Poly-1': (None, dict(type='Poly1CrossEntropyLoss', loss_weight=LOSS_WEIGHT)),

@@ -8,7 +8,8 @@ use under ``data/`` (git-ignored), as ``img_dir/{train,val}/*.png`` and
 
 The long-tail demo (``DFLLongTailSegDataset``, under ``data/dfl_longtail_seg``)
 labels the ten shape classes of ``longtail.py`` (Zipf-like, 60:1) on
-background, in the same layout.
+background, in the same layout; the many-class tail (``DFLManyClassSegDataset``,
+``data/dfl_manyclass_seg``) the 36 confusable shape tones (100:1).
 """
 import os
 import os.path as osp
@@ -29,6 +30,7 @@ DEFAULT_ROOT = 'data/dfl_demo_seg'
 IGNORE_INDEX = 255
 LONGTAIL_ROOT = 'data/dfl_longtail_seg'
 LONGTAIL_SPLITS = {'train': 160, 'val': 60}
+MANYCLASS_ROOT = 'data/dfl_manyclass_seg'
 
 
 def _sample(rng, size):
@@ -80,6 +82,23 @@ def _longtail_sample(rng, size, classes):
     return img, label
 
 
+def _many_sample(rng, size, classes):
+    """The 36-class tail (``longtail.TAILS['many']``): an image and its label map
+    holding one shape of each class in ``classes``, a class being a (shape, tone)
+    pair of ``longtail.MANY_PAIRS``; label ``k + 1`` for class ``k``."""
+    noise = rng.integers(0, 60, (size, size, 3)) + rng.integers(20, 80, 3)
+    img = Image.fromarray(noise.astype(np.uint8))
+    label = Image.new('L', (size, size), 0)
+    draw_img, draw_lbl, taken = ImageDraw.Draw(img), ImageDraw.Draw(label), []
+    for cls in classes:
+        shape, tone = longtail.MANY_PAIRS[int(cls)]
+        box = longtail.place(rng, size, (14, 18, 22, 26), taken)
+        fill = np.clip(np.array(longtail.SHAPE_TONES[tone]) + rng.normal(0, 12, 3), 0, 255)
+        longtail.draw_shape(draw_img, shape, box, tuple(int(c) for c in fill))
+        longtail.draw_shape(draw_lbl, shape, box, int(cls) + 1)
+    return img, label
+
+
 def _write_seg(root, seed, splits, samples_of):
     """Write ``root/{img_dir,ann_dir}/{split}/*.png`` (once); ``samples_of(rng,
     split, count)`` yields ``count`` (image, label map)."""
@@ -119,6 +138,23 @@ def generate_longtail_segmentation_demo(root: str = LONGTAIL_ROOT, seed: int = 0
     def samples_of(rng, split, count):
         dealt = longtail.deal(rng, longtail.split_counts(split), count)
         return (_longtail_sample(rng, size, classes) for classes in dealt)
+
+    return _write_seg(root, seed, splits or LONGTAIL_SPLITS, samples_of)
+
+
+def generate_manyclass_segmentation_demo(root: str = MANYCLASS_ROOT, seed: int = 0,
+                                         size: int = 96, splits=None) -> str:
+    """Write the 37-label many-class tail (background + the 36 confusable shape
+    tones of ``longtail.TAILS['many']``, 800 down to 8 shapes per class).
+
+    Returns:
+        str: ``root``.
+    """
+    spec = longtail.TAILS['many']
+
+    def samples_of(rng, split, count):
+        dealt = longtail.deal(rng, spec.split_counts(split), count)
+        return (_many_sample(rng, size, classes) for classes in dealt)
 
     return _write_seg(root, seed, splits or LONGTAIL_SPLITS, samples_of)
 
@@ -171,3 +207,15 @@ class DFLLongTailSegDataset(DFLDemoSegDataset):
                     palette=[[0, 0, 0]] + [list(h) for h in longtail.HUES])
     DEMO_ROOT = LONGTAIL_ROOT
     generate_demo = staticmethod(generate_longtail_segmentation_demo)
+
+
+@DATASETS.register_module()
+class DFLManyClassSegDataset(DFLDemoSegDataset):
+    """The many-class segmentation tail (background + 36 confusable shape tones,
+    100:1), generated on first use; arguments as :class:`DFLDemoSegDataset`."""
+
+    METAINFO = dict(classes=('background',) + longtail.TAILS['many'].classes,
+                    palette=[[0, 0, 0]] + [[int(c) for c in np.random.default_rng(k).integers(
+                        40, 256, 3)] for k in range(36)])
+    DEMO_ROOT = MANYCLASS_ROOT
+    generate_demo = staticmethod(generate_manyclass_segmentation_demo)

@@ -211,6 +211,10 @@ for _task, _tail, _classes in (('det-many', 'many', 36), ('det-small', 'small', 
     TASKS[_task] = dict(TASKS['det-lt'], num_classes=_classes, config=osp.join(
         DEMO, f"retinanet_r18_dfl_{dict(many='manyclass', small='smallcrowd').get(_tail, _tail)}"
         '_demo.py'), halves=lambda tail=_tail: _longtail_halves('coco/', '_precision', tail))
+# issue 34: a many-class segmentation tail (background + the 36 confusable shape tones)
+TASKS['seg-many'] = dict(TASKS['seg-lt'], num_classes=37, config=osp.join(
+    DEMO, 'deeplabv3_r18_dfl_manyclass_demo.py'),
+    halves=lambda: _longtail_halves('IoU.', '', 'many'))
 # the RTMDet demos (a quality head): DFL in QualityFocalLoss's place against QFL itself
 TASKS['rtmdet'] = dict(TASKS['det'], config=osp.join(DEMO, 'rtmdet_dfl_demo.py'))
 TASKS['rtmdet-lt'] = dict(TASKS['det-lt'], config=osp.join(DEMO, 'rtmdet_dfl_longtail_demo.py'))
@@ -219,7 +223,7 @@ QUALITY_TASKS, QUALITY_LOSSES = ('rtmdet', 'rtmdet-lt'), ('QFL', 'DFL fixed', 'D
 RETINANET_LOSSES = tuple(name for name in ROWS if name != 'QFL')
 DEFAULT_SEEDS = {'det': [0, 1, 2], 'seg': [0, 1, 2, 3, 4], 'det-lt': [0, 1, 2],
                  'det-many': [0, 1, 2], 'det-small': [0, 1, 2], 'det-digits': [0, 1, 2],
-                 'det-glyphs': [0, 1, 2], 'det-strokes': [0, 1, 2],
+                 'det-glyphs': [0, 1, 2], 'det-strokes': [0, 1, 2], 'seg-many': [0, 1, 2],
                  'seg-lt': [0, 1, 2, 3, 4], 'rtmdet': [0, 1, 2], 'rtmdet-lt': [0, 1, 2]}
 
 
@@ -483,6 +487,7 @@ def summarise_decision(records, tasks):
     return '\n'.join(lines)
 
 
+PRIOR_SECTION = '## 2026-12-06'  # --prior: the runs reused from that study's tables
 LONG_TAILS = ('det-lt', 'det-many', 'det-small', 'det-digits', 'det-glyphs', 'det-strokes')
 # the settings the detection default is chosen from (issue 34)
 DFL_DET_ROWS = ('DFL fixed', 'DFL gamma 3', 'DFL learnable', 'DFL learnable from 3',
@@ -521,9 +526,12 @@ def summarise_leave_one_out(records, prior_file=None):
     summaries = {}
     if prior_file:
         with open(prior_file) as f:
-            # the 10-class tails: their head / tail halves are what they were
-            summaries = leave_one_out.parse_tables(
-                f.read(), ('det-lt', 'det-small', 'det-digits'), osp.basename(prior_file))
+            text = f.read()
+        # the 2026-12-06 study's section; the 10-class tails: their halves are unchanged
+        section = text[text.index(PRIOR_SECTION):]
+        section = section[:section.find('\n## ', 1) if '\n## ' in section[1:] else None]
+        summaries = leave_one_out.parse_tables(
+            section, ('det-lt', 'det-small', 'det-digits'), 'the 2026-12-06 study')
     summaries.update(det_summaries(records, LONG_TAILS))
     tasks = [t for t in LONG_TAILS if (t, 'focal') in summaries]
     rows = [r for r in ('focal', 'EFL') + DFL_DET_ROWS

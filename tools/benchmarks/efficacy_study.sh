@@ -17,10 +17,12 @@
 #   A  the simplest rows: DFL without weights at gamma 2 and 3 on every set; focal,
 #      EFL and DFL + weights where the 2026-12-06 tables have no runs (the two new
 #      sets; det-many, whose head / mid / tail are thirds now);
-#   B  a learnable gamma from 2 and from 3 (with the default pull), no weights;
-#   C  seed 0 screen: gamma 3 / learnable from 2 and 3, each with the weights;
-#   D  focal, EFL and DFL + weights again where their 2026-12-06 runs are reused.
-# Lane a: det-glyphs, det-many, det-lt; lane b: det-strokes, det-small, det-digits, det.
+#   B  a learnable gamma from 2 (the default pull), no weights; lane b first runs the
+#      many-class segmentation tail (seg-many, 600 iterations): the shipped setting,
+#      DFL without weights, CE and CE + the same weights;
+#   C  seed 0 screens: learnable from 3; gamma 3 / learnable, each with the weights.
+# Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits;
+# lane b: det-strokes, det-small, det-digits, det (A), seg-many, then B on det-strokes, det.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
@@ -29,8 +31,8 @@ OUT=${2:-docs/efficacy.md}
 STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
 PEERS=(focal EFL 'DFL + weights')
 SIMPLE=('DFL fixed' 'DFL gamma 3')
-LEARNED=('DFL learnable' 'DFL learnable from 3')
-SCREEN=('DFL gamma 3 + weights' 'DFL learnable + weights' 'DFL learnable from 3 + weights')
+SCREEN=('DFL learnable from 3' 'DFL gamma 3 + weights' 'DFL learnable + weights')
+SEG_ROWS=('DFL learnable + weights' 'DFL learnable' CE 'CE + weights')
 export OMP_NUM_THREADS=1
 
 run() {  # run LANE "SEEDS" TASK... : every row of ROWS on the tasks, one seed at a time
@@ -41,7 +43,7 @@ run() {  # run LANE "SEEDS" TASK... : every row of ROWS on the tasks, one seed a
     done
 }
 
-lane() {  # lane NAME "NEW TASKS" "REUSED TASKS"
+simplest() {  # simplest LANE "NEW TASKS" "REUSED TASKS": phase A
     local name=$1 new=$2 reused=$3
     for seed in 0 1 2; do
         # shellcheck disable=SC2086
@@ -49,16 +51,23 @@ lane() {  # lane NAME "NEW TASKS" "REUSED TASKS"
         # shellcheck disable=SC2086
         ROWS=("${SIMPLE[@]}"); run "$name" "$seed" $reused
     done
-    # shellcheck disable=SC2086
-    ROWS=("${LEARNED[@]}"); run "$name" "0 1 2" $new $reused
-    # shellcheck disable=SC2086
-    ROWS=("${SCREEN[@]}"); run "$name" 0 $new $reused
-    # shellcheck disable=SC2086
-    ROWS=("${PEERS[@]}"); run "$name" "0 1 2" $reused
 }
 
-lane_a() { lane lane_a "det-glyphs det-many" "det-lt"; }
-lane_b() { lane lane_b "det-strokes" "det-small det-digits det"; }
+lane_a() {
+    simplest lane_a "det-glyphs det-many" "det-lt"
+    ROWS=('DFL learnable'); run lane_a "0 1 2" det-glyphs det-many det-lt det-small det-digits
+    ROWS=("${SCREEN[@]}"); run lane_a 0 det-glyphs det-many det-lt det-small det-digits
+}
+
+lane_b() {
+    simplest lane_b "det-strokes" "det-small det-digits det"
+    for seed in 0 1 2; do
+        "$PY" "${STUDY[@]}" --work-dir "$WORK/lane_b" --out "$WORK/lane_b.md" --tasks seg-many \
+            --seg-iters 600 --seeds "$seed" --losses "${SEG_ROWS[@]}"
+    done
+    ROWS=('DFL learnable'); run lane_b "0 1 2" det-strokes det
+    ROWS=("${SCREEN[@]}"); run lane_b 0 det-strokes
+}
 
 start=$(date +%s)
 mkdir -p "$WORK"
@@ -86,6 +95,7 @@ if [ "$status" -ne 0 ]; then
     OUT="$WORK/partial.md"
 fi
 "$PY" tools/benchmarks/benchmark_efficacy.py --summarise-only --work-dir "$WORK" --out "$OUT" \
-    --tasks det det-lt det-many det-small det-digits det-glyphs det-strokes > /dev/null || status=$?
+    --tasks det det-lt det-many det-small det-digits det-glyphs det-strokes seg-many \
+    --leave-one-out --prior docs/efficacy.md > /dev/null || status=$?
 echo "efficacy study: $(( ($(date +%s) - start) / 60 )) min wall, tables in $OUT (exit $status)"
 exit $status

@@ -260,3 +260,49 @@ def test_poly1_is_cross_entropy_plus_one_minus_pt():
     p_t = logits.softmax(1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
     expected = ((ce + 1 - p_t) * valid).sum() / valid.sum()
     torch.testing.assert_close(Poly1CrossEntropyLoss()(logits, labels), expected)
+
+
+def test_manyclass_segmentation_demo_labels_follow_the_tail(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dfl_mm.demo import longtail
+    from dfl_mm.demo.segmentation import generate_manyclass_segmentation_demo
+    root = generate_manyclass_segmentation_demo(str(tmp_path / 'many'))
+    pixels = np.zeros(256, dtype=np.int64)
+    for path in sorted((tmp_path / 'many' / 'ann_dir' / 'train').glob('*.png')):
+        pixels += np.bincount(np.array(Image.open(path)).ravel(), minlength=256)
+    assert pixels[37:].sum() == 0 and (pixels[:37] > 0).all()  # background + 36 classes
+    counts = longtail.TAILS['many'].train_counts
+    head, tail = longtail.head_tail(counts)
+    assert pixels[[k + 1 for k in head]].sum() > 10 * pixels[[k + 1 for k in tail]].sum()
+    assert root.endswith('many')
+
+
+def _summary(mean, worst, head, tail):
+    return dict(mean=mean, sd=1.0, worst=worst, head=head, mid=None, tail=tail, seeds=3,
+                source='this study')
+
+
+def test_leave_one_set_out_picks_on_the_other_sets_and_judges_the_left_out_one():
+    """The rule (mean, worst >= focal; head >= focal - 1; tail >= focal) and the pick
+    on the other sets (most sets passed, then the mean worst-seed margin)."""
+    import leave_one_out as loo
+    focal = _summary(50, 48, 60, 40)
+    summaries = {}
+    for task in ('a', 'b', 'c'):
+        summaries[(task, 'focal')] = focal
+        summaries[(task, 'steady')] = _summary(51, 48.5, 59.5, 40.5)  # passes everywhere
+    summaries[('a', 'bold')] = summaries[('b', 'bold')] = _summary(56, 54, 62, 45)
+    summaries[('c', 'bold')] = _summary(47, 44, 55, 39)  # fails on c only
+    verdict = loo.judge(summaries, 'a', 'steady')
+    assert verdict['ok'] and verdict['head'] == -0.5
+    assert not loo.judge(summaries, 'c', 'bold')['ok']
+    assert not loo.passes(dict(mean=1, worst=1, head=-1.5, tail=1))  # head slack is 1
+    lines = loo.leave_one_set_out(summaries, ['a', 'b', 'c'], ['steady', 'bold'])
+    by_set = {line['held_out']: line for line in lines}
+    # left out a or b: bold passes 1 of the other 2, steady 2: steady; left out c: bold
+    assert by_set['a']['row'] == by_set['b']['row'] == 'steady'
+    assert by_set['c']['row'] == 'bold' and not by_set['c']['verdict']['ok']
+    table = loo.loso_table(lines)
+    assert '| c | bold (2/2) |' in table and '✗' in table

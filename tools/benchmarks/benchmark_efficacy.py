@@ -546,6 +546,35 @@ def summarise_leave_one_out(records, prior_file=None):
             f"{', '.join(candidates)})\n\n" + leave_one_out.loso_table(lines))
 
 
+def summarise_per_class(records, tasks, rows=('focal', 'DFL fixed', 'DFL + weights'), bins=6):
+    """AP against training count: the classes of each many-class tail in ``bins``
+    groups by frequency rank, each row's mean AP over the group and the seeds."""
+    from dfl_mm.demo.detection import TAIL_SPECS
+    lines = []
+    for task in tasks:
+        spec = TASKS[task]
+        tail = TAIL_SPECS[task.split('-', 1)[1] if task != 'det-lt' else 'shapes']
+        order = sorted(range(len(tail.classes)), key=lambda k: -tail.train_counts[k])
+        present = [r for r in rows if any(x['task'] == task and x['loss'] == r for x in records)]
+        if len(order) < 2 * bins or not present:
+            continue
+        lines += [f'\n**{task}**: AP (%) by training count, {bins} groups of classes by '
+                  'frequency rank (mean over the group and the seeds)\n',
+                  '| classes (training instances) | ' + ' | '.join(present) + ' |',
+                  '|---|' + '---:|' * len(present)]
+        for i in range(bins):
+            group = order[i * len(order) // bins:(i + 1) * len(order) // bins]
+            counts = [tail.train_counts[k] for k in group]
+            keys = [f'coco/{tail.classes[k]}_precision' for k in group]
+            cells = []
+            for row in present:
+                runs = [x for x in records if x['task'] == task and x['loss'] == row]
+                cells.append(f"{statistics.mean(_half(x, keys, spec['scale']) for x in runs):.1f}")
+            lines.append(f'| {len(group)} ({max(counts)}-{min(counts)}) | ' + ' | '.join(cells)
+                         + ' |')
+    return '\n'.join(lines)
+
+
 SHARE_ROWS = ('DFL fixed', 'DFL + weights', 'DFL learnable + weights', 'CE + weights')
 SHARE_AT = (50, 250, 500, 1000)
 
@@ -657,6 +686,8 @@ def main(argv=None):
              + summarise_gradient_share(records))
     if args.leave_one_out:
         table += summarise_leave_one_out(records, args.prior)
+        table += summarise_per_class(records, [t for t in ('det-many', 'det-glyphs',
+                                                           'det-strokes') if t in args.tasks])
     train_minutes = sum(r['seconds'] for r in records) / 60
     threads = sorted({r.get('threads', args.threads) for r in records})
     header = (f'Efficacy study: {len(records)} runs, {train_minutes:.1f} min of training '

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..ops.inputs import compute_dtype
+
 REDUCTIONS = ('none', 'mean', 'sum')
 # where a (C,) class_weight applies: every row's class-c element, every element of
 # the rows labelled c, or only the labelled class's element of those rows
@@ -169,7 +171,7 @@ def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
             or not isinstance(logits, Tensor) or logits.dim() < 2
             or target.shape != logits.shape):
         return target
-    as_floats = target.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    as_floats = target.to(compute_dtype(logits))
     if use_sigmoid and not as_labels and (logits.shape[1] == 1
                                           or torch.compiler.is_compiling()):
         return as_floats

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..ops.inputs import compute_dtype
 from .checks import check_binary_labels
 
 Adapted = Tuple[Tensor, Optional[Tensor], Optional[object]]
@@ -52,7 +53,7 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
             raise ValueError(f'label {lo if lo < 0 else hi} out of range: expected '
                              f'0..{channels - 1} for classes and {channels} for background')
     slot = torch.where(labels < channels, labels, channels).long().unsqueeze(1)
-    dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(pred)
     dense = torch.zeros(rows, channels + 1, dtype=dtype, device=pred.device)
     dense.scatter_(1, slot, scores.to(dtype).unsqueeze(1))
     return dense[:, :channels], labels
@@ -107,7 +108,7 @@ def from_probabilities(prob: Tensor) -> Tensor:
         if bool(bad.any()):
             raise ValueError(f'activated=True takes probabilities in [0, 1], got '
                              f'{prob.detach()[bad][:5].tolist()}')
-    prob = prob.to(torch.float64 if prob.dtype == torch.float64 else torch.float32)
+    prob = prob.to(compute_dtype(prob))
     eps = torch.finfo(prob.dtype).eps
     return torch.logit(prob.clamp(eps, 1 - eps))
 

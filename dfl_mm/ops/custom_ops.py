@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .inputs import LossInputs
+from .inputs import LossInputs, compute_dtype
 
 __all__ = ['compiled_loss']
 
@@ -26,10 +26,6 @@ def _inputs(logits, target, row_weight, elem_weight, class_weight, alpha, ignore
             use_sigmoid) -> LossInputs:
     return LossInputs(logits, target, row_weight, elem_weight, class_weight, alpha,
                       ignore_index, use_sigmoid)
-
-
-def _compute_dtype(logits: Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _fused(reduce_sum: bool, use_sigmoid: bool, with_grad: bool) -> bool:
@@ -52,7 +48,7 @@ def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
     else:
         out, _, _ = forward(backend, inputs, gamma, reduce_sum, False, scale)
         grad_logits, grad_gamma = logits.new_empty(0), gamma.new_empty(0)
-    dtype = _compute_dtype(logits)
+    dtype = compute_dtype(logits)
     return (out.to(dtype).contiguous(), grad_logits.contiguous(),
             grad_gamma.to(dtype).reshape(gamma.shape if grad_gamma.numel() else (0, )))
 
@@ -62,7 +58,7 @@ def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
 @_loss.register_fake
 def _(logits, target, row_weight, elem_weight, class_weight, gamma, alpha, ignore_index,
       use_sigmoid, reduce_sum, with_grad, scale):
-    dtype = _compute_dtype(logits)
+    dtype = compute_dtype(logits)
     out = logits.new_empty((), dtype=dtype) if reduce_sum else logits.new_empty(
         logits.shape, dtype=dtype)
     if _fused(reduce_sum, use_sigmoid, with_grad):
@@ -82,14 +78,14 @@ def _loss_backward(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
                      ignore_index, use_sigmoid)
     backend = select(inputs, gamma, reduce_sum)
     grad_logits, grad_gamma = backward(backend, inputs, gamma, grad_out * scale, reduce_sum)
-    return grad_logits.contiguous(), grad_gamma.to(_compute_dtype(logits)).reshape(gamma.shape)
+    return grad_logits.contiguous(), grad_gamma.to(compute_dtype(logits)).reshape(gamma.shape)
 
 
 @_loss_backward.register_fake
 def _(logits, target, row_weight, elem_weight, class_weight, gamma, alpha, ignore_index,
       use_sigmoid, reduce_sum, grad_out, scale):
     return logits.new_empty(logits.shape), gamma.new_empty(gamma.shape,
-                                                     dtype=_compute_dtype(logits))
+                                                     dtype=compute_dtype(logits))
 
 
 def _setup_context(ctx, inputs, output):

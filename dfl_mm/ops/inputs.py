@@ -13,6 +13,12 @@ from torch import Tensor
 __all__ = ['LossInputs', 'LossOptions', 'CallRefused', 'Backend']
 
 
+def compute_dtype(tensor: Tensor) -> torch.dtype:
+    """The dtype the loss's maths runs in, one rule for every path: float64 for
+    float64 input, else float32 (half-precision input included)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
 class CallRefused(RuntimeError):
     """A backend can not take this one call (its arguments), though it works here:
     the registry routes the call elsewhere without switching the backend off."""
@@ -53,8 +59,8 @@ class LossInputs:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype the maths runs in: float64 for float64 logits, else float32."""
-        return torch.float64 if self.logits.dtype == torch.float64 else torch.float32
+        """The dtype the maths runs in (:func:`compute_dtype`)."""
+        return compute_dtype(self.logits)
 
     @property
     def soft_target(self) -> bool:

@@ -27,23 +27,24 @@ CLASS_WEIGHT_MODES = ('element', 'row', 'positive')
 FORMS = ('arxiv2019', 'neurocomputing2021')
 
 
-def check_number(name, value, low, high, low_open=True):
-    """Raise unless ``value`` is a number in ``(low, high]`` (``[low, high]``)."""
+def check_setting(name, value, ok, expected, kind=None) -> None:
+    """Raise TypeError unless ``value`` is a real number (``{name} must be {kind}``,
+    default ``expected``), ValueError unless ``ok(value)`` (``{name} must be
+    {expected}``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a number, got {type(value).__name__} {value!r}')
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high or math.isnan(value):
-        left = '(' if low_open else '['
-        raise ValueError(f'{name} must be in {left}{low}, {high}], got {value}')
-
-
-def check_setting(name, value, ok, expected) -> None:
-    """Raise TypeError unless ``value`` is a real number, ValueError unless
-    ``ok(value)``; both messages say ``{name} must be {expected}``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be {expected}, got {type(value).__name__} {value!r}')
+        raise TypeError(f'{name} must be {kind or expected}, got {type(value).__name__} '
+                        f'{value!r}')
     if math.isnan(value) or not ok(value):
         raise ValueError(f'{name} must be {expected}, got {value}')
+
+
+def check_number(name, value, low, high, low_open=True):
+    """Raise unless ``value`` is a number in ``(low, high]`` (``[low, high]``)."""
+    def within(v):
+        return (v > low if low_open else v >= low) and v <= high
+
+    check_setting(name, value, within, f"in {'(' if low_open else '['}{low}, {high}]",
+                  kind='a number')
 
 
 def check_choice(name, value, choices) -> None:

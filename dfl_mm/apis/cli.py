@@ -94,18 +94,12 @@ def resolve_config(config: str, tool: str = 'dfl_mm') -> str:
     return found
 
 
-def _config_arg(args):
-    """Resolve a shipped config given by name or relative to the configs folder."""
-    if args and not args[0].startswith('-') and not osp.exists(args[0]) and '::' not in args[0]:
-        shipped = shipped_config(args[0])
-        if shipped is not None:
-            return [shipped] + list(args[1:])
-    return list(args)
-
-
 def _run(tool: str, args) -> None:
     script = osp.join(_root('tools'), 'tools', TOOLS[tool])
-    sys.argv = [script] + (_config_arg(args) if tool != 'gpu-check' else list(args))
+    args = list(args)
+    if tool != 'gpu-check' and args and not args[0].startswith('-'):
+        args[0] = resolve_config(args[0], f'dfl-{tool}')  # the one resolver of every tool
+    sys.argv = [script] + args
     runpy.run_path(script, run_name='__main__')
 
 

@@ -85,6 +85,32 @@ class Checks:
             start += part.numel()
 
 
+def check_label_range(labels, channels, use_sigmoid, ignore_index=None,
+                      checks: Optional[Checks] = None) -> None:
+    """Raise ValueError for labels outside ``0..C-1`` (and ``C``, the background, in
+    sigmoid mode), ``ignore_index`` aside: at ``checks.run()``, or at once without
+    ``checks``. Nothing is read inside a compiled graph."""
+    if labels.numel() == 0 or torch.compiler.is_compiling():
+        return
+    high = channels if use_sigmoid else channels - 1
+    masked = labels if ignore_index is None else labels.masked_fill(labels == ignore_index, 0)
+
+    def verdict(lo_hi):
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
+        if lo < 0 or hi > high:
+            meaning = (f'0..{channels - 1} for classes and {channels} for background'
+                       if use_sigmoid else f'0..{channels - 1}')
+            raise ValueError(f'label {lo if lo < 0 else hi} out of range: expected {meaning}'
+                             + (f' or ignore_index={ignore_index}'
+                                if ignore_index is not None else ''))
+
+    lo_hi = torch.stack(torch.aminmax(masked))
+    if checks is None:
+        verdict(lo_hi.tolist())
+    else:
+        checks.add(lo_hi, verdict)
+
+
 def check_values(name, values: Tensor, expected: str, low, high=math.inf, low_open=True,
                  checks: Optional[Checks] = None):
     """Raise ValueError unless every value is finite and in the interval.

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.inputs import compute_dtype
-from .checks import check_binary_labels
+from .checks import check_binary_labels, check_label_range
 
 Adapted = Tuple[Tensor, Optional[Tensor], Optional[object]]
 
@@ -47,11 +47,7 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
     if not scores.is_floating_point():
         raise TypeError(f'scores of a (labels, scores) target must be floats in [0, 1], got '
                         f'{scores.dtype}')
-    if labels.numel() and not torch.compiler.is_compiling():
-        lo, hi = (int(v) for v in torch.aminmax(labels))
-        if lo < 0 or hi > channels:
-            raise ValueError(f'label {lo if lo < 0 else hi} out of range: expected '
-                             f'0..{channels - 1} for classes and {channels} for background')
+    check_label_range(labels, channels, use_sigmoid=True)
     slot = torch.where(labels < channels, labels, channels).long().unsqueeze(1)
     dtype = compute_dtype(pred)
     dense = torch.zeros(rows, channels + 1, dtype=dtype, device=pred.device)

@@ -33,6 +33,7 @@ from .checks import (
     check_form,
     check_ignore_index,
     check_label_dtype,
+    check_label_range,
     check_no_grad,
     check_number,
     check_tensor,
@@ -282,7 +283,7 @@ def _targets(logits, target, use_sigmoid, ignore_index, checks: Checks) -> Tenso
     if tuple(target.shape) != row_shape:
         raise ValueError(f'expected target of shape {row_shape} (one label '
                          f'per row), got {tuple(target.shape)}')
-    _check_label_range(target, logits.shape[1], use_sigmoid, ignore_index, checks)
+    check_label_range(target, logits.shape[1], use_sigmoid, ignore_index, checks)
     return target.reshape(logits.shape[0], 1, math.prod(logits.shape[2:]))
 
 
@@ -351,23 +352,3 @@ def _run(inputs: LossInputs, gamma, reduce_sum: bool, scale, neuro_alpha, beta, 
         return custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
     return _DualFocalFunction.apply(inputs.logits, gamma, inputs, reduce_sum, with_grad, scale)
 
-
-def _check_label_range(labels, channels, use_sigmoid, ignore_index, checks: Checks):
-    """Raise ValueError (at ``checks.run()``) for labels outside the valid range."""
-    if labels.numel() == 0 or _compiling():
-        return
-    high = channels if use_sigmoid else channels - 1
-    masked = labels if ignore_index is None else labels.masked_fill(
-        labels == ignore_index, 0)
-
-    def verdict(lo_hi):
-        lo, hi = int(lo_hi[0]), int(lo_hi[1])
-        if lo < 0 or hi > high:
-            bad = lo if lo < 0 else hi
-            meaning = (f'0..{channels - 1} for classes and {channels} for background'
-                       if use_sigmoid else f'0..{channels - 1}')
-            raise ValueError(f'label {bad} out of range: expected {meaning}'
-                             + (f' or ignore_index={ignore_index}'
-                                if ignore_index is not None else ''))
-
-    checks.add(torch.stack(torch.aminmax(masked)), verdict)

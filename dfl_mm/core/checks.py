@@ -16,8 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..ops.inputs import compute_dtype
-
 REDUCTIONS = ('none', 'mean', 'sum')
 # where a (C,) class_weight applies: every row's class-c element, every element of
 # the rows labelled c, or only the labelled class's element of those rows
@@ -177,48 +175,6 @@ def check_label_dtype(target: Tensor, ignore_index) -> None:
                          'or int64 labels')
 
 
-def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
-                      as_labels: bool = False) -> Tensor:
-    """An integer one-hot map shaped like ``logits`` as the loss takes it.
-
-    Softmax mode, and sigmoid mode with ``as_labels`` (adaptive class weights
-    count labels): the labels (B, ...) of its rows (sigmoid: an all-zero row is
-    the background, label C). Sigmoid mode otherwise: one-hot rows (at most one
-    1) as labels too, so that a label map and its one-hot form give the same
-    result, ``ignore_index`` included (the rows whose 1 is at that index, as
-    mmseg's FocalLoss reads them); a multi-label map (or one channel, or under
-    ``torch.compile``) as floats. Anything else is returned unchanged.
-
-    Raises:
-        ValueError: a row that is not one-hot (sigmoid with ``as_labels``: more
-            than one 1).
-    """
-    if (not isinstance(target, Tensor) or target.is_floating_point()
-            or target.dtype == torch.bool or target.is_complex()
-            or not isinstance(logits, Tensor) or logits.dim() < 2
-            or target.shape != logits.shape):
-        return target
-    as_floats = target.to(compute_dtype(logits))
-    if use_sigmoid and not as_labels and (logits.shape[1] == 1
-                                          or torch.compiler.is_compiling()):
-        return as_floats
-    rows = target.sum(dim=1)
-    one_hot = ((target == 0) | (target == 1)).all() & (
-        (rows <= 1) if use_sigmoid else (rows == 1)).all()
-    if use_sigmoid and not as_labels and not bool(one_hot):
-        return as_floats  # multi-label rows
-    if not torch.compiler.is_compiling() and not bool(one_hot):
-        if use_sigmoid:
-            raise ValueError("class_weight='adaptive' counts labels: an integer target "
-                             'shaped like the logits must be one-hot rows (at most one 1; '
-                             'all 0 = background), got a multi-label map')
-        raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
-                         'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
-                         'pixels')
-    labels = target.argmax(dim=1)
-    return torch.where(rows > 0, labels, logits.shape[1]) if use_sigmoid else labels
-
-
 def check_form(form, alpha, beta, rho) -> Optional[float]:
     """Check a form and its settings; the Neurocomputing form's ``alpha`` (1 when
     None), or None for the default form (whose ``beta`` and ``rho`` must stay 1)."""
@@ -237,14 +193,6 @@ def check_form(form, alpha, beta, rho) -> Optional[float]:
         if not math.isfinite(value):
             raise ValueError(f'{name} must be a finite number, got {value}')
     return float(alpha)
-
-
-def assigned_labels(target: Tensor) -> Tensor:
-    """The class a float target (B, C, ...) assigns to each row: its largest entry
-    where that is positive, else ``C`` (background): (B, ...) int64. A quality
-    score (an IoU) is not a count: the row counts once, for its class."""
-    top, index = target.max(dim=1)
-    return torch.where(top > 0, index, target.shape[1])
 
 
 def check_tensor(name, value, expected):

@@ -20,6 +20,56 @@ from .checks import check_binary_labels, check_label_range
 Adapted = Tuple[Tensor, Optional[Tensor], Optional[object]]
 
 
+def one_hot_as_target(logits: Tensor, target: Tensor, use_sigmoid: bool,
+                      as_labels: bool = False) -> Tensor:
+    """An integer one-hot map shaped like ``logits`` as the loss takes it.
+
+    Softmax mode, and sigmoid mode with ``as_labels`` (adaptive class weights
+    count labels): the labels (B, ...) of its rows (sigmoid: an all-zero row is
+    the background, label C). Sigmoid mode otherwise: one-hot rows (at most one
+    1) as labels too, so that a label map and its one-hot form give the same
+    result, ``ignore_index`` included (the rows whose 1 is at that index, as
+    mmseg's FocalLoss reads them); a multi-label map (or one channel, or under
+    ``torch.compile``) as floats. Anything else is returned unchanged.
+
+    Raises:
+        ValueError: a row that is not one-hot (sigmoid with ``as_labels``: more
+            than one 1).
+    """
+    if (not isinstance(target, Tensor) or target.is_floating_point()
+            or target.dtype == torch.bool or target.is_complex()
+            or not isinstance(logits, Tensor) or logits.dim() < 2
+            or target.shape != logits.shape):
+        return target
+    as_floats = target.to(compute_dtype(logits))
+    if use_sigmoid and not as_labels and (logits.shape[1] == 1
+                                          or torch.compiler.is_compiling()):
+        return as_floats
+    rows = target.sum(dim=1)
+    one_hot = ((target == 0) | (target == 1)).all() & (
+        (rows <= 1) if use_sigmoid else (rows == 1)).all()
+    if use_sigmoid and not as_labels and not bool(one_hot):
+        return as_floats  # multi-label rows
+    if not torch.compiler.is_compiling() and not bool(one_hot):
+        if use_sigmoid:
+            raise ValueError("class_weight='adaptive' counts labels: an integer target "
+                             'shaped like the logits must be one-hot rows (at most one 1; '
+                             'all 0 = background), got a multi-label map')
+        raise ValueError('softmax mode: a target shaped like the logits must be a one-hot '
+                         'map (each row one 1, the rest 0); pass (B, ...) labels to ignore '
+                         'pixels')
+    labels = target.argmax(dim=1)
+    return torch.where(rows > 0, labels, logits.shape[1]) if use_sigmoid else labels
+
+
+def assigned_labels(target: Tensor) -> Tensor:
+    """The class a float target (B, C, ...) assigns to each row: its largest entry
+    where that is positive, else ``C`` (background): (B, ...) int64. A quality
+    score (an IoU) is not a count: the row counts once, for its class."""
+    top, index = target.max(dim=1)
+    return torch.where(top > 0, index, target.shape[1])
+
+
 def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
     """QualityFocalLoss's ``(labels (N,), scores (N,))`` as an (N, C) float target.
 

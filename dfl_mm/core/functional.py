@@ -28,7 +28,6 @@ from ..ops.reference import dual_focal_loss_elements
 from .checks import (
     FORMS,
     Checks,
-    assigned_labels,
     check_call_options,
     check_form,
     check_ignore_index,
@@ -38,8 +37,8 @@ from .checks import (
     check_number,
     check_tensor,
     check_values,
-    one_hot_as_target,
 )
+from .conventions import assigned_labels, one_hot_as_target
 
 __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
 

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from ..core import conventions
 from ..core.checks import (
-    assigned_labels,
     check_call,
     check_form,
     check_gamma_scale,
@@ -16,8 +15,8 @@ from ..core.checks import (
     check_moved,
     check_settings,
     load_class_weight,
-    one_hot_as_target,
 )
+from ..core.conventions import assigned_labels, one_hot_as_target
 from ..core.functional import GAMMA_MAX, dual_focal_loss
 from .adaptive import build_adaptive
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma

@@ -233,9 +233,9 @@ def ensure_dfl_hook(cfg: Config) -> None:
     """Add ``DFLGammaHook`` to ``custom_hooks`` unless it is there: an iteration is
     then one step of the adaptive weights and the learnable gamma's projection
     (docs/loss.md), and gamma is logged."""
+    from ..engine.hooks import has_step_hook
     hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any((h.get('type') if isinstance(h, dict) else type(h).__name__) in (
-            'DFLGammaHook', 'dfl_mm.DFLGammaHook') for h in hooks):
+    if not has_step_hook(hooks):
         cfg.custom_hooks = hooks + [dict(type='DFLGammaHook')]
 
 

@@ -207,8 +207,9 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
     if not changed:
         return {}, []
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
+    from ..engine.hooks import has_step_hook
     hooks = [_plain(h) for h in cfg.get('custom_hooks', [])]
-    if not any(h.get('type') == 'DFLGammaHook' for h in hooks):
+    if not has_step_hook(hooks):
         hooks.append(dict(type='DFLGammaHook'))
     overrides = dict(
         model=model,

@@ -14,7 +14,7 @@ from ..models.gamma import LearnableGamma
 from ..models.loss import DualFocalLoss
 from .checkpoint import scope_checkpoint_loads
 
-__all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars']
+__all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars', 'has_step_hook']
 
 
 def _short_name(path: str) -> str:
@@ -72,6 +72,12 @@ def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
                     for c, w in enumerate(weights):
                         scalars[f'class_weight_{c}{suffix}'] = w
     return scalars
+
+
+def has_step_hook(hooks) -> bool:
+    """Whether ``custom_hooks`` (dicts or hook objects) hold a ``DFLGammaHook``."""
+    return any((h.get('type') if isinstance(h, dict) else type(h).__name__) in (
+        'DFLGammaHook', 'dfl_mm.DFLGammaHook', DFLGammaHook) for h in hooks or ())
 
 
 @HOOKS.register_module()

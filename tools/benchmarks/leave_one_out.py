@@ -11,8 +11,11 @@ below FocalLoss's:
 
 For each long tail S in turn, the setting is picked on the other sets alone
 (the most sets passed, then the largest mean worst-seed margin over FocalLoss)
-and judged on S. The default must pass on every left-out set.
+and judged on S. The default must pass on every left-out set; where no setting
+does, the default is the one never behind FocalLoss's mean by more than its own
+spread (sd over seeds), :func:`within_spread`.
 """
+import json
 import re
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -124,3 +127,29 @@ def parse_tables(text: str, tasks: Sequence[str], source: str) -> Dict[Tuple[str
                 worst=float(cells['worst bbox mAP']), head=float(head.group(1)), mid=None,
                 tail=float(tail.group(1)), seeds=seeds, source=source)
     return found
+
+
+def within_spread(summaries, tasks: Sequence[str], row: str) -> List[Tuple[str, float, float]]:
+    """(task, mean minus FocalLoss's mean, the row's sd) where ``row`` is behind by
+    more than its spread (empty: never)."""
+    out = []
+    for task in tasks:
+        mine, focal = summaries.get((task, row)), summaries.get((task, BASELINE))
+        if mine is not None and focal is not None and mine['mean'] - focal['mean'] < -mine['sd']:
+            out.append((task, mine['mean'] - focal['mean'], mine['sd']))
+    return out
+
+
+def load_external(path: str) -> Dict[Tuple[str, str], dict]:
+    """Summaries of sets measured elsewhere (per-seed mAP, head / mid / tail means)."""
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for task, rows in data['sets'].items():
+        for row, r in rows.items():
+            seeds = r['seeds']
+            out[(task, row)] = dict(
+                mean=statistics.mean(seeds), sd=statistics.stdev(seeds) if len(seeds) > 1
+                else 0.0, worst=min(seeds), head=r['head'], mid=r['mid'], tail=r['tail'],
+                seeds=len(seeds), source='issue 34, held out')
+    return out

@@ -1,9 +1,9 @@
-# RetinaNet R50-FPN 1x COCO with DualFocalLoss (gamma 2, adaptive class weights):
-# the entry point of configs/retinanet/retinanet_r50_fpn_dfl_1x_coco.py.
+# RetinaNet R50-FPN 1x COCO with DualFocalLoss (gamma 2, no class weights: the
+# detection default): the entry point of configs/retinanet/retinanet_r50_fpn_dfl_1x_coco.py.
 #
 #   python tools/train.py configs/retinanet_dfl.py            # 1 GPU
 #   tools/dist_train.sh configs/retinanet_dfl.py 8            # 8 GPUs
 #
-# Variants (learnable gamma, no class weights, per-class gamma, R18, LVIS) are in
+# Variants (learnable gamma, adaptive weights, per-class gamma, R18, LVIS) are in
 # configs/retinanet/.
 _base_ = './retinanet/retinanet_r50_fpn_dfl_1x_coco.py'

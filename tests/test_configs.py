@@ -13,6 +13,7 @@ CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in 
 # a variant word in a file name -> the preset keys that variant changes
 VARIANTS = {'learnable': {'learnable_gamma', 'class_weight'}, 'fixed': {'learnable_gamma'},
             'perclass': {'learnable_gamma'}, 'noweights': {'class_weight'},
+            'weights': {'class_weight'},
             'static': {'class_weight'},
             'binary': {'use_sigmoid', 'class_weight', 'num_classes'}}  # undoes the inherited
 # keys a config gives per model, not per preset

@@ -21,8 +21,10 @@ DET_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'retinanet*.py')) +
 QUALITY_CONFIGS = sorted(path for folder in ('gfl', 'rtmdet', 'tood', 'vfnet')
                          for path in glob.glob(str(ROOT / 'configs' / folder / '*.py')))
 DEMO = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')
-# the demo ships gamma 2 + adaptive weights; these tests also learn gamma (both kinds of state)
-LEARNABLE = ["model.bbox_head.loss_cls.learnable_gamma='scalar'"]
+# the demo ships gamma 2 without class weights; these tests also learn gamma and turn the
+# adaptive weights on (both kinds of state the loss remembers)
+LEARNABLE = ["model.bbox_head.loss_cls.learnable_gamma='scalar'",
+             "model.bbox_head.loss_cls.class_weight='adaptive'"]
 SMALL = ['train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=8',
          'test_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
          'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.001']
@@ -106,7 +108,7 @@ def test_lvis_config_has_1203_classes_and_mmdet_lvis_data():
     cfg = Config.fromfile(str(ROOT / 'configs' / 'retinanet' /
                               'retinanet_r50_fpn_dfl_1x_lvis-v1.py'))
     assert cfg.model.bbox_head.num_classes == cfg.model.bbox_head.loss_cls.num_classes == 1203
-    assert cfg.model.bbox_head.loss_cls.class_weight == 'adaptive'
+    assert cfg.model.bbox_head.loss_cls.get('class_weight') is None  # the detection default
     assert cfg.train_dataloader.dataset.type == 'ClassBalancedDataset'
     assert cfg.train_dataloader.dataset.dataset.type == 'LVISV1Dataset'
     assert cfg.val_evaluator.metric == ['bbox']

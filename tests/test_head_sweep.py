@@ -61,9 +61,8 @@ def test_switch_turns_an_unshipped_detector_into_its_dfl_version(tmp_path, capsy
     assert capsys.readouterr().out.strip() == str(out)
     assert "_base_ = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'" in out.read_text()
     loss = cfg.model.bbox_head.loss_cls
-    assert loss == dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0,
-                        class_weight='adaptive', num_classes=80, loss_weight=1.0,
-                        reduction='none')
+    assert loss == dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, loss_weight=1.0,
+                        reduction='none')  # the detection default: no class weights
     assert 'dfl_mm' in cfg.custom_imports.imports
     assert [h.type for h in cfg.custom_hooks] == ['DFLGammaHook']
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.gamma_logit.decay_mult == 0.0

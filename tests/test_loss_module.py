@@ -388,25 +388,23 @@ def test_config_presets_and_the_switch_tool_are_one_source():
         assert code == [f"_base_ = './{full}'"], entry
 
 
-def test_the_switch_weights_only_the_class_scores_of_a_detection_head():
-    """Adaptive weights need the head's classes as channels: loss_cls gets them (with
-    the head's num_classes); another FocalLoss (guided anchoring's 1-channel loss_loc)
-    and a head without num_classes get a plain DualFocalLoss."""
-    from dfl_mm.apis.switch import dfl_overrides
+def test_the_switch_gives_detection_heads_no_class_weights_and_segmentation_heads_theirs():
+    """Each task's shipped setting: a detector's FocalLosses (loss_cls, guided anchoring's
+    1-channel loss_loc) become the plain sigmoid DFL; a decode head's CE gets the
+    adaptive weights with the head's num_classes, unless adaptive=False."""
+    from dfl_mm.apis.switch import SIGMOID_DFL, dfl_overrides
     cfg = dict(model=dict(type='RetinaNet', bbox_head=dict(
         num_classes=80, loss_cls=dict(type='FocalLoss', loss_weight=1.0),
         loss_loc=dict(type='FocalLoss', loss_weight=2.0))))
-    overrides, replaced = dfl_overrides(cfg)
-    head = overrides['model']['bbox_head']
-    assert head['loss_cls']['class_weight'] == 'adaptive'
-    assert head['loss_cls']['num_classes'] == 80
-    assert 'class_weight' not in head['loss_loc'] and head['loss_loc']['loss_weight'] == 2.0
-    cfg['model']['bbox_head'].pop('num_classes')
-    overrides, _ = dfl_overrides(cfg)
-    assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
-    overrides, _ = dfl_overrides(dict(model=dict(bbox_head=dict(
-        num_classes=80, loss_cls=dict(type='FocalLoss')))), adaptive=False)
-    assert 'class_weight' not in overrides['model']['bbox_head']['loss_cls']
+    head = dfl_overrides(cfg)[0]['model']['bbox_head']
+    assert head['loss_cls'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=1.0)
+    assert head['loss_loc'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=2.0)
+    seg = dict(model=dict(decode_head=dict(num_classes=19, loss_decode=dict(
+        type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0))))
+    loss = dfl_overrides(seg)[0]['model']['decode_head']['loss_decode']
+    assert loss['class_weight'] == 'adaptive' and loss['num_classes'] == 19
+    loss = dfl_overrides(seg, adaptive=False)[0]['model']['decode_head']['loss_decode']
+    assert 'class_weight' not in loss
     DualFocalLoss(**{k: v for k, v in head['loss_cls'].items() if k not in ('_delete_', 'type')})
 
 

@@ -117,6 +117,7 @@ def test_every_config_folder_has_a_readme_and_a_complete_metafile():
 VARIANT_WORDS = {'fixed gamma': 'fixed', 'fixed': 'fixed', 'per-class gamma': 'perclass',
                  'per-class': 'perclass', 'R18': 'r18', 'CE + DFL': 'ce-dfl',
                  'ADE20K': 'ade20k', 'no class weights': 'noweights',
+                 'adaptive weights': 'weights',
                  'learnable gamma': 'learnable', 'LVIS': 'lvis'}
 
 

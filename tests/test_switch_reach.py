@@ -25,7 +25,7 @@ def _switched(rel):
 def test_quality_losses_are_replaced_with_their_meaning_kept():
     model, replaced = _switched('gfl/gfl_r50_fpn_1x_coco.py')
     assert replaced == {'model.bbox_head.loss_cls': 'QualityFocalLoss'}  # not loss_dfl
-    assert model['bbox_head']['loss_cls']['num_classes'] == 80
+    assert model['bbox_head']['loss_cls'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=1.0)
     model, _ = _switched('vfnet/vfnet_r50_fpn_1x_coco.py')
     assert model['bbox_head']['loss_cls']['iou_weighted'] is True
     model, replaced = _switched('tood/tood_r50_fpn_1x_coco.py')
@@ -40,7 +40,7 @@ def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_heads():
     model, replaced = _switched('yolox/yolox_s_8xb8-300e_coco.py')
     head = model['bbox_head']
     assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_obj'}
-    assert head['loss_cls']['class_weight'] == 'adaptive' and head['loss_cls']['reduction'] == 'sum'
+    assert 'class_weight' not in head['loss_cls'] and head['loss_cls']['reduction'] == 'sum'
     assert 'class_weight' not in head['loss_obj'] and head['loss_obj']['reduction'] == 'sum'
     model, replaced = _switched('yolo/yolov3_d53_8xb8-320-273e_coco.py')
     assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_conf'}

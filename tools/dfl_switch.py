@@ -4,10 +4,10 @@
     python tools/dfl_switch.py my_config.py -o configs/my_config_dfl.py
 
 The written config inherits CONFIG (``_base_``) and replaces every FocalLoss
-with a sigmoid DualFocalLoss (gamma 2) and every softmax CrossEntropyLoss of an
-mmseg decode/auxiliary head with a softmax DualFocalLoss (learnable gamma), both
-with adaptive class weights unless --no-adaptive (the shipped settings of each
-task), keeping each loss weight; it adds
+with a sigmoid DualFocalLoss (gamma 2, no class weights) and every softmax
+CrossEntropyLoss of an mmseg decode/auxiliary head with a softmax DualFocalLoss
+(learnable gamma, adaptive class weights unless --no-adaptive): the shipped settings
+of each task, keeping each loss weight; it adds
 ``custom_imports=['dfl_mm']``, ``DFLGammaHook`` and no weight decay on gamma
 (see ``dfl_mm.apis.switch``). It prints the written file's path (stdout) and what
 it replaced (stderr).
@@ -28,7 +28,8 @@ def main(argv=None):
     parser.add_argument('-o', '--out', help='where to write (default: '
                         'work_dirs/dfl_configs/<name>_dfl.py)')
     parser.add_argument('--no-adaptive', action='store_true',
-                        help='losses without adaptive class weights')
+                        help='segmentation losses without adaptive class weights '
+                        '(detection losses never get them: its shipped setting)')
     args = parser.parse_args(argv)
     from mmengine.config import Config
 

@@ -1,6 +1,6 @@
 # A small RTMDet (CSPNeXt at 1/8 width, RTMDet-tiny's depth, no pretrained weights) with
 # DualFocalLoss in QualityFocalLoss's place (soft targets: the assigner's IoU-aware
-# score at the assigned class; gamma 2, adaptive class weights) on the embedded demo
+# score at the assigned class; gamma 2) on the embedded demo
 # data: the RetinaNet demo's data, pipeline and schedule (configs/demo/retinanet_r18_dfl_demo.py).
 # Trains on CPU in minutes; the efficacy study compares it with RTMDet's own QFL.
 #

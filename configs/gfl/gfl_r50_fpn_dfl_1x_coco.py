@@ -1,5 +1,5 @@
 # GFL R50 FPN, 1x schedule on COCO, with DualFocalLoss in QualityFocalLoss's place:
-# soft targets (the IoU of the assigned box at its class), gamma 2, adaptive class
+# soft targets (the IoU of the assigned box at its class), gamma 2, no class
 # weights. GFL's DistributionFocalLoss (box regression, mmdet's other "DFL") and
 # GIoU loss are unchanged.
 #

@@ -1,6 +1,6 @@
-# RetinaNet R50-FPN, 1x schedule on COCO, with DualFocalLoss (gamma 2, adaptive
-# class weights) as the classification loss: mmdet's config with the loss of
-# configs/_base_/dfl_det.py.
+# RetinaNet R50-FPN, 1x schedule on COCO, with DualFocalLoss (gamma 2, no class
+# weights: the detection default) as the classification loss: mmdet's config with
+# the loss of configs/_base_/dfl_det.py.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/dfl_det.py']
 
 model = dict(

@@ -1,7 +1,8 @@
 # RetinaNet R50-FPN 1x on LVIS v1 (1203 long-tailed classes) with DualFocalLoss:
-# sigmoid, gamma 2 and adaptive class weights (the detection default: rare
-# classes weigh more). Dataset settings are mmdet's LVIS v1 ones (repeat-factor
-# sampling, oversample_thr=1e-3), boxes only; LVIS's test settings (score_thr
+# sigmoid, gamma 2, no class weights (the detection default; adaptive weights are
+# one key away: class_weight='adaptive', as configs/retinanet/*dfl-weights*).
+# Dataset settings are mmdet's LVIS v1 ones (repeat-factor sampling,
+# oversample_thr=1e-3), boxes only; LVIS's test settings (score_thr
 # 1e-4, up to 300 detections). Evaluation needs the `lvis` package (lvis-api).
 #
 #   tools/dist_train.sh configs/retinanet/retinanet_r50_fpn_dfl_1x_lvis-v1.py 8

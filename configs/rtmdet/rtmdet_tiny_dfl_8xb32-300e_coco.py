@@ -1,6 +1,6 @@
 # RTMDet-tiny, 300 epochs on COCO (8 GPUs x 32 images), with DualFocalLoss in
 # QualityFocalLoss's place: soft targets (the assigner's alignment metric at the
-# assigned class), gamma 2, adaptive class weights. RTMDet is mmdet 3.x's
+# assigned class), gamma 2, no class weights. RTMDet is mmdet 3.x's
 # recommended detector; its EMA and pipeline-switch hooks are kept, so this config
 # inherits the loss preset alone (configs/_base_/dfl_det_loss.py) and adds the hook.
 #

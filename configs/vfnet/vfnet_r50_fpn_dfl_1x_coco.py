@@ -1,6 +1,6 @@
 # VFNet R50 FPN, 1x schedule on COCO, with DualFocalLoss in VarifocalLoss's place:
 # the IoU-aware (N, C) target, positives weighted by their IoU (iou_weighted, as
-# VarifocalLoss's default), gamma 2, adaptive class weights.
+# VarifocalLoss's default), gamma 2, no class weights.
 #
 #   python tools/train.py configs/vfnet/vfnet_r50_fpn_dfl_1x_coco.py
 _base_ = ['mmdet::vfnet/vfnet_r50_fpn_1x_coco.py', '../_base_/dfl_det.py']

@@ -3,10 +3,8 @@
 ``dfl_overrides(cfg)`` walks ``cfg.model`` and replaces
 
 * every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
-  ``DualFocalLoss`` with gamma 2, and adaptive class weights where it scores
-  the head's classes (``loss_cls``, with the head's ``num_classes``): the
-  shipped detection setting, docs/results.md; probabilities stay
-  probabilities (``activated``, TOOD);
+  ``DualFocalLoss`` with gamma 2 and no class weights, the shipped detection
+  setting (docs/results.md); probabilities stay probabilities (``activated``, TOOD);
 * every ``QualityFocalLoss`` (GFL, TOOD, RTMDet, LD) and ``VarifocalLoss``
   (VFNet): by the same sigmoid ``DualFocalLoss``, which takes their soft
   quality targets (``(labels, scores)`` / the IoU-aware map, with
@@ -15,8 +13,7 @@
 * every sigmoid ``CrossEntropyLoss`` of a dense head (``model.rpn_head`` /
   ``model.bbox_head``: RPN's binary objectness, YOLOX's classes and
   objectness, YOLOv3's classes (``channels_last``: its (B, N, C) maps) and
-  confidence): by the sigmoid ``DualFocalLoss`` (adaptive weights on a
-  ``loss_cls`` of the head's classes; a one-channel objectness gets none);
+  confidence): by the same sigmoid ``DualFocalLoss``;
 * mmdet's ``SSDHead``, whose softmax cross-entropy is hard-coded: by
   ``DFLSSDHead`` (``dfl_mm.models.heads``) with a softmax ``DualFocalLoss`` over the
   ``C + 1`` channels (gamma 2, no class weights: the background is a channel
@@ -73,10 +70,8 @@ def _sigmoid_seg_replacement(loss: dict, head: dict, adaptive: bool) -> dict:
     so ``loss_weight`` is divided by the channels."""
     channels = head.get('out_channels', head.get('num_classes')) or 1
     new = dict(SIGMOID_DFL, avg_non_ignore=loss.get('avg_non_ignore', False))
-    if adaptive and channels > 1:
-        new['num_classes'] = channels
-    else:  # one channel: the background is not a class
-        new.pop('class_weight')
+    if adaptive and channels > 1:  # segmentation's default; one channel: no classes
+        new.update(class_weight='adaptive', num_classes=channels)
     if 'loss_name' in loss:
         new['loss_name'] = loss['loss_name'].replace('_ce', '_dfl')
     new['loss_weight'] = loss.get('loss_weight', 1.0) / channels
@@ -96,13 +91,7 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
     kind = _type_name(loss)
     if ((kind in DET_LOSSES and loss.get('use_sigmoid', True))
             or _dense_sigmoid_ce(loss, head, path)):
-        new = dict(SIGMOID_DFL)
-        # the class scores only: other FocalLosses (guided anchoring's 1-channel
-        # loss_loc) do not have the head's classes as channels
-        if adaptive and key in DET_CLASS_LOSS_KEYS and head.get('num_classes'):
-            new['num_classes'] = head['num_classes']
-        else:
-            new.pop('class_weight')
+        new = dict(SIGMOID_DFL)  # detection's default: no class weights
         if loss.get('activated', False):
             new['activated'] = True
         if kind == 'VarifocalLoss' and loss.get('iou_weighted', True):
@@ -191,8 +180,9 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
 
     Args:
         cfg (mmengine.Config | dict): a full (merged) config with ``model``.
-        adaptive (bool): adaptive class weights (the shipped setting of both
-            tasks; a head without ``num_classes`` gets none).
+        adaptive (bool): adaptive class weights on the segmentation heads (their
+            shipped setting; a head without ``num_classes`` gets none). Detection
+            heads get none either way (the shipped detection setting).
 
     Returns:
         (overrides, replaced): ``overrides`` has ``model`` (the new losses),

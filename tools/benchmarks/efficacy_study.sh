@@ -20,9 +20,13 @@
 #   B  a learnable gamma from 2 (the default pull), no weights; lane b first runs the
 #      many-class segmentation tail (seg-many, 600 iterations): the shipped setting,
 #      DFL without weights, CE and CE + the same weights;
-#   C  seed 0 screens: learnable from 3; gamma 3 / learnable, each with the weights.
-# Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits;
-# lane b: det-strokes, det-small, det-digits, det (A), seg-many, then B on det-strokes, det.
+#   C  seed 0 screens: learnable from 3; gamma 3 / learnable, each with the weights;
+#   D  five seeds where a row's spread is above 1.5: focal and DFL fixed, seeds 3-4, on
+#      every long tail but det-small (focal on det-lt and det-digits from seed 0: the
+#      2026-12-06 tables keep summaries, not runs).
+# Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
+# on det-lt, det-digits, det-many; lane b: det-strokes, det-small, det-digits, det (A),
+# seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
@@ -59,6 +63,8 @@ lane_a() {
     simplest lane_a "det-glyphs det-many" "det-lt"
     ROWS=('DFL learnable'); run lane_a "0 1 2" det-glyphs det-many det-lt det-small det-digits
     ROWS=("${SCREEN[@]}"); run lane_a 0 det-glyphs det-many det-lt det-small det-digits
+    ROWS=(focal); run lane_a "0 1 2" det-lt det-digits
+    ROWS=(focal 'DFL fixed'); run lane_a "3 4" det-lt det-digits det-many
 }
 
 lane_b() {
@@ -69,6 +75,7 @@ lane_b() {
     done
     ROWS=('DFL learnable'); run lane_b "0 1 2" det-strokes det
     ROWS=("${SCREEN[@]}"); run lane_b 0 det-strokes
+    ROWS=(focal 'DFL fixed'); run lane_b "3 4" det-glyphs det-strokes
 }
 
 start=$(date +%s)

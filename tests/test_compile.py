@@ -21,8 +21,11 @@ def _eager_and_compiled(fn, *args):
     return results
 
 
+@pytest.mark.parametrize('avg_factor', [None, 7.5, torch.tensor(7.5)],
+                         ids=['size', 'float', 'tensor'])
 @pytest.mark.parametrize('use_sigmoid', [True, False])
-def test_fullgraph_compile_matches_eager(use_sigmoid):
+def test_fullgraph_compile_gives_eagers_loss_and_gradients_bit_for_bit(use_sigmoid, avg_factor):
+    """One autograd path (the custom op) and one reduction: the same bits."""
     torch.manual_seed(0)
     if use_sigmoid:
         z, labels = 3 * torch.randn(64, 5), torch.randint(0, 6, (64, ))
@@ -36,11 +39,11 @@ def test_fullgraph_compile_matches_eager(use_sigmoid):
     def loss_fn(logits, g):
         return dual_focal_loss(logits, labels, g, use_sigmoid=use_sigmoid, weight=weight,
                                ignore_index=255 if not use_sigmoid else None,
-                               avg_factor=None)
+                               avg_factor=avg_factor)
 
     eager, compiled = _eager_and_compiled(loss_fn, z.requires_grad_(), gamma.requires_grad_())
     for e, c in zip(eager, compiled):
-        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
+        assert torch.equal(c, e), (c - e).abs().max()
 
 
 @pytest.mark.parametrize('use_sigmoid', [True, False])
@@ -91,7 +94,7 @@ def test_compiled_softmax_on_every_cpu_backend_and_a_per_class_gamma(switch, bac
         eager, compiled = _eager_and_compiled(loss_fn, z.requires_grad_(),
                                               gamma.requires_grad_())
         for e, c in zip(eager, compiled):
-            torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
+            assert torch.equal(c, e), (c - e).abs().max()
 
 
 def _losses_of_a_short_run(config, compile_option):

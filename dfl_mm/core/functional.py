@@ -1,13 +1,10 @@
 """The functional Dual Focal Loss: validation, normalisation and autograd.
 
 ``dual_focal_loss`` checks a call, normalises it to (B, C, S) ``LossInputs``
-and runs one fused autograd function whose forward keeps its inputs and whose
-backward recomputes the elements (the maths: ``dfl_mm.ops.reference``); a kernel's
-softmax sum whose gradients are needed computes them with the loss instead,
-with a mean's divisor folded in, and backward only applies the incoming
-gradient. Which implementation computes them (Triton,
-the C kernel or the PyTorch reference) is chosen once per forward by
-``dfl_mm.ops`` (one switch, ``DFL_MM_BACKEND``) and kept for backward.
+and runs the loss's one autograd path, the custom op of ``dfl_mm.ops.custom_ops``
+(eager and compiled alike; the maths: ``dfl_mm.ops.reference``), with a mean's
+divisor folded in. Which implementation computes it (Triton, the C kernel or
+the PyTorch reference) is chosen by ``dfl_mm.ops`` (one switch, ``DFL_MM_BACKEND``).
 
 .. math:: \\ell = -\\ln\\bigl(1 - |y - p|^{\\gamma}\\bigr)
 
@@ -21,7 +18,6 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .. import ops
 from ..ops import custom_ops, reference
 from ..ops.inputs import LossInputs
 from ..ops.reference import dual_focal_loss_elements
@@ -45,69 +41,8 @@ __all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
 GAMMA_MAX = 20.0
 
 
-class _DualFocalFunction(torch.autograd.Function):
-    """Fused DFL: forward keeps the inputs and the backend that ran; backward
-    asks the same backend for gradients already scaled by the incoming one.
-    Where the backend computes the gradients with the loss (the kernels'
-    softmax sums, when gradients are needed), forward keeps them instead (one
-    copy of the logits, as cross-entropy saves) and the first backward hands
-    them out, times the incoming gradient; a later one (``retain_graph``)
-    recomputes them. A sum comes out times ``scale``, the mean's divisor folded
-    in: the kept gradients are final, and for an incoming gradient of 1 (a mean
-    loss of weight 1) backward makes no pass over the logits at all."""
-
-    @staticmethod
-    def forward(ctx, logits, gamma, inputs: LossInputs, reduce_sum: bool, with_grad: bool,
-                scale: float = 1.0):
-        dtype = inputs.dtype
-        with torch.autocast(logits.device.type, enabled=False):
-            backend = ops.select(inputs, gamma, reduce_sum)
-            out, backend, grads = ops.forward(backend, inputs, gamma, reduce_sum,
-                                              with_grad, scale)
-        ctx.backend = backend
-        ctx.options = inputs.options  # tensor-free: the tensors are saved
-        ctx.reduce_sum = reduce_sum
-        ctx.scale = scale
-        # kept on ctx, not saved: backward hands them out once (no copy) and a
-        # second backward (retain_graph) recomputes them from the saved inputs
-        ctx.grads = grads
-        ctx.save_for_backward(gamma, *inputs.tensors())
-        # half-precision logits: the loss in float32, as torch's losses under autocast
-        return out.to(dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        gamma, *tensors = ctx.saved_tensors
-        inputs = LossInputs.from_parts(tensors, ctx.options)
-        need_logits, need_gamma = ctx.needs_input_grad[:2]
-        grads, ctx.grads = ctx.grads, None
-        backend = ctx.backend
-        if torch.is_grad_enabled():
-            # create_graph=True: the reference's backward is made of differentiable
-            # torch ops, so the gradient gets a graph (the kernels' has none)
-            grads, backend = None, reference
-        with torch.autocast(inputs.logits.device.type, enabled=False):
-            if grads is not None:  # computed with the loss: only the incoming gradient is left
-                grad_logits, grad_gamma = grads
-                if not _is_one(grad_out):
-                    scale = grad_out.to(inputs.dtype)
-                    grad_logits, grad_gamma = grad_logits * scale, grad_gamma * scale
-            else:
-                if ctx.scale != 1.0:
-                    grad_out = grad_out * ctx.scale
-                grad_logits, grad_gamma = ops.backward(backend, inputs, gamma,
-                                                       grad_out, ctx.reduce_sum)
-        return (grad_logits if need_logits else None,
-                grad_gamma.to(gamma.dtype) if need_gamma else None, None, None, None, None)
-
-
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
-
-
-def _is_one(grad_out: Tensor) -> bool:
-    # read on CPU only: on CUDA the read would wait for the stream
-    return grad_out.device.type == 'cpu' and grad_out.numel() == 1 and float(grad_out) == 1.0
 
 
 def _as_gamma(gamma, channels, like: Tensor, checks: Checks) -> Tensor:
@@ -188,12 +123,11 @@ def dual_focal_loss(logits: Tensor, target: Tensor, gamma: Union[float, Tensor] 
 
 
 def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
-    """The requested reduction (mmdet semantics) of the summed loss, as
-    (factor folded into the loss's autograd function, divisor left for after it:
-    a CUDA tensor ``avg_factor``, whose value is not read on the host, and every
-    divisor inside a compiled graph, where sizes and ``avg_factor`` are symbolic:
-    one graph serves every value)."""
-    compiling = _compiling()
+    """The requested reduction (mmdet semantics) of the summed loss, as (factor folded
+    into the loss op: a float64 0-d CPU tensor, the same sums eager and compiled, where
+    sizes and ``avg_factor`` are symbolic and one graph serves every value; divisor
+    left for after it: a ``avg_factor`` tensor off the CPU, whose value is not read
+    on the host)."""
     if isinstance(avg_factor, Tensor):
         if avg_factor.dtype == torch.bool or avg_factor.is_complex():
             raise TypeError(f'avg_factor must be a real number, got a {avg_factor.dtype} '
@@ -201,29 +135,27 @@ def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
         if avg_factor.numel() != 1:
             raise ValueError(f'avg_factor must hold one value, got shape '
                              f'{tuple(avg_factor.shape)}')
-        if avg_factor.device.type == 'cpu' and not compiling:  # reading it costs no sync
-            avg_factor = avg_factor.item()
-        else:
-            check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
-                         low_open=False, checks=checks)
+        check_values('avg_factor', avg_factor.double(), 'a finite number >= 0', 0,
+                     low_open=False, checks=checks)
     elif avg_factor is not None and (isinstance(avg_factor, bool) or not isinstance(
             avg_factor, (numbers.Real, torch.SymInt, torch.SymFloat))):
         raise TypeError(f'avg_factor must be a number or a tensor, got '
                         f'{type(avg_factor).__name__} {avg_factor!r}')
-    if isinstance(avg_factor, numbers.Real) and not compiling and not (
+    elif isinstance(avg_factor, numbers.Real) and not _compiling() and not (
             math.isfinite(avg_factor) and avg_factor >= 0):
         raise ValueError(f'avg_factor must be a finite number >= 0, got {avg_factor}')
+    one = torch.ones((), dtype=torch.float64)
     if reduction != 'mean':
-        return 1.0, None
+        return one, None
     if avg_factor is None:
-        if compiling:
-            return 1.0, torch.sym_max(logits.numel(), 1)
-        return 1.0 / max(logits.numel(), 1), None
+        return one / torch.sym_max(logits.numel(), 1), None
     # mmdet's weight_reduce_loss: an eps keeps avg_factor = 0 finite (loss 0)
     eps = torch.finfo(torch.float32).eps
-    if isinstance(avg_factor, numbers.Real) and not compiling:
-        return 1.0 / (float(avg_factor) + eps), None
-    return 1.0, avg_factor + eps
+    if isinstance(avg_factor, Tensor):
+        if avg_factor.device.type != 'cpu':
+            return one, avg_factor + eps
+        avg_factor = avg_factor.reshape(()).double()
+    return one / (avg_factor + eps), None
 
 
 def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
@@ -344,10 +276,8 @@ def _run(inputs: LossInputs, gamma, reduce_sum: bool, scale, neuro_alpha, beta, 
     if neuro_alpha is not None:  # plain torch ops: autograd, and compile traces them
         out = reference.neurocomputing_loss(inputs, gamma, neuro_alpha, float(beta),
                                             float(rho))
-        return out.sum() * scale if reduce_sum else out
+        return out.sum() * scale.to(out.dtype) if reduce_sum else out
     with_grad = torch.is_grad_enabled() and (inputs.logits.requires_grad
                                              or gamma.requires_grad)
-    if _compiling():  # one opaque custom op in the graph (dfl_mm.ops.custom_ops)
-        return custom_ops.compiled_loss(inputs, gamma, reduce_sum, with_grad, scale)
-    return _DualFocalFunction.apply(inputs.logits, gamma, inputs, reduce_sum, with_grad, scale)
+    return custom_ops.loss(inputs, gamma, reduce_sum, with_grad, scale)
 

@@ -4,7 +4,8 @@ Every backend is a module with the same surface (see ``docs/architecture.md``,
 "Add a backend"): ``NAME``, ``AUTO_DEVICES`` (the device types ``auto`` uses
 it on; None: every one), a pure ``applies(inputs, gamma, reduce_sum)``,
 ``unavailable(inputs) -> reason | None`` and ``forward`` / ``backward`` /
-``forward_backward`` on the one contract, ``LossInputs`` (``.inputs``):
+``forward_backward`` on the one contract, ``LossInputs`` (``.inputs``); every
+call reaches them through the custom ops of ``.custom_ops`` (the one autograd path):
 
 * ``triton`` (``.triton_kernels``): CUDA; its ``unavailable()`` is the
   first-use probe against the reference;
@@ -41,8 +42,6 @@ __all__ = ['BACKENDS', 'SETTINGS', 'Backend', 'BackendFallbackWarning',
 BACKENDS = (triton_kernels, cpu, reference)
 BY_NAME = {backend.NAME: backend for backend in BACKENDS}
 SETTINGS = ('auto', ) + tuple(BY_NAME)
-# backends whose forward computes the gradients too when they are needed
-FUSED = (cpu, triton_kernels)
 
 
 class BackendFallbackWarning(UserWarning):
@@ -143,9 +142,9 @@ def select(inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool):
 def _guarded(backend, step: str, inputs: LossInputs, *args):
     """Run ``backend.<step>``; a failure at run time follows the fallback policy."""
     if backend is reference:
-        return getattr(reference, step)(inputs, *args), reference
+        return getattr(reference, step)(inputs, *args)
     try:
-        return getattr(backend, step)(inputs, *args), backend
+        return getattr(backend, step)(inputs, *args)
     except torch.cuda.OutOfMemoryError:
         raise
     except (CallRefused, MemoryError) as error:  # about this call: the backend stays on
@@ -156,37 +155,24 @@ def _guarded(backend, step: str, inputs: LossInputs, *args):
         key = _key(backend, inputs)
         _failed[key] = f'{type(error).__name__}: {str(error).strip()[:300]}'
         _fall_back(key, _failed[key], setting() != 'auto')
-    return getattr(reference, step)(inputs, *args), reference
+    return getattr(reference, step)(inputs, *args)
 
 
 def forward(backend, inputs: LossInputs, gamma: torch.Tensor, reduce_sum: bool,
-            with_grad: bool = False, scale: float = 1.0):
-    """(loss, the backend that computed it, gradients or None).
-
-    The loss is a sum times ``scale`` (0-d) or the map (B, C, S). With
-    ``with_grad`` the kernels (``FUSED``) compute a softmax sum's gradients
-    (times ``scale``) in the same pass; backward then only applies the incoming
-    gradient (measured on CPU: 1.5x faster, for one kept copy of the gradient).
-    Sigmoid calls keep two passes and save nothing but their inputs: there the
-    fused pass bought no time (its forward is cheap) and cost a copy of
-    150M-logit RetinaNet gradients. The reference keeps its two passes.
-    """
-    if with_grad and reduce_sum and backend in FUSED and not inputs.use_sigmoid:
-        (loss, grad_logits, grad_gamma), backend = forward_backward(backend, inputs, gamma,
-                                                                    scale)
-        return loss, backend, (grad_logits, grad_gamma)
-    out, backend = _guarded(backend, 'forward', inputs, gamma, reduce_sum)
-    return (out * scale if reduce_sum and scale != 1.0 else out), backend, None
+            scale: float = 1.0) -> torch.Tensor:
+    """The loss of ``backend`` (the reference if it fails): its sum times ``scale``
+    (0-d) or the map (B, C, S)."""
+    out = _guarded(backend, 'forward', inputs, gamma, reduce_sum)
+    return out * scale if reduce_sum and scale != 1.0 else out
 
 
 def forward_backward(backend, inputs: LossInputs, gamma: torch.Tensor, scale: float):
-    """((summed loss, d / d logits, d / d gamma), all times ``scale``; the backend that
-    computed them): one pass on the kernels, two on the reference."""
+    """(summed loss, d / d logits, d / d gamma), all times ``scale``: one pass on the
+    kernels, two on the reference."""
     return _guarded(backend, 'forward_backward', inputs, gamma, scale)
 
 
 def backward(backend, inputs: LossInputs, gamma: torch.Tensor, grad_out: torch.Tensor,
              reduce_sum: bool):
     """Scaled (d / d logits, d / d gamma) of ``backend`` (the reference if it fails)."""
-    grads, _ = _guarded(backend, 'backward', inputs, gamma, grad_out, reduce_sum)
-    return grads
+    return _guarded(backend, 'backward', inputs, gamma, grad_out, reduce_sum)

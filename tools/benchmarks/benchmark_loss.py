@@ -52,22 +52,6 @@ def saved_bytes_counter(inputs):
         yield counter
 
 
-def kept_on_ctx_bytes(loss):
-    """Bytes of the gradients that a custom autograd function of ``loss``'s graph
-    keeps on its ctx for backward (DFL's fused softmax path: ``ctx.grads``),
-    which the saved-tensor hooks do not see."""
-    total, seen, stack = 0, set(), [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        for tensor in getattr(node, 'grads', None) or ():
-            total += tensor.untyped_storage().nbytes()
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return total
-
-
 def reference_core(loss_fn):
     """Mark a DFL row to run (forward and backward) on the chunked PyTorch core,
     without the Triton or C kernels."""
@@ -120,8 +104,7 @@ def measure_group(contenders, logits, repeats, device, extra_inputs=()):
         if loss_fn is not None:
             with saved_bytes_counter((x, ) + tuple(extra) + tuple(extra_inputs)) as saved, \
                     kernels_off(getattr(loss_fn, 'core_only', False)):
-                loss = loss_fn(x)
-            saved[0] += kept_on_ctx_bytes(loss)
+                loss_fn(x)
         results.append(dict(name=name, time=statistics.median(times[name]), peak=peak,
                             saved=saved[0], spread=(min(times[name]), max(times[name]))))
     return results

@@ -63,6 +63,24 @@ def test_crafted_checkpoints_are_refused_inside_the_scoped_load(crafted, payload
     assert getattr not in torch.serialization.get_safe_globals()
 
 
+def test_the_runners_own_errors_inside_the_scope_are_not_taken_for_a_pickles():
+    """Only what torch's unpickler raises becomes 'malformed pickle': an error of the
+    runner's own code keeps its type, whatever its function or file is called."""
+    from dfl_mm import mmengine_checkpoint_loading
+
+    class Hook:
+        def __setstate__(self, state):
+            raise KeyError('the runner\'s own')
+
+        def find_class(self):
+            raise TypeError('the runner\'s own')
+
+    for call, kind in ((lambda: Hook().__setstate__({}), KeyError), (Hook().find_class, TypeError)):
+        with pytest.raises(kind, match="runner's own"):
+            with mmengine_checkpoint_loading():
+                call()
+
+
 def _det_tool_args(data_root):
     from testkit import ROOT
     config = str(ROOT / 'configs' / 'demo' / 'retinanet_r18_dfl_demo.py')

@@ -12,6 +12,7 @@ applied by the tools and by ``DFLGammaHook``).
 """
 import functools
 import pickle
+import traceback
 from contextlib import contextmanager
 
 import numpy as np
@@ -117,15 +118,11 @@ def mmengine_checkpoint_loading():
 
 
 def _raised_unpickling(error: BaseException) -> bool:
-    """Whether ``error`` was raised while torch unpickled a file (not by the runner)."""
-    tb = error.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if name.endswith(('_weights_only_unpickler.py', 'pickle.py')) or (
-                tb.tb_frame.f_code.co_name in ('persistent_load', 'find_class', '__setstate__')):
-            return True
-        tb = tb.tb_next
-    return False
+    """Whether ``error`` was raised inside torch's weights-only unpickler (its
+    ``Unpickler.load`` on the traceback, told by code object, not by file name):
+    a malformed pickle, not the runner."""
+    load = torch._weights_only_unpickler.Unpickler.load.__code__
+    return any(frame.f_code is load for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def _describe_key(name) -> str:

@@ -15,8 +15,6 @@ if not torch.cuda.is_available():
 os.environ.setdefault('OMP_NUM_THREADS', str(torch.get_num_threads()))
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tools'))
-sys.path.insert(0, str(ROOT / 'tools' / 'benchmarks'))
 sys.path.insert(0, str(Path(__file__).parent / 'helpers'))
 
 

@@ -5,11 +5,9 @@ import sys
 import pytest
 from PIL import Image
 
-from testkit import ROOT, link_data, read_scalars
+from testkit import ROOT, link_data, read_scalars, tool
 
 pytestmark = pytest.mark.slow  # trains the demos for the analysis tools
-
-sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 
 
 def _check_png(path, min_side=300):
@@ -20,7 +18,7 @@ def _check_png(path, min_side=300):
 
 
 def test_plot_loss_shapes_writes_an_image(tmp_path):
-    import plot_loss_shapes
+    plot_loss_shapes = tool('analysis/plot_loss_shapes')
     plot_loss_shapes.main(['--out', str(tmp_path / 'shapes.png'), '--gammas', '1', '3'])
     _check_png(tmp_path / 'shapes.png')
 
@@ -40,7 +38,7 @@ def _fake_work_dir(root, per_class):
 
 @pytest.mark.parametrize('suffix', ['png', 'svg'])
 def test_plot_gamma_reads_work_dirs(tmp_path, suffix):
-    import plot_gamma
+    plot_gamma = tool('analysis/plot_gamma')
     a = _fake_work_dir(tmp_path / 'a', per_class=False)
     b = _fake_work_dir(tmp_path / 'b', per_class=True)
     series = plot_gamma.read_scalars(str(b))
@@ -54,7 +52,7 @@ def test_plot_gamma_reads_work_dirs(tmp_path, suffix):
 
 
 def test_plot_gamma_explains_missing_gamma(tmp_path):
-    import plot_gamma
+    plot_gamma = tool('analysis/plot_gamma')
     vis = tmp_path / 'w' / '1' / 'vis_data'
     vis.mkdir(parents=True)
     (vis / 'scalars.json').write_text(json.dumps(dict(iter=1, loss=1.0)) + '\n')
@@ -65,7 +63,7 @@ def test_plot_gamma_explains_missing_gamma(tmp_path):
 
 
 def test_efficacy_benchmark_smoke(in_tmp, shared_data):
-    import benchmark_efficacy
+    benchmark_efficacy = tool('benchmarks/benchmark_efficacy')
     link_data(shared_data, in_tmp)
     out = in_tmp / 'efficacy.md'
     argv = ['--tasks', 'det', 'seg', '--losses', 'focal', 'DFL learnable', 'DFL sigmoid alpha',
@@ -99,7 +97,7 @@ def test_efficacy_benchmark_smoke(in_tmp, shared_data):
 def test_efficacy_benchmark_long_tail_tasks_and_lanes(in_tmp, shared_data):
     """The long-tail tasks report head and tail halves; the peers mmdet / mmseg lack
     run (EFL, CE with the adaptive weights); --summarise-only merges the lanes."""
-    import benchmark_efficacy
+    benchmark_efficacy = tool('benchmarks/benchmark_efficacy')
     link_data(shared_data, in_tmp)
     common = ['--seeds', '0', '--det-epochs', '1', '--seg-iters', '2', '--subset', '8']
     det = benchmark_efficacy.main(['--tasks', 'det-lt', '--losses', 'EFL', 'CE + weights',
@@ -128,7 +126,7 @@ def test_class_weights_counts_the_training_set_of_seg_and_det_configs(tmp_path, 
     from dfl_mm import DualFocalLoss
     from dfl_mm.models.adaptive import frequency_weights
 
-    import class_weights
+    class_weights = tool('analysis/class_weights')
     monkeypatch.chdir(tmp_path)
     link_data(shared_data, tmp_path)
     seg_cfg = str(ROOT / 'configs' / 'demo' / 'deeplabv3_r18_dfl_demo.py')
@@ -174,7 +172,7 @@ def test_adaptive_step_time_arms_differ_in_the_weights_only():
 
     from dfl_mm import DualFocalLoss
 
-    import adaptive_step_time
+    adaptive_step_time = tool('analysis/adaptive_step_time')
     for config, *heads in adaptive_step_time.DEMOS.values():
         cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / config))
         arms = adaptive_step_time.arms(cfg, heads)
@@ -191,7 +189,6 @@ def test_adaptive_step_time_arms_differ_in_the_weights_only():
 
 def test_module_ab_prints_one_hash_per_configuration_and_is_repeatable():
     import subprocess
-    import sys
     script = str(ROOT / 'tools' / 'analysis' / 'module_ab.py')
     runs = [subprocess.run([sys.executable, script, str(ROOT)], capture_output=True, text=True,
                            timeout=300) for _ in range(2)]

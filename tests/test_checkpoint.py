@@ -8,6 +8,7 @@ import torch
 from mmengine.logging import MessageHub
 
 from crafted_pickles import glob, text, write_checkpoint
+from testkit import tool
 
 
 # ------------------------------------------------ crafted checkpoints
@@ -95,8 +96,8 @@ def _det_tool_args(data_root):
 @pytest.mark.parametrize('route', ['test.py', '--resume', 'load_from'])
 def test_crafted_checkpoints_are_refused_by_every_tool_route(crafted, payload, route, in_tmp,
                                                              shared_data):
-    import test as test_tool
-    import train as train_tool
+    test_tool = tool('test')
+    train_tool = tool('train')
     from testkit import link_data
     paths, untouched = crafted
     link_data(shared_data, in_tmp)

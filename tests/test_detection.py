@@ -8,7 +8,7 @@ import torch
 
 from dfl_mm import mmengine_checkpoint_loading
 
-from testkit import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
+from testkit import ROOT, link_data, read_scalars, run_dist_train, tool, write_probe_config
 
 pytestmark = pytest.mark.slow  # trains real detectors end to end
 
@@ -122,8 +122,8 @@ def _flatten(losses):
 
 
 def test_demo_train_resume_and_test(in_tmp, shared_data):
-    import test as test_tool
-    import train as train_tool
+    test_tool = tool('test')
+    train_tool = tool('train')
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')
@@ -174,7 +174,7 @@ def _param_index(ckpt, name):
 
 
 def test_missing_dataset_gives_one_clear_message(in_tmp):
-    import train as train_tool
+    train_tool = tool('train')
     with pytest.raises(SystemExit, match=r"data/coco/annotations/instances_train2017.json.*"
                                          r"configs/demo/retinanet_r18_dfl_demo.py"):
         train_tool.main([str(ROOT / 'configs' / 'retinanet_dfl.py')])
@@ -243,7 +243,7 @@ def test_runs_in_one_process_log_into_their_own_work_dirs(in_tmp):
 def test_truncated_last_checkpoint_names_the_previous_one(in_tmp, auto):
     import time
 
-    import train as train_tool
+    train_tool = tool('train')
     work = in_tmp / 'work'
     work.mkdir()
     torch.save({'meta': {'epoch': 1}, 'state_dict': {'w': torch.zeros(100)}},

@@ -12,6 +12,8 @@ import pytest
 
 from dfl_mm.ops import triton_kernels as triton_dfl
 
+from testkit import tool
+
 ROOT = Path(__file__).resolve().parents[1]
 # makes the OpenMMLab packages unimportable, as on a plain torch + Triton machine
 BLOCK_OPENMMLAB = '''
@@ -81,7 +83,7 @@ runpy.run_path('tools/gpu_check.py', run_name='__main__')
 
 @pytest.mark.skipif(not triton_dfl.available(), reason='triton is not installed')
 def test_gpu_check_fails_a_wrong_kernel(monkeypatch):
-    import gpu_check
+    gpu_check = tool('gpu_check')
     launch = triton_dfl._launch
 
     def wrong(inputs, gamma, mode, upstream=None):

@@ -1,14 +1,12 @@
 """Every dense head: DualFocalLoss across mmdet's FocalLoss heads and mmseg's
 softmax decode heads (tools/analysis/head_sweep.py), and the one-line switch
 of any config (tools/dfl_switch.py)."""
-import sys
 
 import pytest
 
-from testkit import ROOT, link_data, read_scalars
+from testkit import ROOT, link_data, read_scalars, tool
 
-sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
-import head_sweep  # noqa: E402
+head_sweep = tool('analysis/head_sweep')
 
 pytestmark = pytest.mark.slow  # the model-zoo sweep
 
@@ -49,7 +47,7 @@ def test_every_zoo_head_trains_a_step_with_dfl(kind):
 
 
 def _switch(tmp_path, config, *extra):
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     out = tmp_path / 'derived.py'
     dfl_switch.main([config, '-o', str(out), *extra])
     from mmengine.config import Config
@@ -102,7 +100,7 @@ def test_switch_rewrites_lists_whole_and_keeps_the_rest(tmp_path):
 
 
 def test_switch_errors_name_the_problem(tmp_path):
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     with pytest.raises(SystemExit, match='dfl_switch: config file not found: nope.py'):
         dfl_switch.main(['nope.py'])
     with pytest.raises(SystemExit, match="no such config in mmdet"):
@@ -114,8 +112,8 @@ def test_switch_errors_name_the_problem(tmp_path):
 
 def test_switched_user_config_trains_with_the_project_tools(in_tmp, shared_data):
     """A user's own CE config (not shipped) -> dfl_switch -> tools/train.py."""
-    import dfl_switch
-    import train as train_tool
+    dfl_switch = tool('dfl_switch')
+    train_tool = tool('train')
     link_data(shared_data, in_tmp)
     user = in_tmp / 'my_fcn_ce.py'
     ce = "dict(_delete_=True, type='CrossEntropyLoss', use_sigmoid=False, loss_weight={})"

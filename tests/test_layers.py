@@ -4,6 +4,7 @@ import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,10 @@ def test_no_function_of_the_package_is_60_lines_or_longer():
                 length = node.end_lineno - node.lineno + 1
                 longest.append((length, f'{path.relative_to(ROOT)}:{node.name}'))
     assert max(longest)[0] < 60, sorted(longest)[-3:]
+
+
+def test_the_suite_puts_no_tool_folder_on_sys_path():
+    """Tools are loaded from their files (``testkit.tool``): a tools/ folder on
+    sys.path would let tools/test.py shadow the standard library's ``test``."""
+    tools = ROOT / 'tools'
+    assert not [p for p in sys.path if p and Path(p).resolve().is_relative_to(tools)]

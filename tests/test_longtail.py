@@ -1,6 +1,5 @@
 """The long-tail demos and the study's peer losses (tools/benchmarks/study_losses.py)."""
 import json
-import sys
 from collections import Counter
 
 import numpy as np
@@ -8,9 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from testkit import ROOT
-
-sys.path.insert(0, str(ROOT / 'tools' / 'benchmarks'))
+from testkit import tool
 
 
 def test_longtail_detection_demo_holds_the_zipf_counts(tmp_path):
@@ -57,7 +54,7 @@ def test_equalized_focal_loss_starts_as_focal_loss():
     sigmoid focal loss (gamma 2, alpha 0.25) with the same weights and avg_factor."""
     from mmdet.models.losses import FocalLoss
 
-    from study_losses import EqualizedFocalLoss
+    EqualizedFocalLoss = tool('benchmarks/study_losses').EqualizedFocalLoss
     torch.manual_seed(0)
     pred = torch.randn(50, 6, dtype=torch.float64)
     target = torch.randint(0, 7, (50,))  # 6 = background
@@ -71,7 +68,7 @@ def test_equalized_focal_loss_starts_as_focal_loss():
 def test_equalized_focal_loss_focuses_harder_on_classes_with_few_positive_gradients():
     """The hook adds |dL/dz| of positive and negative elements per class; g_j =
     pos / neg; gamma_j = gamma_b + s (1 - g_j) and the loss follows the new gammas."""
-    from study_losses import EqualizedFocalLoss
+    EqualizedFocalLoss = tool('benchmarks/study_losses').EqualizedFocalLoss
     torch.manual_seed(1)
     efl = EqualizedFocalLoss(num_classes=3, gamma_b=2.0, scale=8.0).train()
     pred = torch.randn(40, 3, dtype=torch.float64, requires_grad=True)
@@ -92,7 +89,7 @@ def test_equalized_focal_loss_focuses_harder_on_classes_with_few_positive_gradie
 
 
 def test_study_rows_fill_the_tasks_class_count():
-    import benchmark_efficacy as study
+    study = tool('benchmarks/benchmark_efficacy')
     args = study.argparse.Namespace(adaptive=[])
     efl = study.det_loss('EFL', args, num_classes=10)
     assert efl['num_classes'] == 10 and efl['use_sigmoid'] is True
@@ -212,7 +209,7 @@ def test_shapes_tail_is_the_data_it_always_was(tmp_path):
 def test_focal_with_adaptive_weights_is_focal_before_any_step_then_weighs_like_dfl():
     from mmdet.models.losses import FocalLoss
 
-    from study_losses import AdaptiveWeightFocalLoss
+    AdaptiveWeightFocalLoss = tool('benchmarks/study_losses').AdaptiveWeightFocalLoss
     torch.manual_seed(3)
     pred = torch.randn(30, 4, dtype=torch.float64)
     target = torch.tensor([0] * 12 + [1] * 6 + [2] * 2 + [4] * 10)  # 4 = background
@@ -235,7 +232,8 @@ def test_focal_with_adaptive_weights_is_focal_before_any_step_then_weighs_like_d
 
 
 def test_balanced_softmax_adds_the_log_prior_of_the_steps_before():
-    from study_losses import BalancedSoftmaxCrossEntropyLoss
+    BalancedSoftmaxCrossEntropyLoss = tool(
+        'benchmarks/study_losses').BalancedSoftmaxCrossEntropyLoss
     torch.manual_seed(4)
     logits = torch.randn(1, 3, 2, 5, dtype=torch.float64)
     labels = torch.tensor([[[0, 0, 0, 0, 1], [0, 1, 2, 255, 0]]])
@@ -250,7 +248,7 @@ def test_balanced_softmax_adds_the_log_prior_of_the_steps_before():
 
 
 def test_poly1_is_cross_entropy_plus_one_minus_pt():
-    from study_losses import Poly1CrossEntropyLoss
+    Poly1CrossEntropyLoss = tool('benchmarks/study_losses').Poly1CrossEntropyLoss
     torch.manual_seed(5)
     logits = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     labels = torch.randint(0, 4, (2, 3, 3))
@@ -287,7 +285,7 @@ def _summary(mean, worst, head, tail):
 def test_leave_one_set_out_picks_on_the_other_sets_and_judges_the_left_out_one():
     """The rule (mean, worst >= focal; head >= focal - 1; tail >= focal) and the pick
     on the other sets (most sets passed, then the mean worst-seed margin)."""
-    import leave_one_out as loo
+    loo = tool('benchmarks/leave_one_out')
     focal = _summary(50, 48, 60, 40)
     summaries = {}
     for task in ('a', 'b', 'c'):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from testkit import ROOT
+from testkit import ROOT, tool
 
 README = (ROOT / 'README.md').read_text()
 HEADINGS = set(re.findall(r'^#+ (.+)$', README, flags=re.M))
@@ -26,7 +26,7 @@ def _run(*args, env=None, cwd=None, timeout=300):
 ])
 def test_missing_dataset_names_a_real_readme_section_and_the_tasks_demo(in_tmp, config, data,
                                                                        demo):
-    import train as train_tool
+    train_tool = tool('train')
     with pytest.raises(SystemExit) as error:
         train_tool.main([str(ROOT / config)])
     message = str(error.value)
@@ -37,7 +37,7 @@ def test_missing_dataset_names_a_real_readme_section_and_the_tasks_demo(in_tmp, 
 
 
 def test_tools_resolve_a_shipped_config_by_its_file_name(in_tmp):
-    import train as train_tool
+    train_tool = tool('train')
     with pytest.raises(SystemExit, match='dataset not found: train_dataloader expects '
                                          "'data/coco"):
         train_tool.main(['retinanet_dfl.py'])  # found under configs/, then its data is missing

@@ -8,7 +8,7 @@ import torch
 
 from dfl_mm import mmengine_checkpoint_loading
 
-from testkit import ROOT, link_data, read_scalars, run_dist_train, write_probe_config  # noqa: E501
+from testkit import ROOT, link_data, read_scalars, run_dist_train, tool, write_probe_config
 
 pytestmark = pytest.mark.slow  # trains real segmenters end to end
 
@@ -83,8 +83,8 @@ def test_segmentation_config_builds_and_trains_one_step(config):
 
 
 def test_demo_train_resume_and_test(in_tmp, shared_data):
-    import test as test_tool
-    import train as train_tool
+    test_tool = tool('test')
+    train_tool = tool('train')
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')
@@ -127,7 +127,7 @@ ADAPTIVE = ['model.decode_head.loss_decode.class_weight=adaptive',
 
 
 def test_adaptive_weights_are_logged_checkpointed_and_resumed_exactly(in_tmp, shared_data):
-    import train as train_tool
+    train_tool = tool('train')
     from dfl_probe import ResumeProbeHook
     link_data(shared_data, in_tmp)
     work = str(in_tmp / 'work')

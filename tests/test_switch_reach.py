@@ -9,7 +9,7 @@ from torch import nn
 
 from dfl_mm.apis.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
 
-from testkit import ROOT
+from testkit import ROOT, tool
 
 
 def _zoo(rel):
@@ -120,9 +120,7 @@ def test_dfl_ssd_head_trains_with_dual_focal_loss():
 
 @pytest.mark.parametrize('rel', ['rtmdet/rtmdet_tiny_8xb32-300e_coco.py', 'ssd/ssd300_coco.py'])
 def test_the_switch_tool_writes_a_config_that_builds(tmp_path, rel):
-    import sys
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     out = tmp_path / 'derived.py'
     dfl_switch.main([f'mmdet::{rel}', '-o', str(out)])
     cfg = Config.fromfile(str(out))
@@ -207,9 +205,7 @@ def test_dfl_ssd_head_pulls_a_learnable_gamma_once_per_batch():
 
 @pytest.mark.parametrize('given', ['name', 'configs path', 'mmdet', 'mmseg', 'elsewhere'])
 def test_the_switch_writes_a_config_that_loads_from_any_directory(tmp_path, monkeypatch, given):
-    import sys
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     shipped = 'deeplabv3/deeplabv3_r50-d8_ce-dfl_4xb2-40k_cityscapes-512x1024.py'
     mine = tmp_path / 'mine' / 'my_retinanet.py'
     mine.parent.mkdir()
@@ -230,9 +226,7 @@ def test_the_switch_writes_a_config_that_loads_from_any_directory(tmp_path, monk
 def test_the_switch_refuses_to_reinterpret_ce_class_weights(tmp_path):
     """CE's class_weight weighs the pixels labelled c, DFL's static one the class-c
     element of every pixel (CGNet: 19 weights): --no-adaptive refuses, saying why."""
-    import sys
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     config = 'mmseg::cgnet/cgnet_fcn_4xb4-60k_cityscapes-680x680.py'
     with pytest.raises(SystemExit, match="class_weight weighs the pixels labelled c"):
         dfl_switch.main([config, '--no-adaptive', '-o', str(tmp_path / 'x.py')])
@@ -243,18 +237,14 @@ def test_the_switch_refuses_to_reinterpret_ce_class_weights(tmp_path):
 
 
 def test_the_switch_on_a_config_without_a_model_says_so(tmp_path):
-    import sys
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     with pytest.raises(SystemExit, match='has no dense classification loss to replace'):
         dfl_switch.main(['mmdet::_base_/datasets/coco_detection.py', '-o',
                          str(tmp_path / 'x.py')])
 
 
 def test_the_switch_names_the_ssd_head_it_puts_in(tmp_path, capsys):
-    import sys
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import dfl_switch
+    dfl_switch = tool('dfl_switch')
     dfl_switch.main(['mmdet::ssd/ssd300_coco.py', '-o', str(tmp_path / 'x.py')])
     assert 'model.bbox_head: SSDHead -> DFLSSDHead' in capsys.readouterr().err
     assert 'SSDHead -> DFLSSDHead' in (tmp_path / 'x.py').read_text()

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from testkit import ROOT, link_data
+from testkit import ROOT, link_data, tool
 
 pytestmark = pytest.mark.slow  # trains and tests real models
 
@@ -26,7 +26,7 @@ SEG_SMALL = ['train_dataloader.dataset.indices=8', 'test_dataloader.dataset.indi
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, shared_data):
     """One checkpoint of each demo, trained for a moment."""
-    import train as train_tool
+    train_tool = tool('train')
     root = tmp_path_factory.mktemp('trained')
     link_data(shared_data, root)
     cwd = os.getcwd()
@@ -44,7 +44,7 @@ def trained(tmp_path_factory, shared_data):
 
 
 def _test(trained, in_tmp, kind, *flags, work='test', options=()):
-    import test as test_tool
+    test_tool = tool('test')
     link_data(trained['root'], in_tmp)
     config, small = (DET, DET_SMALL) if kind == 'det' else (SEG, SEG_SMALL)
     return test_tool.main([config, trained[kind], '--work-dir', str(in_tmp / work), *flags,
@@ -107,6 +107,6 @@ def test_checkpoint_by_url(trained, in_tmp, monkeypatch):
     finally:
         server.shutdown()
     assert by_url == _test(trained, in_tmp, 'det', work='file')
-    import test as test_tool
+    test_tool = tool('test')
     with pytest.raises(SystemExit, match='checkpoint not found: nope.pth'):
         test_tool.main([DET, 'nope.pth'])

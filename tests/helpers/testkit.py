@@ -9,6 +9,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def tool(path: str):
+    """The tool script ``tools/<path>.py`` as a module, loaded from its file as
+    ``tools.<path with dots>``: nothing of tools/ goes on ``sys.path`` (where
+    ``tools/test.py`` would shadow the standard library's ``test``)."""
+    import importlib.util
+    name = 'tools.' + path.replace('/', '.')
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{path}.py')
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def link_data(shared, target):
     """Make target/data point at the session's demo data."""
     (shared / 'data').mkdir(exist_ok=True)

@@ -557,3 +557,37 @@ def test_a_one_hot_map_honours_ignore_index_as_its_label_map_does(channels, igno
     multi = one_hot.clone()
     multi[:, 0] = 1
     torch.testing.assert_close(loss(logits, multi), loss(logits, multi.float()))
+
+
+@pytest.mark.parametrize('kind', ['mmseg', 'mmdet', 'quality'])
+def test_a_call_is_checked_in_one_pass_before_anything_is_computed(kind):
+    """Validate once, then compute: every check (dfl_mm/core/checks.py) of a module call
+    runs before the loss is computed (functional.compute), none after it."""
+    import sys
+    events = []
+
+    def profile(frame, event, arg):
+        if event == 'call':
+            name = frame.f_code.co_filename.replace('\\', '/')
+            if name.endswith('dfl_mm/core/checks.py'):
+                events.append('check')
+            elif name.endswith('dfl_mm/core/functional.py') and frame.f_code.co_name == 'compute':
+                events.append('compute')
+    if kind == 'mmseg':
+        loss = DualFocalLoss(use_sigmoid=False, class_weight='adaptive', num_classes=3,
+                             learnable_gamma='scalar', avg_non_ignore=True)
+        args = (torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4)))
+        kwargs = dict(ignore_index=255)
+    else:
+        loss = DualFocalLoss(class_weight='adaptive', num_classes=3,
+                             adaptive_weight=dict(apply_to='row'))
+        labels = torch.tensor([0, 1, 3, 2, 3])
+        target = labels if kind == 'mmdet' else (labels, torch.rand(5))
+        args, kwargs = (torch.randn(5, 3), target), dict(weight=torch.rand(5), avg_factor=3.0)
+    sys.setprofile(profile)
+    try:
+        loss.train()(*args, **kwargs)
+    finally:
+        sys.setprofile(None)
+    assert events.count('compute') == 1 and 'check' in events
+    assert 'check' not in events[events.index('compute'):], events

@@ -1,7 +1,8 @@
 """The checks of settings and call arguments, with the messages users see.
 
-``DualFocalLoss`` only calls these; ``dual_focal_loss`` uses them with its own
-checks of the normalised call (labels in range, gamma). Value checks of
+``DualFocalLoss`` checks its settings here at construction; a call is checked
+once, by ``functional.parse`` (after the module's conventions, which read only
+what ``check_call`` checked). Value checks of
 tensors are gathered by ``Checks`` and read with one host sync per call; under
 ``torch.compile`` those that need a sync are skipped. torch and numpy only
 (mmengine's file loader is imported for a .pkl/.json/.yaml class-weight file).
@@ -296,8 +297,9 @@ def check_gamma_scale(gamma_ceiling, gamma_scale, gamma_max, form='arxiv2019') -
                          f'<= {gamma_max}')
 
 
-def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> None:
-    """Raise TypeError / ValueError naming the first bad argument of a module call."""
+def check_call(pred, target, reduction_override, extra: dict) -> None:
+    """Raise TypeError / ValueError naming the first bad argument of a module call
+    that its conventions read first (the rest: ``functional.parse``)."""
     check_reduction(reduction_override, 'reduction_override', optional=True)
     if extra:
         raise TypeError(f'DualFocalLoss got unexpected arguments {sorted(extra)}')
@@ -305,7 +307,6 @@ def check_call(pred, target, reduction_override, ignore_index, extra: dict) -> N
         raise TypeError(f'pred must be a torch.Tensor, got {type(pred).__name__}')
     if not isinstance(target, Tensor):
         raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
-    check_label_dtype(target, ignore_index)
 
 
 CLASS_WEIGHT_FILES = ('.npy', '.pkl', '.pickle', '.json', '.yaml', '.yml')

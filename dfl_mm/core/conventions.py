@@ -105,27 +105,6 @@ def quality_target(pred: Tensor, target) -> Tuple[Tensor, Tensor]:
     return dense[:, :channels], labels
 
 
-def labelled_class_weight(class_weight: Tensor, mode: str, labels: Tensor, weight):
-    """Class weights placed by a ``(labels, scores)`` target's labels, folded into
-    the call's weight: ``(weight, None)``; or ``(weight, class_weight)`` unchanged
-    for 'element' weights or a weight the functional will refuse.
-
-    The dense target alone would place a positive whose quality score is 0 (an
-    IoU of 0 early in training) as background; its label says its class.
-    """
-    rows, channels = labels.shape[0], class_weight.shape[0]
-    if mode == 'element' or (isinstance(weight, Tensor)
-                             and weight.numel() not in (rows, rows * channels)):
-        return weight, class_weight
-    known = (labels >= 0) & (labels < channels)
-    row = torch.where(known, class_weight[labels.clamp(0, channels - 1)], 1.0)
-    factor = row[:, None]
-    if mode == 'positive':  # only the labelled class's element
-        own = torch.arange(channels, device=labels.device) == labels[:, None]
-        factor = torch.where(own, factor, 1.0)
-    return factor if weight is None else factor * weight.reshape(rows, -1), None
-
-
 def channels_last_rows(pred: Tensor, target, weight):
     """(..., C) maps with the classes last (YOLOv3) as mmdet's (N, C) rows:
     ``(pred (N, C), target (N, C) or (N,), weight (N, C) or (N,))``."""

@@ -13,7 +13,8 @@ no mmengine, mmdet or mmseg.
 """
 import math
 import numbers
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -36,7 +37,8 @@ from .checks import (
 )
 from .conventions import assigned_labels, one_hot_as_target
 
-__all__ = ['dual_focal_loss', 'dual_focal_loss_elements', 'GAMMA_MAX', 'FORMS']
+__all__ = ['dual_focal_loss', 'parse', 'compute', 'LossCall', 'dual_focal_loss_elements',
+           'GAMMA_MAX', 'FORMS']
 
 GAMMA_MAX = 20.0
 
@@ -116,10 +118,10 @@ def dual_focal_loss(logits: Tensor, target: Tensor, gamma: Union[float, Tensor] 
         >>> labels = torch.tensor([0, 1, 2, 3, 3, 1, 0, 3])  # 3 = background
         >>> dual_focal_loss(torch.randn(8, 3, requires_grad=True), labels).backward()
     """
-    return _dual_focal_loss(logits, target, gamma, use_sigmoid, weight,
-                            class_weight, alpha, ignore_index, reduction=reduction,
-                            avg_factor=avg_factor, class_weight_mode=class_weight_mode,
-                            form=form, beta=beta, rho=rho)
+    return compute(parse(logits, target, gamma, use_sigmoid=use_sigmoid, weight=weight,
+                         class_weight=class_weight, class_weight_mode=class_weight_mode,
+                         alpha=alpha, ignore_index=ignore_index, reduction=reduction,
+                         avg_factor=avg_factor, form=form, beta=beta, rho=rho))
 
 
 def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
@@ -158,12 +160,50 @@ def _reduction(logits: Tensor, reduction: str, avg_factor, checks: Checks):
     return one / (avg_factor + eps), None
 
 
-def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
-                     alpha, ignore_index, *, reduction, avg_factor=None,
-                     class_weight_mode='element', form='arxiv2019', beta=1.0,
-                     rho=1.0) -> Tensor:
-    """Validate, normalise to (B, C, S), run the fused function and reduce."""
-    checks = Checks()  # value checks, read with one sync before the loss runs
+@dataclass
+class LossCall:
+    """One checked call, normalised: what :func:`compute` takes, nothing left to check.
+
+    Attributes:
+        inputs (LossInputs): the logits (B, C, S), the target in one form ((B, 1, S)
+            labels or (B, C, S) floats), the weights with the class weights placed,
+            the options; ``inputs.dtype`` is the compute dtype.
+        shape (torch.Size): the logits' shape, which 'none' comes back in.
+        reduction (str): 'none', 'mean' or 'sum'.
+        scale (Tensor): float64 0-d CPU factor of the sum (1 / the mean's divisor).
+        divisor (Tensor | None): an ``avg_factor`` off the CPU (+ eps), divided after.
+        gamma (Tensor | None): the checked exponent, 0-d or (C,) (None: the caller's).
+        form (tuple | None): the Neurocomputing form's (alpha, beta, rho); None: DFL's.
+    """
+
+    inputs: LossInputs
+    shape: torch.Size
+    reduction: str
+    scale: Tensor
+    divisor: Optional[Tensor] = None
+    gamma: Optional[Tensor] = None
+    form: Optional[Tuple[float, float, float]] = None
+
+
+def parse(logits, target, gamma=None, *, use_sigmoid=True, weight=None, class_weight=None,
+          class_weight_mode='element', alpha=None, ignore_index=None, reduction='mean',
+          avg_factor=None, form='arxiv2019', beta=1.0, rho=1.0,
+          labels: Optional[Tensor] = None) -> LossCall:
+    """Every check of a :func:`dual_focal_loss` call in one pass (the value checks
+    read with one host sync, none inside a compiled graph) and its :class:`LossCall`.
+
+    Args:
+        gamma: as :func:`dual_focal_loss`'s, or None: given to :func:`compute`
+            instead (``DualFocalLoss``'s own exponent, in range by construction).
+        labels (Tensor, optional): (N,) labels that place 'row' / 'positive' class
+            weights instead of the target's (a ``(labels, scores)`` target's: a
+            positive whose quality score is 0 keeps its class).
+        the rest: those of :func:`dual_focal_loss`.
+
+    Raises:
+        TypeError / ValueError: naming the first bad argument.
+    """
+    checks = Checks()
     neuro_alpha = check_form(form, alpha, beta, rho)
     if neuro_alpha is not None:
         alpha = None  # the form's coefficient, not the sigmoid positives' weight
@@ -175,18 +215,35 @@ def _dual_focal_loss(logits, target, gamma, use_sigmoid, weight, class_weight,
     check_label_dtype(target, ignore_index)
     target3 = _targets(logits, target, use_sigmoid, ignore_index, checks)
     row_weight, elem_weight = _call_weights(logits, weight, checks)
+    placed = target3 if labels is None else labels.reshape(-1, 1, 1)
     row_weight, elem_weight, class_weight = _class_weights(
-        logits, target3, class_weight, class_weight_mode, row_weight, elem_weight, checks)
-    gamma = _as_gamma(gamma, logits.shape[1], logits, checks)
+        logits, placed, class_weight, class_weight_mode, row_weight, elem_weight, checks)
+    if gamma is not None:
+        gamma = _as_gamma(gamma, logits.shape[1], logits, checks)
     scale, divisor = _reduction(logits, reduction, avg_factor, checks)
     if not _compiling():  # the value checks need the host: skipped inside a compiled graph
         checks.run()
     inputs = LossInputs(_rows(logits), target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
-    out = _run(inputs, gamma, reduction != 'none', scale, neuro_alpha, beta, rho)
-    if reduction == 'none':
-        return out.view(logits.shape)
-    return out if divisor is None else out / divisor
+    return LossCall(inputs, logits.shape, reduction, scale, divisor, gamma,
+                    None if neuro_alpha is None else (neuro_alpha, float(beta), float(rho)))
+
+
+def compute(call: LossCall, gamma: Optional[Tensor] = None) -> Tensor:
+    """The loss of a parsed call: its reduction, or the element map shaped like the
+    logits ('none'); ``gamma`` overrides the call's (0-d or (C,), in range)."""
+    gamma = call.gamma if gamma is None else gamma
+    inputs, reduce_sum = call.inputs, call.reduction != 'none'
+    if call.form is not None:  # plain torch ops: autograd, and compile traces them
+        out = reference.neurocomputing_loss(inputs, gamma, *call.form)
+        out = out.sum() * call.scale.to(out.dtype) if reduce_sum else out
+    else:
+        with_grad = torch.is_grad_enabled() and (inputs.logits.requires_grad
+                                                 or gamma.requires_grad)
+        out = custom_ops.loss(inputs, gamma, reduce_sum, with_grad, call.scale)
+    if not reduce_sum:
+        return out.view(call.shape)
+    return out if call.divisor is None else out / call.divisor
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -269,15 +326,3 @@ def _class_weights(logits, target3, class_weight, mode, row_weight, elem_weight,
     if elem_weight is not None or mode == 'positive':
         return row_weight, row if elem_weight is None else elem_weight * row, None
     return (row if row_weight is None else row_weight * row), None, None
-
-
-def _run(inputs: LossInputs, gamma, reduce_sum: bool, scale, neuro_alpha, beta, rho):
-    """The loss of the normalised call: its sum times ``scale`` or the (B, C, S) map."""
-    if neuro_alpha is not None:  # plain torch ops: autograd, and compile traces them
-        out = reference.neurocomputing_loss(inputs, gamma, neuro_alpha, float(beta),
-                                            float(rho))
-        return out.sum() * scale.to(out.dtype) if reduce_sum else out
-    with_grad = torch.is_grad_enabled() and (inputs.logits.requires_grad
-                                             or gamma.requires_grad)
-    return custom_ops.loss(inputs, gamma, reduce_sum, with_grad, scale)
-

@@ -17,7 +17,7 @@ from ..core.checks import (
     load_class_weight,
 )
 from ..core.conventions import assigned_labels, one_hot_as_target
-from ..core.functional import GAMMA_MAX, dual_focal_loss
+from ..core.functional import GAMMA_MAX, compute, parse
 from .adaptive import build_adaptive
 from .gamma import DEFAULT_GAMMA_REG, GAMMA_LOGIT_LIMIT, STATE, build_gamma
 
@@ -219,60 +219,38 @@ class DualFocalLoss(nn.Module):
             out = self.forward(*conventions.channels_last_rows(pred, target, weight),
                                avg_factor, reduction_override, ignore_index, **kwargs)
             return out.view(pred.shape) if out.dim() else out
-        ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
-            ignore_index)
-        labels = None  # a (labels, scores) target's labels (what adaptive weights count)
-        if isinstance(target, (tuple, list)) and isinstance(pred, Tensor):
-            target, labels = conventions.quality_target(pred, target)
-        per_row = labels is not None  # QualityFocalLoss's 'none' is per row
-        check_call(pred, target, reduction_override, ignore_index, kwargs)
-        reduction = reduction_override or self.reduction
-        pred, target, weight, avg_factor = self._convention(pred, target, weight, avg_factor,
-                                                            reduction, ignore_index, per_row)
-        if self.adaptive is not None and labels is None:
-            labels = assigned_labels(target) if target.is_floating_point() else target
-        # a call that raises changes no state: the projection is undone, a call is counted
-        # once its loss is computed; only training calls count (not eval, not OHEM's)
+        call, labels, per_row = self._parse(pred, target, weight, avg_factor,
+                                            reduction_override, ignore_index, kwargs)
+        # checked: from here on a call changes state only once its loss is computed (a
+        # projection is undone if it raises); only training calls count (not eval, not OHEM's)
         projecting = self.training and not torch.compiler.is_compiling()
         counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
         with self.exponent.call() if projecting else nullcontext():
             gamma = self.current_gamma()
-            loss = self._loss(pred, target, gamma, weight, ignore_index, reduction, avg_factor,
-                              labels if per_row else None)
-            if counting:  # checked and computed: count it
-                self.adaptive.count(pred, labels, ignore_index, self.use_sigmoid)
-            loss = conventions.finish(loss, pred, reduction, per_row=per_row)
-            if self.learnable_gamma and reduction != 'none':
+            offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
+            loss = compute(call, gamma if offsets is None else gamma + offsets.to(pred.device))
+            if counting:
+                self.adaptive.count(pred, labels, call.inputs.ignore_index, self.use_sigmoid)
+            loss = conventions.finish(loss, pred, call.reduction, per_row=per_row)
+            if self.learnable_gamma and call.reduction != 'none':
                 pull = self.gamma_pull(gamma)
                 self.last_gamma_pull = pull.detach()
                 loss = loss + pull.to(loss.dtype)
         return self.loss_weight * loss
 
-    def _loss(self, pred, target, gamma, weight, ignore_index, reduction, avg_factor,
-              labels=None):
-        """The functional's loss with this module's class weights and exponents (the
-        adaptive ones from the steps before this call); ``labels``: those of a
-        ``(labels, scores)`` target, which place row / positive class weights."""
-        class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
-            else self.adaptive.weights_for(pred, target)
-        if labels is not None and class_weight is not None:
-            weight, class_weight = conventions.labelled_class_weight(class_weight, mode,
-                                                                     labels, weight)
-        offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
-        focus = gamma if offsets is None else gamma + offsets.to(pred.device)
-        return dual_focal_loss(
-            pred, target, focus, use_sigmoid=self.use_sigmoid, weight=weight,
-            class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
-            ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
-            form=self.FORM, **self._form_settings())
-
-    def _form_settings(self) -> dict:
-        """The functional's settings of this loss's form (none for the default)."""
-        return {}
-
-    def _convention(self, pred, target, weight, avg_factor, reduction, ignore_index,
-                    per_row):
-        """mmdet's or mmseg's call as the functional's (pred, target, weight, avg_factor)."""
+    def _parse(self, pred, target, weight, avg_factor, reduction_override, ignore_index,
+               extra: dict):
+        """mmdet's or mmseg's call, checked and normalised in one pass: ``(LossCall``,
+        the labels the adaptive weights count (or None), whether 'none' is per row).
+        Reads the adaptive weights of the steps before; changes nothing."""
+        ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
+            ignore_index)
+        labels = None  # a (labels, scores) target's labels
+        if isinstance(target, (tuple, list)) and isinstance(pred, Tensor):
+            target, labels = conventions.quality_target(pred, target)
+        per_row = labels is not None  # QualityFocalLoss's 'none' is per row
+        check_call(pred, target, reduction_override, extra)
+        reduction = reduction_override or self.reduction
         target = one_hot_as_target(pred, target, self.use_sigmoid,
                                    as_labels=self.adaptive is not None)
         adapt = conventions.pixels if pred.dim() > 2 else conventions.anchors
@@ -284,9 +262,20 @@ class DualFocalLoss(nn.Module):
             avg_factor = pred.shape[0]  # QualityFocalLoss averages its rows
         if self.iou_weighted and target.is_floating_point():
             weight = conventions.quality_weight(target, weight)
-        if self.activated:
-            pred = conventions.from_probabilities(pred)
-        return pred, target, weight, avg_factor
+        logits = conventions.from_probabilities(pred) if self.activated else pred
+        class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
+            else self.adaptive.weights_for(pred, target)
+        call = parse(logits, target, self.gamma, use_sigmoid=self.use_sigmoid, weight=weight,
+                     class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
+                     ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
+                     form=self.FORM, labels=labels, **self._form_settings())
+        if self.adaptive is not None and labels is None:
+            labels = assigned_labels(target) if target.is_floating_point() else target
+        return call, labels, per_row
+
+    def _form_settings(self) -> dict:
+        """The functional's settings of this loss's form (none for the default)."""
+        return {}
 
     def extra_repr(self) -> str:
         parts = [f'{k}={v}' for k, v in self._form_settings().items()]

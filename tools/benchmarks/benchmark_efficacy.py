@@ -73,6 +73,8 @@ _CE = dict(type='CrossEntropyLoss', loss_weight=LOSS_WEIGHT, avg_non_ignore=True
 def _dfl(use_sigmoid=False, learnable=True, alpha=None, weights=None, gamma=2.0):
     det = dict(type='DualFocalLoss', use_sigmoid=True, gamma=gamma,
                learnable_gamma='scalar' if learnable else False)
+    if alpha is not None:
+        det['alpha'] = alpha
     seg = dict(type='DualFocalLoss', use_sigmoid=use_sigmoid, gamma=2.0, avg_non_ignore=True,
                alpha=alpha, learnable_gamma='scalar' if learnable else False,
                loss_weight=LOSS_WEIGHT, loss_name='loss_dfl')
@@ -112,6 +114,9 @@ ROWS = {
     'DFL gamma 3 + weights': _dfl(learnable=False, weights={}, gamma=3.0),
     'DFL learnable from 3': _dfl(gamma=3.0),
     'DFL learnable from 3 + weights': _dfl(weights={}, gamma=3.0),
+    # the flood of easy negatives weighed down against the positives (FocalLoss's alpha
+    # 0.25 balances an exponent that silences them far more)
+    'DFL alpha 0.75': (_dfl(learnable=False, alpha=0.75)[0], None),
     # issue 27: weights that boost the tail without taxing the head
     'DFL + head weights': _dfl(learnable=False, weights=dict(normalise='head')),
     'DFL + positive weights': _dfl(learnable=False, weights=dict(normalise='head',
@@ -492,6 +497,7 @@ PRIOR_SECTION = '## 2026-12-06'  # --prior: the runs reused from that study's ta
 LONG_TAILS = ('det-lt', 'det-many', 'det-small', 'det-digits', 'det-glyphs', 'det-strokes')
 # the settings the detection default is chosen from (issue 34)
 DFL_DET_ROWS = ('DFL fixed', 'DFL gamma 3', 'DFL learnable', 'DFL learnable from 3',
+                'DFL alpha 0.75',
                 'DFL + weights', 'DFL gamma 3 + weights', 'DFL learnable + weights',
                 'DFL learnable from 3 + weights')
 

@@ -2,8 +2,8 @@
 
 ``custom_imports = dict(imports=['dfl_mm'])`` in a config registers
 ``DualFocalLoss`` (mmengine's root MODELS, found from mmdet's and mmseg's
-registries), ``DFLGammaHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
-MODELS: ``dfl_mm.models.heads``) and the demo datasets. The tools and ``DFLGammaHook`` let
+registries), ``DFLStepHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
+MODELS: ``dfl_mm.models.heads``) and the demo datasets. The tools and ``DFLStepHook`` let
 the runner load mmengine checkpoints on torch >= 2.6 without widening any
 other ``torch.load`` (see ``dfl_mm.engine.checkpoint``).
 
@@ -20,7 +20,7 @@ from .core.functional import dual_focal_loss
 from .version import __version__
 
 _ADAPTERS = {
-    'DualFocalLoss': 'models.loss', 'DFLGammaHook': 'engine.hooks',
+    'DualFocalLoss': 'models.loss', 'DFLStepHook': 'engine.hooks',
     'gamma_scalars': 'engine.hooks', 'allow_mmengine_checkpoints': 'engine.checkpoint',
     'mmengine_checkpoint_loading': 'engine.checkpoint',
     'scope_checkpoint_loads': 'engine.checkpoint'}
@@ -37,7 +37,7 @@ if mmengine is not None:
         mmengine_checkpoint_loading,
         scope_checkpoint_loads,
     )
-    from .engine.hooks import DFLGammaHook, gamma_scalars  # noqa: F401
+    from .engine.hooks import DFLStepHook, gamma_scalars  # noqa: F401
     from .models.loss import DualFocalLoss  # noqa: F401
 
     def _register_lazily():

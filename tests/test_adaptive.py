@@ -117,18 +117,18 @@ def test_mmdet_counts_positives_and_weighs_rows_by_their_class():
 
 def test_calls_of_one_hook_step_are_one_step():
     """A RetinaNet head calls its loss once per FPN level: one update per iteration
-    (DFLGammaHook's begin_step / end_step around each); without a step, one per call."""
+    (DFLStepHook's begin_step / end_step around each); without a step, one per call."""
     loss = DualFocalLoss(class_weight='adaptive', num_classes=2,
                          adaptive_weight=dict(momentum=0.0))
     seen = []
     for it in range(3):
-        loss.adaptive.begin_step()  # what DFLGammaHook.before_train_iter does
+        loss.adaptive.begin_step()  # what DFLStepHook.before_train_iter does
         for level in range(5):
             labels = torch.tensor([0] * (level + 1) + [1, 2])
             loss(torch.randn(len(labels), 2), labels, avg_factor=2.0)
             seen.append(loss.adaptive.weights().clone())
         assert int(loss.adaptive.steps) == it  # not folded inside the step
-        loss.adaptive.end_step()  # what DFLGammaHook.after_train_iter does
+        loss.adaptive.end_step()  # what DFLStepHook.after_train_iter does
         assert int(loss.adaptive.steps) == it + 1
     for it in range(3):  # the five levels of an iteration use the same weights
         assert all(torch.equal(w, seen[5 * it]) for w in seen[5 * it:5 * it + 5])
@@ -333,10 +333,10 @@ def _ddp_rank(rank, port, broadcast_buffers, hook, out):
     model = DistributedDataParallel(_Head(), broadcast_buffers=broadcast_buffers)
     labels = torch.full((1, 2, 2), 0 if rank == 0 else 3)  # rank 0: class 0, rank 1: class 3
     for it in range(3):
-        if hook:  # what DFLGammaHook.before_train_iter does
+        if hook:  # what DFLStepHook.before_train_iter does
             model.module.loss.adaptive.begin_step()
         model(torch.randn(1, 4, 2, 2), labels).backward()
-        if hook:  # what DFLGammaHook.after_train_iter does
+        if hook:  # what DFLStepHook.after_train_iter does
             model.module.loss.adaptive.end_step()
     model.module.loss.adaptive.end_step()
     out[rank] = model.module.loss.adaptive.counts.tolist()

@@ -56,7 +56,7 @@ def test_plot_gamma_explains_missing_gamma(tmp_path):
     vis = tmp_path / 'w' / '1' / 'vis_data'
     vis.mkdir(parents=True)
     (vis / 'scalars.json').write_text(json.dumps(dict(iter=1, loss=1.0)) + '\n')
-    with pytest.raises(SystemExit, match='DFLGammaHook'):
+    with pytest.raises(SystemExit, match='DFLStepHook'):
         plot_gamma.main([str(tmp_path / 'w'), '--out', str(tmp_path / 'x.png')])
     with pytest.raises(SystemExit, match='is it an mmengine work dir'):
         plot_gamma.main([str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x.png')])

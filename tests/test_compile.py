@@ -223,7 +223,7 @@ def test_every_mode_is_one_graph_across_changing_shapes_and_avg_factors(
 
 
 def test_hook_steps_compile_too():
-    """Inside DFLGammaHook's steps the graph only counts; the fold happens eagerly."""
+    """Inside DFLStepHook's steps the graph only counts; the fold happens eagerly."""
     settings = dict(class_weight='adaptive', num_classes=4)
     eager, traced = DualFocalLoss(**settings), DualFocalLoss(**settings)
     backend, graphs = _counting_backend()

@@ -60,7 +60,7 @@ def test_detection_config_builds_and_trains_one_step(config):
     assert type(model.bbox_head) is head
     loss_module = model.bbox_head.loss_cls
     assert isinstance(loss_module, dfl_mm.DualFocalLoss) and loss_module.use_sigmoid
-    assert any(h['type'] == 'DFLGammaHook' for h in cfg.custom_hooks)
+    assert any(h['type'] == 'DFLStepHook' for h in cfg.custom_hooks)
 
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     if loss_module.learnable_gamma:

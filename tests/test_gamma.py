@@ -122,7 +122,7 @@ def test_a_raising_call_undoes_its_projection_and_a_step_projects_once():
     with pytest.raises(ValueError, match='out of range'):
         loss(scores, torch.full((20, ), 7))  # out of range: raises in the core
     assert float(loss.gamma_logit) == 1e9
-    loss.exponent.begin_step()  # DFLGammaHook.before_train_iter
+    loss.exponent.begin_step()  # DFLStepHook.before_train_iter
     loss(scores, labels)
     assert float(loss.gamma_logit) == GAMMA_LOGIT_LIMIT
     with torch.no_grad():

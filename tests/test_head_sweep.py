@@ -62,7 +62,7 @@ def test_switch_turns_an_unshipped_detector_into_its_dfl_version(tmp_path, capsy
     assert loss == dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, loss_weight=1.0,
                         reduction='none')  # the detection default: no class weights
     assert 'dfl_mm' in cfg.custom_imports.imports
-    assert [h.type for h in cfg.custom_hooks] == ['DFLGammaHook']
+    assert [h.type for h in cfg.custom_hooks] == ['DFLStepHook']
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.gamma_logit.decay_mult == 0.0
     assert cfg.optim_wrapper.optimizer.lr == 0.01  # the rest is inherited
     from mmdet.registry import MODELS

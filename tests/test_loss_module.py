@@ -459,7 +459,7 @@ def test_random_calls_a_raising_call_leaves_the_state_dict_as_it_was(use_sigmoid
     stepped = [m for m in loss.modules() if hasattr(m, 'begin_step')]
     try:
         for it in range(60):
-            if in_runner and it % 2 == 0:  # what DFLGammaHook does around an iteration
+            if in_runner and it % 2 == 0:  # what DFLStepHook does around an iteration
                 for module in stepped:
                     module.end_step()
                     module.begin_step()

@@ -59,7 +59,7 @@ class _Data(torch.utils.data.Dataset):
 
 
 def _runner(work_dir, iters, hook, resume=None, model=None, name='promise'):
-    hooks = [dict(type='DFLGammaHook')] if hook else []
+    hooks = [dict(type=hook if isinstance(hook, str) else 'DFLStepHook')] if hook else []
     return Runner(
         model=model or _Pixels(), work_dir=str(work_dir),
         experiment_name=f'{name}_{os.path.basename(str(work_dir))}_{iters}_{resume is not None}',
@@ -162,6 +162,21 @@ def test_a_crashed_runner_leaves_later_training_counting(tmp_path):
             loss(torch.randn(1, 4, 2, 2), torch.randint(0, 4, (1, 2, 2)))
         assert int(loss.adaptive.steps) == before + 3
     assert not torch.equal(fresh.adaptive.weights(), torch.ones(4))
+
+
+def test_the_hooks_old_name_builds_the_same_hook_and_the_tools_add_no_second(tmp_path):
+    from mmengine.config import Config
+
+    from dfl_mm.apis.launch import ensure_dfl_hook
+    from dfl_mm.engine.hooks import DFLStepHook
+    model = _Pixels()
+    runner = _runner(tmp_path / 'old-name', 3, 'DFLGammaHook', model=model)
+    assert [type(h) for h in runner.hooks].count(DFLStepHook) == 1
+    runner.train()
+    assert int(model.loss.adaptive.steps) == 3  # one step an iteration: the hook ran
+    cfg = Config(dict(custom_hooks=[dict(type='DFLGammaHook')]))
+    ensure_dfl_hook(cfg)
+    assert cfg.custom_hooks == [dict(type='DFLGammaHook')]
 
 
 # ------------------------------------------------ only calls that train count

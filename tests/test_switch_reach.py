@@ -60,7 +60,7 @@ def test_the_rtmdet_config_spells_the_detection_preset():
     loss = cfg.model.bbox_head.loss_cls.to_dict()
     assert {k: v for k, v in loss.items() if k != 'num_classes'} == SIGMOID_DFL
     assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'PipelineSwitchHook',
-                                                    'DFLGammaHook']
+                                                    'DFLStepHook']
 
 
 class _CrossEntropyMap(nn.Module):

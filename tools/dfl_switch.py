@@ -8,7 +8,7 @@ with a sigmoid DualFocalLoss (gamma 2, no class weights) and every softmax
 CrossEntropyLoss of an mmseg decode/auxiliary head with a softmax DualFocalLoss
 (learnable gamma, adaptive class weights unless --no-adaptive): the shipped settings
 of each task, keeping each loss weight; it adds
-``custom_imports=['dfl_mm']``, ``DFLGammaHook`` and no weight decay on gamma
+``custom_imports=['dfl_mm']``, ``DFLStepHook`` and no weight decay on gamma
 (see ``dfl_mm.apis.switch``). It prints the written file's path (stdout) and what
 it replaced (stderr).
 """

@@ -9,7 +9,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import dfl_mm  # noqa: E402,F401  registers DualFocalLoss, DFLGammaHook, demo datasets
+import dfl_mm  # noqa: E402,F401  registers DualFocalLoss, DFLStepHook, demo datasets
 from dfl_mm.apis.launch import (  # noqa: E402
     add_common_args,
     build_runner,

@@ -5,4 +5,4 @@
 # that lack it).
 _base_ = ['./dfl_det_loss.py']
 
-custom_hooks = [dict(type='DFLGammaHook')]
+custom_hooks = [dict(type='DFLStepHook')]

@@ -23,7 +23,7 @@ gamma_no_decay = dict(custom_keys={'gamma_logit': dict(decay_mult=0.0)})
 
 # logs gamma (and its pull term) and the class weights at every logging
 # interval, and closes each iteration of the adaptive weights
-custom_hooks = [dict(type='DFLGammaHook')]
+custom_hooks = [dict(type='DFLStepHook')]
 
 # the decode head and (at its usual weight 0.4) the auxiliary head of a
 # 19-class Cityscapes model: children write `model = _base_.cityscapes_heads`

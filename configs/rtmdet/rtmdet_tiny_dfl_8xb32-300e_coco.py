@@ -9,5 +9,5 @@ _base_ = ['mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py', '../_base_/dfl_det_los
 
 model = dict(
     bbox_head=dict(loss_cls=dict(_delete_=True, **_base_.dfl_loss_cls, num_classes=80)))
-custom_hooks = [*_base_.custom_hooks, dict(type='DFLGammaHook')]
+custom_hooks = [*_base_.custom_hooks, dict(type='DFLStepHook')]
 optim_wrapper = dict(paramwise_cfg=_base_.gamma_no_decay)

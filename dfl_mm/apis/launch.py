@@ -230,13 +230,13 @@ def choose_cpu_threads() -> Optional[int]:
 
 
 def ensure_dfl_hook(cfg: Config) -> None:
-    """Add ``DFLGammaHook`` to ``custom_hooks`` unless it is there: an iteration is
+    """Add ``DFLStepHook`` to ``custom_hooks`` unless it is there: an iteration is
     then one step of the adaptive weights and the learnable gamma's projection
     (docs/loss.md), and gamma is logged."""
     from ..engine.hooks import has_step_hook
     hooks = list(cfg.get('custom_hooks', None) or [])
     if not has_step_hook(hooks):
-        cfg.custom_hooks = hooks + [dict(type='DFLGammaHook')]
+        cfg.custom_hooks = hooks + [dict(type='DFLStepHook')]
 
 
 def build_runner(cfg: Config):

@@ -186,7 +186,7 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
 
     Returns:
         (overrides, replaced): ``overrides`` has ``model`` (the new losses),
-        ``custom_imports``, ``custom_hooks`` (``DFLGammaHook`` added) and an
+        ``custom_imports``, ``custom_hooks`` (``DFLStepHook`` added) and an
         ``optim_wrapper`` that exempts gamma from weight decay; ``replaced``
         lists (path, old loss type). Empty overrides when nothing is replaced.
     """
@@ -200,7 +200,7 @@ def dfl_overrides(cfg, adaptive: bool = True) -> Tuple[dict, List[Tuple[str, str
     from ..engine.hooks import has_step_hook
     hooks = [_plain(h) for h in cfg.get('custom_hooks', [])]
     if not has_step_hook(hooks):
-        hooks.append(dict(type='DFLGammaHook'))
+        hooks.append(dict(type='DFLStepHook'))
     overrides = dict(
         model=model,
         custom_imports=dict(imports=imports + ['dfl_mm'] * ('dfl_mm' not in imports),

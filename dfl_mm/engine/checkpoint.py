@@ -8,7 +8,7 @@ message hub's log history) with numpy arrays, dtypes and scalars inside, so
 issue 1655). Rather than switching ``weights_only`` off (which would let a
 checkpoint run arbitrary code), dfl_mm allow-lists exactly those types, and
 only around the runner's own checkpoint loads (``scope_checkpoint_loads``,
-applied by the tools and by ``DFLGammaHook``).
+applied by the tools and by ``DFLStepHook``).
 """
 import functools
 import pickle

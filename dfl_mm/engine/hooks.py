@@ -1,5 +1,6 @@
-"""``DFLGammaHook``: log the exponent (and adaptive class weights) of every
-DualFocalLoss in the model; ``EagerOptimizerStepHook`` for ``compile=True``."""
+"""``DFLStepHook`` (registered as ``DFLGammaHook`` too): each training iteration is
+one step of every DualFocalLoss's state, reported after it; ``EagerOptimizerStepHook``
+for ``compile=True``."""
 import re
 from typing import Dict, Optional
 
@@ -14,7 +15,8 @@ from ..models.gamma import LearnableGamma
 from ..models.loss import DualFocalLoss
 from .checkpoint import scope_checkpoint_loads
 
-__all__ = ['DFLGammaHook', 'EagerOptimizerStepHook', 'gamma_scalars', 'has_step_hook']
+__all__ = ['DFLStepHook', 'EagerOptimizerStepHook', 'gamma_scalars', 'has_step_hook',
+           'STEP_HOOK_NAMES']
 
 
 def _short_name(path: str) -> str:
@@ -74,14 +76,19 @@ def gamma_scalars(model: torch.nn.Module) -> Dict[str, float]:
     return scalars
 
 
+# its registered names: DFLGammaHook is what configs before 2026-12-07 name
+STEP_HOOK_NAMES = ('DFLStepHook', 'DFLGammaHook')
+
+
 def has_step_hook(hooks) -> bool:
-    """Whether ``custom_hooks`` (dicts or hook objects) hold a ``DFLGammaHook``."""
-    return any((h.get('type') if isinstance(h, dict) else type(h).__name__) in (
-        'DFLGammaHook', 'dfl_mm.DFLGammaHook', DFLGammaHook) for h in hooks or ())
+    """Whether ``custom_hooks`` (dicts or hook objects) hold a ``DFLStepHook``."""
+    names = STEP_HOOK_NAMES + tuple(f'dfl_mm.{name}' for name in STEP_HOOK_NAMES)
+    return any(isinstance(h, DFLStepHook) or (isinstance(h, dict) and (
+        h.get('type') in names or h.get('type') is DFLStepHook)) for h in hooks or ())
 
 
-@HOOKS.register_module()
-class DFLGammaHook(Hook):
+@HOOKS.register_module(name=list(STEP_HOOK_NAMES))
+class DFLStepHook(Hook):
     """Make each training iteration one step of the adaptive weights (and of the
     learnable gamma's projection) and put gamma (and the weights) into the
     message hub after it.
@@ -91,8 +98,10 @@ class DFLGammaHook(Hook):
     visualisation backend (TensorBoard, W&B), on every rank. The per-class
     adaptive weights go to the visualisation backends only (see
     ``per_class_interval``), so a log line carries the summary. Before the run it
-    scopes the runner's checkpoint loads (``dfl_mm.engine.checkpoint``). Use with
-    ``custom_hooks = [dict(type='DFLGammaHook')]``.
+    scopes the runner's checkpoint loads (``dfl_mm.engine.checkpoint``; the one
+    place they are scoped: the tools add this hook). Use with
+    ``custom_hooks = [dict(type='DFLStepHook')]``; ``'DFLGammaHook'``, its name
+    before 2026-12-07, builds the same hook.
     """
 
     priority = 'NORMAL'  # before LoggerHook (BELOW_NORMAL) reads the hub
@@ -117,7 +126,10 @@ class DFLGammaHook(Hook):
 
     def before_train(self, runner) -> None:
         """An iteration that raises leaves its open step behind: drop it, so a
-        later use of the same loss (a plain loop, another runner) starts clean."""
+        later use of the same loss (a plain loop, another runner) starts clean.
+        mmengine calls no hook when an iteration raises, so the loop's ``run_iter``
+        is wrapped; without it the crash test shows a later plain loop's calls
+        counted into the dead step and never folded."""
         loop = runner.train_loop
         run_iter = getattr(loop, 'run_iter', None)
         if run_iter is None or getattr(run_iter, 'dfl_steps', False):

@@ -37,7 +37,7 @@ background) every weight is 1, so the loss keeps the unweighted scale.
 
 What one update is: the weights used in a training step come from the steps
 before it, never from the batch at hand. Inside an mmengine runner with
-``DFLGammaHook`` (``tools/train.py`` adds it) the counts of every call of one
+``DFLStepHook`` (``tools/train.py`` adds it) the counts of every call of one
 iteration (a RetinaNet head calls its loss once per FPN level) are summed and
 folded into the averages once, at the end of the iteration, so the statistics
 and the weights do not depend on how many calls make a step, and every FPN

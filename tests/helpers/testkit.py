@@ -48,7 +48,7 @@ def write_probe_config(path, base, demo_module, hook):
     path.write_text(
         f'_base_ = {str(base)!r}\n'
         f"custom_imports = dict(imports=['dfl_mm', {demo_module!r}, 'dfl_probe'])\n"
-        f"custom_hooks = [dict(type='DFLGammaHook'), dict(type={hook!r})]\n")
+        f"custom_hooks = [dict(type='DFLStepHook'), dict(type={hook!r})]\n")
     return str(path)
 
 

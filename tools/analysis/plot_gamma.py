@@ -4,7 +4,7 @@
         [--labels A B ...] [--no-losses]
 
 Reads ``<work_dir>/<timestamp>/vis_data/scalars.json`` (the newest run of each
-work dir), as written by DFLGammaHook and mmengine's logger. A per-class gamma
+work dir), as written by DFLStepHook and mmengine's logger. A per-class gamma
 is drawn as its mean with a min-max band. The output format follows the file
 extension (.png, .svg, .pdf).
 """
@@ -51,7 +51,7 @@ def gamma_keys(series):
 def plot(work_dirs, labels, out, with_losses=True):
     runs = [(label, read_scalars(d)) for d, label in zip(work_dirs, labels)]
     if not any(gamma_keys(s) for _, s in runs):
-        raise SystemExit('no gamma in these logs: add custom_hooks=[dict(type="DFLGammaHook")]')
+        raise SystemExit('no gamma in these logs: add custom_hooks=[dict(type="DFLStepHook")]')
     rows = 2 if with_losses else 1
     fig, axes = plt.subplots(rows, 1, figsize=(7, 3.2 * rows), squeeze=False)
     ax = axes[0][0]

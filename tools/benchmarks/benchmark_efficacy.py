@@ -238,7 +238,7 @@ def build_cfg(task, loss, seed, args, work_dir):
     cfg = Config.fromfile(spec['config'])
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed)
-    cfg.custom_hooks = [dict(type='DFLGammaHook')]
+    cfg.custom_hooks = [dict(type='DFLStepHook')]
     if spec['kind'] == 'det':
         cfg.model.bbox_head.loss_cls = det_loss(loss, args, spec['num_classes'])
         if loss == 'GHMC':  # as mmdet's configs/ghm

@@ -23,10 +23,13 @@
 #   C  seed 0 screens: learnable from 3; gamma 3 / learnable, each with the weights;
 #   D  five seeds where a row's spread is above 1.5: focal and DFL fixed, seeds 3-4, on
 #      every long tail but det-small (focal on det-lt and det-digits from seed 0: the
-#      2026-12-06 tables keep summaries, not runs).
+#      2026-12-06 tables keep summaries, not runs);
+#   E  DFL alpha 0.75 (positives weigh 3x the easy negatives' flood), seeds 0-1 on
+#      every long tail (behind DFL gamma 2 on det-glyphs and det-strokes on both: no seed 2).
 # Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
-# on det-lt, det-digits, det-many; lane b: det-strokes, det-small, det-digits, det (A),
-# seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes.
+# and E on det-lt, det-digits, det-many (E: seed 0); lane b: det-strokes, det-small, det-digits, det (A),
+# seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes, E (and E's seed 1
+# on lane a's sets).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
@@ -65,6 +68,7 @@ lane_a() {
     ROWS=("${SCREEN[@]}"); run lane_a 0 det-glyphs det-many det-lt det-small det-digits
     ROWS=(focal); run lane_a "0 1 2" det-lt det-digits
     ROWS=(focal 'DFL fixed'); run lane_a "3 4" det-lt det-digits det-many
+    ROWS=('DFL alpha 0.75'); run lane_a 0 det-lt det-many det-digits
 }
 
 lane_b() {
@@ -76,6 +80,8 @@ lane_b() {
     ROWS=('DFL learnable'); run lane_b "0 1 2" det-strokes det
     ROWS=("${SCREEN[@]}"); run lane_b 0 det-strokes
     ROWS=(focal 'DFL fixed'); run lane_b "3 4" det-glyphs det-strokes
+    ROWS=('DFL alpha 0.75'); run lane_b "0 1" det-glyphs det-strokes det-small
+    run lane_b 1 det-lt det-many det-digits
 }
 
 start=$(date +%s)

@@ -3,7 +3,8 @@
 # (2 cores; one 2-thread lane would leave a core idle in the data loading).
 # Every run that finished is kept in WORK_DIR/<lane>/records.json and skipped
 # when the script is run again (--reuse), so an interrupted study picks up
-# where it stopped. At the end the tables of all lanes go to OUT.
+# where it stopped. At the end the tables of all lanes go to OUT (default
+# WORK_DIR/tables.md; docs/efficacy.md keeps dated sections: paste them there).
 #
 #   nohup bash tools/benchmarks/efficacy_study.sh [WORK_DIR] [OUT] > study.log 2>&1 &
 #
@@ -34,7 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/_python.sh
 WORK=${1:-work_dirs/efficacy}
-OUT=${2:-docs/efficacy.md}
+OUT=${2:-$WORK/tables.md}
 STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
 PEERS=(focal EFL 'DFL + weights')
 SIMPLE=('DFL fixed' 'DFL gamma 3')

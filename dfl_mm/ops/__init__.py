@@ -31,11 +31,11 @@ from typing import Dict, Tuple
 import torch
 
 from . import cpu, reference, triton_kernels
-from .inputs import Backend, CallRefused, LossInputs, LossOptions
+from .inputs import Backend, CallRefused, LossInputs
 from .triton_kernels import KernelMode
 
 __all__ = ['BACKENDS', 'SETTINGS', 'Backend', 'BackendFallbackWarning',
-           'LossInputs', 'LossOptions', 'KernelMode', 'CallRefused',
+           'LossInputs', 'KernelMode', 'CallRefused',
            'setting', 'use', 'select', 'forward', 'forward_backward', 'backward']
 
 # the order in which 'auto' tries them (the reference takes what is left)

@@ -5,12 +5,12 @@
 core, the C kernel and the Triton kernels all take that one ``LossInputs``.
 """
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ['LossInputs', 'LossOptions', 'CallRefused', 'Backend']
+__all__ = ['LossInputs', 'CallRefused', 'Backend']
 
 
 def compute_dtype(tensor: Tensor) -> torch.dtype:
@@ -22,15 +22,6 @@ def compute_dtype(tensor: Tensor) -> torch.dtype:
 class CallRefused(RuntimeError):
     """A backend can not take this one call (its arguments), though it works here:
     the registry routes the call elsewhere without switching the backend off."""
-
-
-@dataclass(frozen=True)
-class LossOptions:
-    """The tensor-free part of a call (what autograd keeps besides saved tensors)."""
-
-    alpha: Optional[float] = None
-    ignore_index: Optional[int] = None
-    use_sigmoid: bool = True
 
 
 @dataclass
@@ -65,21 +56,6 @@ class LossInputs:
     @property
     def soft_target(self) -> bool:
         return self.target.is_floating_point()
-
-    @property
-    def options(self) -> LossOptions:
-        return LossOptions(self.alpha, self.ignore_index, self.use_sigmoid)
-
-    def tensors(self):
-        """(logits, target, row_weight, elem_weight, class_weight): what autograd saves."""
-        return (self.logits, self.target, self.row_weight, self.elem_weight,
-                self.class_weight)
-
-    @classmethod
-    def from_parts(cls, tensors: Sequence[Optional[Tensor]],
-                   options: LossOptions) -> 'LossInputs':
-        """The inputs again from :meth:`tensors` and :attr:`options`."""
-        return cls(*tensors, options.alpha, options.ignore_index, options.use_sigmoid)
 
 
 @runtime_checkable

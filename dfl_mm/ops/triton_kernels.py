@@ -21,6 +21,7 @@ kinds against the reference (loss, both gradients, the loss map and, for
 softmax, the fused launch); a compile or launch error, or a mismatch, is the
 reason they are unavailable there.
 """
+import dataclasses
 import enum
 from typing import Dict, Optional, Tuple
 
@@ -106,8 +107,7 @@ def probe(device, dtype, use_sigmoid: bool) -> Optional[str]:
     inputs = _probe_inputs(device, dtype, use_sigmoid)
     gamma = torch.tensor(2.0, device=inputs.logits.device)
     grad_out = torch.tensor(1.5, device=inputs.logits.device)
-    exact = LossInputs(inputs.logits.float(), *inputs.tensors()[1:], inputs.alpha,
-                       inputs.ignore_index, use_sigmoid)
+    exact = dataclasses.replace(inputs, logits=inputs.logits.float())
     try:
         got = (forward(inputs, gamma, True), *backward(inputs, gamma, grad_out, True),
                forward(inputs, gamma, False),

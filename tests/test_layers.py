@@ -127,3 +127,17 @@ def test_the_suite_leaves_tools_off_sys_path():
     would let tools/test.py shadow the standard library's ``test``."""
     tools = (ROOT / 'tools').resolve()
     assert not [p for p in sys.path if p and Path(p).resolve() == tools]
+
+
+def test_the_package_has_one_backward_definition():
+    """One autograd path: the custom op's registered backward, no autograd.Function."""
+    functions, registered = [], 0
+    for path in PACKAGE.rglob('*.py'):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                    ast.unparse(base).endswith('Function') for base in node.bases):
+                functions.append(f'{path.name}:{node.name}')
+            if isinstance(node, ast.Attribute) and node.attr == 'register_autograd':
+                registered += 1
+    assert functions == [] and registered == 1, (functions, registered)

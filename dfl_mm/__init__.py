@@ -2,10 +2,10 @@
 
 ``custom_imports = dict(imports=['dfl_mm'])`` in a config registers
 ``DualFocalLoss`` (mmengine's root MODELS, found from mmdet's and mmseg's
-registries), ``DFLStepHook`` (HOOKS) and, lazily, ``DFLSSDHead`` (mmdet's
-MODELS: ``dfl_mm.models.heads``) and the demo datasets. The tools and ``DFLStepHook`` let
-the runner load mmengine checkpoints on torch >= 2.6 without widening any
-other ``torch.load`` (see ``dfl_mm.engine.checkpoint``).
+registries), ``DFLStepHook`` (HOOKS) and stand-ins (``REGISTERED_ON_IMPORT``) of
+``DFLSSDHead`` and the demo datasets and metric, whose modules need mmdet or mmseg.
+The tools and ``DFLStepHook`` let the runner load mmengine checkpoints on torch >= 2.6
+without widening any other ``torch.load`` (see ``dfl_mm.engine.checkpoint``).
 
 The layers are folders (``docs/architecture.md``): ``ops`` (backends) and ``core``
 (the loss function, checks, conventions) need only torch; ``models`` (what mmengine
@@ -19,6 +19,18 @@ says so.
 from .core.functional import dual_focal_loss
 from .version import __version__
 
+# what the framework modules register (a test checks these lists against them):
+# (mmengine root registry, module, names)
+REGISTERED_ON_IMPORT = (
+    ('DATASETS', 'dfl_mm.demo.detection', (
+        'DFLDemoCocoDataset', 'DFLLongTailCocoDataset', 'DFLManyClassCocoDataset',
+        'DFLSmallCrowdCocoDataset', 'DFLDigitsCocoDataset', 'DFLGlyphsCocoDataset',
+        'DFLStrokesCocoDataset')),
+    ('DATASETS', 'dfl_mm.demo.segmentation', (
+        'DFLDemoSegDataset', 'DFLDemoBinarySegDataset', 'DFLLongTailSegDataset',
+        'DFLManyClassSegDataset')),
+    ('METRICS', 'dfl_mm.engine.metrics', ('DFLPerClassIoUMetric', )),
+    ('MODELS', 'dfl_mm.models.heads', ('DFLSSDHead', )))
 _ADAPTERS = {
     'DualFocalLoss': 'models.loss', 'DFLStepHook': 'engine.hooks',
     'gamma_scalars': 'engine.hooks', 'allow_mmengine_checkpoints': 'engine.checkpoint',
@@ -40,33 +52,31 @@ if mmengine is not None:
     from .engine.hooks import DFLStepHook, gamma_scalars  # noqa: F401
     from .models.loss import DualFocalLoss  # noqa: F401
 
-    def _register_lazily():
-        """Make the demo datasets (and the demo's metric) and ``DFLSSDHead`` known to
-        mmdet's and mmseg's registries, so a config needs only ``imports=['dfl_mm']``:
-        a lazy location of the registry (imported with the framework's own
-        modules, at the first lookup), or at once if that lookup happened. mmengine
-        has no public call that adds a location after a registry is built; the
-        alternative, importing mmdet and mmseg with every ``import dfl_mm``, costs
-        seconds, and a config's own ``custom_imports`` replaces (not extends) the
-        list its base names."""
+    def _stand_in(module: str, name: str):
+        """What ``import dfl_mm`` registers under ``name`` in mmengine's root registry
+        (public ``register_module``; mmdet's and mmseg's registries fall back to
+        their root): building it imports ``module``, which registers the real
+        ``name`` in its framework's registry (found first from then on), and
+        builds that. Importing mmdet and mmseg with every ``import dfl_mm``
+        instead costs seconds; and a config's own ``custom_imports`` replaces (not
+        extends) its base's, so ``imports=['dfl_mm']`` must be enough."""
         import importlib
-        for framework, names, module in (
-                ('mmdet', ('DATASETS', 'METRICS'), 'dfl_mm.demo.detection'),
-                ('mmseg', ('DATASETS', ), 'dfl_mm.demo.segmentation'),
-                ('mmseg', ('METRICS', ), 'dfl_mm.engine.metrics'),
-                ('mmdet', ('MODELS', ), 'dfl_mm.models.heads')):
-            try:
-                registry = importlib.import_module(f'{framework}.registry')
-            except ImportError:
-                continue
-            for name in names:
-                table = getattr(registry, name)
-                if table._imported:
-                    importlib.import_module(module)
-                elif module not in table._locations:
-                    table._locations = list(table._locations) + [module]
 
-    _register_lazily()
+        def build(*args, **kwargs):
+            return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        build.__name__ = build.__qualname__ = name
+        build.dfl_module = module  # where the real one lives (``launch`` reads it)
+        return build
+
+    def _register_stand_ins():
+        import mmengine.registry as root
+        for registry, module, names in REGISTERED_ON_IMPORT:
+            table = getattr(root, registry)
+            for name in names:
+                if table.get(name) is None:
+                    table.register_module(name=name, module=_stand_in(module, name))
+
+    _register_stand_ins()
 else:
     def __getattr__(name):
         if name in _ADAPTERS:

@@ -70,3 +70,23 @@ def test_each_entry_config_is_an_alias_of_the_model_it_inherits():
         assert len(models) == 1, base
         assert entry.stem in models[0]['Alias']
         assert all(m['Config'] != f'configs/{entry.name}' for m in meta['Models'])
+
+
+def test_import_dfl_mm_stands_in_for_every_name_its_framework_modules_register():
+    """``imports=['dfl_mm']`` is enough (no registry internals written): each name the
+    mmdet / mmseg modules register has a stand-in in mmengine's root registry, and no
+    name they register lacks one."""
+    import importlib
+
+    import mmdet.registry
+    import mmseg.registry
+
+    import dfl_mm
+    for registry, module, names in dfl_mm.REGISTERED_ON_IMPORT:
+        importlib.import_module(module)
+        registered = {name for framework in (mmdet.registry, mmseg.registry)
+                      for name, cls in getattr(framework, registry).module_dict.items()
+                      if cls.__module__ == module}
+        assert registered == set(names), (module, registered ^ set(names))
+        root = getattr(importlib.import_module('mmengine.registry'), registry)
+        assert all(root.get(name).dfl_module == module for name in names)

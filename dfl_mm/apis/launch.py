@@ -185,6 +185,8 @@ def _generates_its_data(cfg: Config, dataset_type) -> bool:
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope(scope):
         found = registry.get(dataset_type)
+    if hasattr(found, 'dfl_module'):  # dfl_mm's stand-in (dfl_mm/__init__.py): the real one
+        found = getattr(importlib.import_module(found.dfl_module), dataset_type)
     return found is not None and hasattr(found, 'generate_demo')
 
 

@@ -398,7 +398,7 @@ DEMO_CONFIGS = sorted(p.name for p in (ROOT / 'configs' / 'demo').glob('*.py'))
 def test_the_readme_snippet_in_a_config_inheriting_each_demo_builds_its_data(scope, tmp_path):
     """``custom_imports = dict(imports=['dfl_mm'])`` alone (no project tool) makes each
     demo's datasets and metric known: one fresh interpreter per framework builds every
-    demo of it (the first through the registry's lazy location), from another folder."""
+    demo of it (the first through dfl_mm's stand-in), from another folder."""
     demos = []
     for demo in DEMO_CONFIGS:
         config = tmp_path / f'mine_{demo}'

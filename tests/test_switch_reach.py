@@ -75,7 +75,7 @@ def _ssd_heads():
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    import dfl_mm  # noqa: F401  (registers DFLSSDHead lazily)
+    import dfl_mm  # noqa: F401  (registers DFLSSDHead's stand-in)
     register_all_modules(init_default_scope=False)
     from mmengine.registry import DefaultScope
     model = _zoo('ssd/ssd300_coco.py').model

@@ -5,7 +5,7 @@
 (a softmax ``DualFocalLoss`` by default), with SSD's own hard-negative mining
 on the per-anchor losses: every positive, and the ``neg_pos_ratio`` times as
 many negatives with the largest loss. Registered in mmdet's MODELS (importing
-this module needs mmdet; ``import dfl_mm`` makes it known lazily).
+this module needs mmdet; ``import dfl_mm`` registers a stand-in that imports it).
 """
 from typing import Dict
 

@@ -275,12 +275,14 @@ def check_segmentation(rel, dfl=True, size=128, seed=0):
 
 
 def _attempt(check, rel, dfl, size, seed=0):
+    """(ok, message, whether it failed while the model was built)."""
     try:
-        return check(rel, dfl, size, seed)
+        return (*check(rel, dfl, size, seed), False)
     except Exception as error:  # noqa: BLE001 - a failing head is a row, not a crash
-        frame = traceback.extract_tb(error.__traceback__)[-1]
+        frames = traceback.extract_tb(error.__traceback__)
         return False, (f'{type(error).__name__}: {str(error).splitlines()[0][:160]} '
-                       f'({osp.basename(frame.filename)}:{frame.lineno})')
+                       f'({osp.basename(frames[-1].filename)}:{frames[-1].lineno})'), \
+            any(frame.name == '_build' for frame in frames)
 
 
 def run_one(kind, rel):
@@ -317,16 +319,18 @@ def _runner_state(kind):
 
 def _run_one(check, kind, rel):
     for size in IMAGE_SIZES[kind]:
-        ok, message = _attempt(check, rel, True, size)
+        ok, message, at_build = _attempt(check, rel, True, size)
         if ok:
             return True, f'{message} ({size} px)', 'ok'
-    own_ok, own_message = _attempt(check, rel, False, size)
+        if at_build:  # a model that does not build: no image size changes that
+            break
+    own_ok, own_message, _ = _attempt(check, rel, False, size)
     if own_ok:
         return False, message, 'DFL fails (its own loss trains)'
     if 'nan' in message and 'nan' in own_message:
         # a non-finite step with either loss is the random weights' and data's, not
         # the head's: one more draw decides (seen with TridentNet's RPN, 2 threads)
-        ok, again = _attempt(check, rel, True, size, seed=1)
+        ok, again, _ = _attempt(check, rel, True, size, seed=1)
         if ok:
             return True, f'{again} ({size} px; seed 0 was non-finite with its own loss too)', 'ok'
     return False, f'{message}; with its own loss: {own_message}', 'fails with its own loss too'

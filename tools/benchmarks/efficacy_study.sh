@@ -26,7 +26,8 @@
 #      every long tail but det-small (focal on det-lt and det-digits from seed 0: the
 #      2026-12-06 tables keep summaries, not runs);
 #   E  DFL alpha 0.75 (positives weigh 3x the easy negatives' flood), seeds 0-1 on
-#      every long tail (behind DFL gamma 2 on det-glyphs and det-strokes on both: no seed 2).
+#      every long tail (behind DFL gamma 2 on det-glyphs and det-strokes on both: no seed 2);
+#   F  the one screen that passed all six sets on seed 0, learnable + weights: seeds 1-2.
 # Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
 # and E on det-lt, det-digits, det-many (E: seed 0); lane b: det-strokes, det-small, det-digits, det (A),
 # seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes, E (and E's seed 1
@@ -70,6 +71,7 @@ lane_a() {
     ROWS=(focal); run lane_a "0 1 2" det-lt det-digits
     ROWS=(focal 'DFL fixed'); run lane_a "3 4" det-lt det-digits det-many
     ROWS=('DFL alpha 0.75'); run lane_a 0 det-lt det-many det-digits
+    ROWS=('DFL learnable + weights'); run lane_a "1 2" det-lt det-many det-digits
 }
 
 lane_b() {
@@ -83,6 +85,7 @@ lane_b() {
     ROWS=(focal 'DFL fixed'); run lane_b "3 4" det-glyphs det-strokes
     ROWS=('DFL alpha 0.75'); run lane_b "0 1" det-glyphs det-strokes det-small
     run lane_b 1 det-lt det-many det-digits
+    ROWS=('DFL learnable + weights'); run lane_b "1 2" det-glyphs det-strokes det-small
 }
 
 start=$(date +%s)

@@ -31,12 +31,6 @@ def fused(reduce_sum: bool, use_sigmoid: bool, with_grad: bool) -> bool:
     return with_grad and reduce_sum and not use_sigmoid
 
 
-def _inputs(logits, target, row_weight, elem_weight, class_weight, alpha, ignore_index,
-            use_sigmoid) -> LossInputs:
-    return LossInputs(logits, target, row_weight, elem_weight, class_weight, alpha,
-                      ignore_index, use_sigmoid)
-
-
 @torch.library.custom_op('dfl_mm::loss', mutates_args=())
 def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
           elem_weight: Optional[Tensor], class_weight: Optional[Tensor], gamma: Tensor,
@@ -45,8 +39,8 @@ def _loss(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
     """(loss: the sum times ``scale`` (a float64 0-d CPU tensor) or the (B, C, S) map,
     in the compute dtype; its gradients times ``scale`` when :func:`fused`, else empty)."""
     from . import forward, forward_backward, select
-    inputs = _inputs(logits, target, row_weight, elem_weight, class_weight, alpha,
-                     ignore_index, use_sigmoid)
+    inputs = LossInputs(logits, target, row_weight, elem_weight, class_weight, alpha,
+                        ignore_index, use_sigmoid)
     scale = float(scale)
     with torch.autocast(logits.device.type, enabled=False):
         backend = select(inputs, gamma, reduce_sum)
@@ -81,8 +75,8 @@ def _loss_backward(logits: Tensor, target: Tensor, row_weight: Optional[Tensor],
                    scale: Tensor) -> Tuple[Tensor, Tensor]:
     """(d / d logits, d / d gamma) of ``sum(grad_out * scale * loss)``."""
     from . import backward, select
-    inputs = _inputs(logits, target, row_weight, elem_weight, class_weight, alpha,
-                     ignore_index, use_sigmoid)
+    inputs = LossInputs(logits, target, row_weight, elem_weight, class_weight, alpha,
+                        ignore_index, use_sigmoid)
     with torch.autocast(logits.device.type, enabled=False):
         backend = select(inputs, gamma, reduce_sum)
         grad_logits, grad_gamma = backward(backend, inputs, gamma, grad_out * float(scale),
@@ -111,7 +105,7 @@ def _backward(ctx, grad_out, _grad_logits_out, _grad_gamma_out):
     *tensors, gamma, scale, kept_logits, kept_gamma = ctx.saved_tensors
     alpha, ignore_index, use_sigmoid, reduce_sum = ctx.options
     if torch.is_grad_enabled():  # create_graph: a backward made of differentiable torch ops
-        inputs = _inputs(*tensors, alpha, ignore_index, use_sigmoid)
+        inputs = LossInputs(*tensors, alpha, ignore_index, use_sigmoid)
         with torch.autocast(gamma.device.type, enabled=False):
             grad_logits, grad_gamma = reference.backward(inputs, gamma,
                                                          grad_out * float(scale), reduce_sum)

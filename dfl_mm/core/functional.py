@@ -168,24 +168,24 @@ class LossCall:
         inputs (LossInputs): the logits (B, C, S), the target in one form ((B, 1, S)
             labels or (B, C, S) floats), the weights with the class weights placed,
             the options; ``inputs.dtype`` is the compute dtype.
+        gamma (Tensor): the checked exponent, 0-d or (C,).
         shape (torch.Size): the logits' shape, which 'none' comes back in.
         reduction (str): 'none', 'mean' or 'sum'.
         scale (Tensor): float64 0-d CPU factor of the sum (1 / the mean's divisor).
         divisor (Tensor | None): an ``avg_factor`` off the CPU (+ eps), divided after.
-        gamma (Tensor | None): the checked exponent, 0-d or (C,) (None: the caller's).
         form (tuple | None): the Neurocomputing form's (alpha, beta, rho); None: DFL's.
     """
 
     inputs: LossInputs
+    gamma: Tensor
     shape: torch.Size
     reduction: str
     scale: Tensor
     divisor: Optional[Tensor] = None
-    gamma: Optional[Tensor] = None
     form: Optional[Tuple[float, float, float]] = None
 
 
-def parse(logits, target, gamma=None, *, use_sigmoid=True, weight=None, class_weight=None,
+def parse(logits, target, gamma, *, use_sigmoid=True, weight=None, class_weight=None,
           class_weight_mode='element', alpha=None, ignore_index=None, reduction='mean',
           avg_factor=None, form='arxiv2019', beta=1.0, rho=1.0,
           labels: Optional[Tensor] = None) -> LossCall:
@@ -193,8 +193,6 @@ def parse(logits, target, gamma=None, *, use_sigmoid=True, weight=None, class_we
     read with one host sync, none inside a compiled graph) and its :class:`LossCall`.
 
     Args:
-        gamma: as :func:`dual_focal_loss`'s, or None: given to :func:`compute`
-            instead (``DualFocalLoss``'s own exponent, in range by construction).
         labels (Tensor, optional): (N,) labels that place 'row' / 'positive' class
             weights instead of the target's (a ``(labels, scores)`` target's: a
             positive whose quality score is 0 keeps its class).
@@ -218,22 +216,20 @@ def parse(logits, target, gamma=None, *, use_sigmoid=True, weight=None, class_we
     placed = target3 if labels is None else labels.reshape(-1, 1, 1)
     row_weight, elem_weight, class_weight = _class_weights(
         logits, placed, class_weight, class_weight_mode, row_weight, elem_weight, checks)
-    if gamma is not None:
-        gamma = _as_gamma(gamma, logits.shape[1], logits, checks)
+    gamma = _as_gamma(gamma, logits.shape[1], logits, checks)
     scale, divisor = _reduction(logits, reduction, avg_factor, checks)
     if not _compiling():  # the value checks need the host: skipped inside a compiled graph
         checks.run()
     inputs = LossInputs(_rows(logits), target3, row_weight, elem_weight, class_weight,
                         alpha, ignore_index, use_sigmoid)
-    return LossCall(inputs, logits.shape, reduction, scale, divisor, gamma,
+    return LossCall(inputs, gamma, logits.shape, reduction, scale, divisor,
                     None if neuro_alpha is None else (neuro_alpha, float(beta), float(rho)))
 
 
-def compute(call: LossCall, gamma: Optional[Tensor] = None) -> Tensor:
+def compute(call: LossCall) -> Tensor:
     """The loss of a parsed call: its reduction, or the element map shaped like the
-    logits ('none'); ``gamma`` overrides the call's (0-d or (C,), in range)."""
-    gamma = call.gamma if gamma is None else gamma
-    inputs, reduce_sum = call.inputs, call.reduction != 'none'
+    logits ('none')."""
+    gamma, inputs, reduce_sum = call.gamma, call.inputs, call.reduction != 'none'
     if call.form is not None:  # plain torch ops: autograd, and compile traces them
         out = reference.neurocomputing_loss(inputs, gamma, *call.form)
         out = out.sum() * call.scale.to(out.dtype) if reduce_sum else out

@@ -219,16 +219,18 @@ class DualFocalLoss(nn.Module):
             out = self.forward(*conventions.channels_last_rows(pred, target, weight),
                                avg_factor, reduction_override, ignore_index, **kwargs)
             return out.view(pred.shape) if out.dim() else out
-        call, labels, per_row = self._parse(pred, target, weight, avg_factor,
-                                            reduction_override, ignore_index, kwargs)
-        # checked: from here on a call changes state only once its loss is computed (a
-        # projection is undone if it raises); only training calls count (not eval, not OHEM's)
+        # a call that raises changes no state: the projection (a step's first training
+        # call) is undone, a call is counted once its loss is computed; only training
+        # calls count (not eval, not OHEM's)
         projecting = self.training and not torch.compiler.is_compiling()
         counting = self.adaptive is not None and self.training and torch.is_grad_enabled()
         with self.exponent.call() if projecting else nullcontext():
             gamma = self.current_gamma()
             offsets = None if self.adaptive is None else self.adaptive.gamma_offsets()
-            loss = compute(call, gamma if offsets is None else gamma + offsets.to(pred.device))
+            focus = gamma if offsets is None else gamma + offsets.to(pred.device)
+            call, labels, per_row = self._parse(pred, target, focus, weight, avg_factor,
+                                                reduction_override, ignore_index, kwargs)
+            loss = compute(call)
             if counting:
                 self.adaptive.count(pred, labels, call.inputs.ignore_index, self.use_sigmoid)
             loss = conventions.finish(loss, pred, call.reduction, per_row=per_row)
@@ -238,11 +240,12 @@ class DualFocalLoss(nn.Module):
                 loss = loss + pull.to(loss.dtype)
         return self.loss_weight * loss
 
-    def _parse(self, pred, target, weight, avg_factor, reduction_override, ignore_index,
-               extra: dict):
-        """mmdet's or mmseg's call, checked and normalised in one pass: ``(LossCall``,
-        the labels the adaptive weights count (or None), whether 'none' is per row).
-        Reads the adaptive weights of the steps before; changes nothing."""
+    def _parse(self, pred, target, gamma, weight, avg_factor, reduction_override,
+               ignore_index, extra: dict):
+        """mmdet's or mmseg's call with exponent ``gamma``, checked and normalised in one
+        pass: ``(LossCall``, the labels the adaptive weights count (or None), whether
+        'none' is per row). Reads the adaptive weights of the steps before; changes
+        nothing."""
         ignore_index = self.ignore_index if ignore_index is None else check_ignore_index(
             ignore_index)
         labels = None  # a (labels, scores) target's labels
@@ -265,7 +268,7 @@ class DualFocalLoss(nn.Module):
         logits = conventions.from_probabilities(pred) if self.activated else pred
         class_weight, mode = (self.class_weight, 'element') if self.adaptive is None \
             else self.adaptive.weights_for(pred, target)
-        call = parse(logits, target, self.gamma, use_sigmoid=self.use_sigmoid, weight=weight,
+        call = parse(logits, target, gamma, use_sigmoid=self.use_sigmoid, weight=weight,
                      class_weight=class_weight, class_weight_mode=mode, alpha=self.alpha,
                      ignore_index=ignore_index, reduction=reduction, avg_factor=avg_factor,
                      form=self.FORM, labels=labels, **self._form_settings())

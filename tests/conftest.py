@@ -36,23 +36,18 @@ def switch():
 
 
 @pytest.fixture(params=['reference', 'cpu', 'triton'])
-def backend(request, switch, monkeypatch):
+def backend(request, switch):
     """Each backend in turn (Triton in its CPU interpreter where there is no GPU). A
     test that takes it must run it: a test whose every call went to another backend
     (one that does not apply to its calls routes them to the reference) errors."""
-    from dfl_mm import ops
     from dfl_mm.ops import triton_kernels
+
+    from testkit import backends_selected
     if request.param == 'triton' and not triton_kernels.available():
         pytest.skip('triton is not installed')
     switch(request.param)
-    selected, select = [], ops.select
-
-    def recording(*args, **kwargs):
-        chosen = select(*args, **kwargs)
-        selected.append(chosen.NAME)
-        return chosen
-    monkeypatch.setattr(ops, 'select', recording)
-    yield request.param
+    with backends_selected() as selected:
+        yield request.param
     if selected and request.param not in selected:
         pytest.fail(f'the backend fixture named {request.param!r}, but every call ran on '
                     f'{sorted(set(selected))}: the test does not test its backend')

@@ -68,39 +68,22 @@ def run_dist_train(config, work_dir, options, nproc=2):
 
 
 @contextmanager
-def backends_that_ran():
-    """The names of the backends whose loss the registry ran in the block, in order:
-    spies on ``dfl_mm.ops.forward`` / ``forward_backward`` and on each backend's
-    (one that raised is not counted, nor a first-use probe, nor a nested call)."""
+def backends_selected():
+    """The names of the backends ``dfl_mm.ops.select`` chose in the block. Under a
+    named backend (``ops.use``) that is the one that ran: a named backend that fails
+    raises instead of handing the call over."""
     from dfl_mm import ops
-    ran, originals = [], []
-    depth = {'registry': 0, 'backend': 0}
+    chosen, select = [], ops.select
 
-    def spy(module, step, name=None):
-        real = getattr(module, step)
-        level = 'registry' if name is None else 'backend'
-
-        def call(*args):
-            depth[level] += 1
-            try:
-                out = real(*args)
-            finally:
-                depth[level] -= 1
-            if name is not None and depth['registry'] and not depth['backend']:
-                ran.append(name)
-            return out
-        originals.append((module, step, real))
-        setattr(module, step, call)
-
-    for step in ('forward', 'forward_backward'):
-        spy(ops, step)
-        for module in ops.BACKENDS:
-            spy(module, step, module.NAME)
+    def recording(*args, **kwargs):
+        backend = select(*args, **kwargs)
+        chosen.append(backend.NAME)
+        return backend
+    ops.select = recording
     try:
-        yield ran
+        yield chosen
     finally:
-        for module, step, real in reversed(originals):
-            setattr(module, step, real)
+        ops.select = select
 
 
 def loss_and_grads(backend, logits, target, gamma=2.0, use_sigmoid=True, *, expect=None,
@@ -116,7 +99,7 @@ def loss_and_grads(backend, logits, target, gamma=2.0, use_sigmoid=True, *, expe
     g = torch.as_tensor(gamma, dtype=logits.dtype).clone().requires_grad_()
     # the Neurocomputing form has one implementation, torch ops: no backend runs
     wanted = [expect or backend] if kwargs.get('form', 'arxiv2019') == 'arxiv2019' else []
-    with ops.use(backend), backends_that_ran() as ran:
+    with ops.use(backend), backends_selected() as ran:
         loss = dual_focal_loss(z, target, g, use_sigmoid=use_sigmoid, **kwargs)
         assert sorted(set(ran)) == wanted, f'{ran} ran, not {wanted}'
         grad_z, grad_g = torch.autograd.grad(loss.sum(), (z, g))

@@ -28,6 +28,11 @@
 #   E  DFL alpha 0.75 (positives weigh 3x the easy negatives' flood), seeds 0-1 on
 #      every long tail (behind DFL gamma 2 on det-glyphs and det-strokes on both: no seed 2);
 #   F  the one screen that passed all six sets on seed 0, learnable + weights: seeds 1-2.
+#   G  seed 0 screens of the balance between the classification and box losses (DFL
+#      leads FocalLoss at IoU 0.5 and trails it at 0.75): alpha 0.5 (the classification
+#      loss halved), alpha 0.25 (FocalLoss's), and gamma 1.5, on every long tail.
+#   H  the screen ahead on every set, DFL alpha 0.25: seeds 1-4 on every long tail,
+#      seeds 0-2 on det.
 # Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
 # and E on det-lt, det-digits, det-many (E: seed 0); lane b: det-strokes, det-small, det-digits, det (A),
 # seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes, E (and E's seed 1
@@ -41,6 +46,7 @@ STUDY=(tools/benchmarks/benchmark_efficacy.py --threads 1 --reuse)
 PEERS=(focal EFL 'DFL + weights')
 SIMPLE=('DFL fixed' 'DFL gamma 3')
 SCREEN=('DFL learnable from 3' 'DFL gamma 3 + weights' 'DFL learnable + weights')
+BALANCE=('DFL alpha 0.5' 'DFL alpha 0.25' 'DFL gamma 1.5')
 SEG_ROWS=('DFL learnable + weights' 'DFL learnable' CE 'CE + weights')
 export OMP_NUM_THREADS=1
 
@@ -72,6 +78,8 @@ lane_a() {
     ROWS=(focal 'DFL fixed'); run lane_a "3 4" det-lt det-digits det-many
     ROWS=('DFL alpha 0.75'); run lane_a 0 det-lt det-many det-digits
     ROWS=('DFL learnable + weights'); run lane_a "1 2" det-lt det-many det-digits
+    ROWS=("${BALANCE[@]}"); run lane_a 0 det-lt det-many det-digits
+    ROWS=('DFL alpha 0.25'); run lane_a "1 2 3 4" det-lt det-many det-digits
 }
 
 lane_b() {
@@ -86,6 +94,9 @@ lane_b() {
     ROWS=('DFL alpha 0.75'); run lane_b "0 1" det-glyphs det-strokes det-small
     run lane_b 1 det-lt det-many det-digits
     ROWS=('DFL learnable + weights'); run lane_b "1 2" det-glyphs det-strokes det-small
+    ROWS=("${BALANCE[@]}"); run lane_b 0 det-glyphs det-strokes det-small
+    ROWS=('DFL alpha 0.25'); run lane_b "1 2 3 4" det-glyphs det-strokes det-small
+    run lane_b "0 1 2" det
 }
 
 start=$(date +%s)

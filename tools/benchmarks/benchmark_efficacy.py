@@ -123,6 +123,9 @@ ROWS = {
     'DFL alpha 0.5': (_dfl(learnable=False, alpha=0.5)[0], None),
     'DFL alpha 0.25': (_dfl(learnable=False, alpha=0.25)[0], None),
     'DFL gamma 1.5': (_dfl(learnable=False, gamma=1.5)[0], None),
+    # the product's two other features on top of that balance
+    'DFL alpha 0.25 learnable': (_dfl(alpha=0.25)[0], None),
+    'DFL alpha 0.25 + weights': (_dfl(learnable=False, alpha=0.25, weights={})[0], None),
     # issue 27: weights that boost the tail without taxing the head
     'DFL + head weights': _dfl(learnable=False, weights=dict(normalise='head')),
     'DFL + positive weights': _dfl(learnable=False, weights=dict(normalise='head',
@@ -504,6 +507,7 @@ LONG_TAILS = ('det-lt', 'det-many', 'det-small', 'det-digits', 'det-glyphs', 'de
 # the settings the detection default is chosen from (issue 34)
 DFL_DET_ROWS = ('DFL fixed', 'DFL gamma 3', 'DFL learnable', 'DFL learnable from 3',
                 'DFL alpha 0.75', 'DFL alpha 0.5', 'DFL alpha 0.25', 'DFL gamma 1.5',
+                'DFL alpha 0.25 learnable', 'DFL alpha 0.25 + weights',
                 'DFL + weights', 'DFL gamma 3 + weights', 'DFL learnable + weights',
                 'DFL learnable from 3 + weights')
 

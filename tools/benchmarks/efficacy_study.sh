@@ -33,6 +33,8 @@
 #      loss halved), alpha 0.25 (FocalLoss's), and gamma 1.5, on every long tail.
 #   H  the screen ahead on every set, DFL alpha 0.25: seeds 1-4 on every long tail,
 #      seeds 0-2 on det.
+#   I  seed 0 screens of the product's other features on top of alpha 0.25: a learnable
+#      gamma, the adaptive weights.
 # Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
 # and E on det-lt, det-digits, det-many (E: seed 0); lane b: det-strokes, det-small, det-digits, det (A),
 # seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes, E (and E's seed 1
@@ -47,6 +49,7 @@ PEERS=(focal EFL 'DFL + weights')
 SIMPLE=('DFL fixed' 'DFL gamma 3')
 SCREEN=('DFL learnable from 3' 'DFL gamma 3 + weights' 'DFL learnable + weights')
 BALANCE=('DFL alpha 0.5' 'DFL alpha 0.25' 'DFL gamma 1.5')
+ON_BALANCE=('DFL alpha 0.25 learnable' 'DFL alpha 0.25 + weights')
 SEG_ROWS=('DFL learnable + weights' 'DFL learnable' CE 'CE + weights')
 export OMP_NUM_THREADS=1
 
@@ -80,6 +83,7 @@ lane_a() {
     ROWS=('DFL learnable + weights'); run lane_a "1 2" det-lt det-many det-digits
     ROWS=("${BALANCE[@]}"); run lane_a 0 det-lt det-many det-digits
     ROWS=('DFL alpha 0.25'); run lane_a "1 2 3 4" det-lt det-many det-digits
+    ROWS=("${ON_BALANCE[@]}"); run lane_a 0 det-lt det-many det-digits
 }
 
 lane_b() {
@@ -97,6 +101,7 @@ lane_b() {
     ROWS=("${BALANCE[@]}"); run lane_b 0 det-glyphs det-strokes det-small
     ROWS=('DFL alpha 0.25'); run lane_b "1 2 3 4" det-glyphs det-strokes det-small
     run lane_b "0 1 2" det
+    ROWS=("${ON_BALANCE[@]}"); run lane_b 0 det-glyphs det-strokes det-small
 }
 
 start=$(date +%s)

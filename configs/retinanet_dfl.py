@@ -1,4 +1,4 @@
-# RetinaNet R50-FPN 1x COCO with DualFocalLoss (gamma 2, no class weights: the
+# RetinaNet R50-FPN 1x COCO with DualFocalLoss (gamma 2, alpha 0.25, no class weights: the
 # detection default): the entry point of configs/retinanet/retinanet_r50_fpn_dfl_1x_coco.py.
 #
 #   python tools/train.py configs/retinanet_dfl.py            # 1 GPU

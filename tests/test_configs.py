@@ -20,6 +20,17 @@ VARIANTS = {'learnable': {'learnable_gamma', 'class_weight'}, 'fixed': {'learnab
 PER_MODEL = {'num_classes', 'loss_weight', 'loss_name', 'activated', 'iou_weighted',
              'channels_last', '_delete_'}
 
+# heads whose loss_cls takes soft quality targets (QualityFocalLoss's / VarifocalLoss's
+# place): the equal-importance preset; TOOD's initial_loss_cls is a FocalLoss
+QUALITY_HEADS = {'GFLHead', 'TOODHead', 'VFNetHead', 'RTMDetSepBNHead'}
+
+
+def _head_type(model, path):
+    head = model
+    for key in path.split('.')[1:-1]:
+        head = head[key]
+    return head.get('type')
+
 
 def _dfl_dicts(node, path='model'):
     if isinstance(node, dict):
@@ -37,7 +48,7 @@ def test_config_losses_are_the_presets(config):
     from mmengine.config import Config
 
     from dfl_mm import DualFocalLoss
-    from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
+    from dfl_mm.apis.switch import EQUAL_SIGMOID_DFL, SIGMOID_DFL, SOFTMAX_DFL
     model = Config.fromfile(str(config)).to_dict().get('model', {})
     found = list(_dfl_dicts(model))
     assert found, f'{config.name} holds no DualFocalLoss'
@@ -48,7 +59,8 @@ def test_config_losses_are_the_presets(config):
     allowed = set().union(*(keys for word, keys in VARIANTS.items() if word in words))
     for path, loss in found:
         seg = 'decode_head' in path or 'auxiliary_head' in path
-        preset = SOFTMAX_DFL if seg else SIGMOID_DFL
+        quality = path.endswith('.loss_cls') and _head_type(model, path) in QUALITY_HEADS
+        preset = SOFTMAX_DFL if seg else EQUAL_SIGMOID_DFL if quality else SIGMOID_DFL
         differs = {k for k in set(preset) | (set(loss) - PER_MODEL)
                    if loss.get(k, defaults.get(k)) != preset.get(k, defaults.get(k))}
         assert differs <= allowed, (f'{config.name} {path} diverges from the preset in '

@@ -1,4 +1,5 @@
 """DualFocalLoss as mmdet and mmseg call it, the learnable gamma, registration."""
+import inspect
 import math
 import random
 
@@ -368,16 +369,18 @@ def test_config_presets_and_the_switch_tool_are_one_source():
     configs are children of the full configs under the mmdet/mmseg names."""
     from mmengine.config import Config
 
-    from dfl_mm.apis.switch import SIGMOID_DFL, SOFTMAX_DFL
+    from dfl_mm.apis.switch import EQUAL_SIGMOID_DFL, SIGMOID_DFL, SOFTMAX_DFL
 
     from testkit import ROOT
     det = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_det.py'))
     seg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'dfl_seg.py'))
     assert det.dfl_loss_cls.to_dict() == SIGMOID_DFL
+    assert det.dfl_quality_loss_cls.to_dict() == EQUAL_SIGMOID_DFL
     assert {k: v for k, v in seg.dfl_loss.to_dict().items() if k != 'loss_name'} == SOFTMAX_DFL
     # no restated library defaults
     defaults = {'gamma_min', 'gamma_max', 'gamma_reg', 'loss_weight'}
-    assert not defaults & (set(det.dfl_loss_cls) | set(seg.dfl_loss))
+    assert not defaults & (set(det.dfl_loss_cls) | set(det.dfl_quality_loss_cls)
+                           | set(seg.dfl_loss))
     for entry, full in (('retinanet_dfl.py', 'retinanet/retinanet_r50_fpn_dfl_1x_coco.py'),
                         ('deeplabv3_dfl.py',
                          'deeplabv3/deeplabv3_r50-d8_dfl_4xb2-40k_cityscapes-512x1024.py'),
@@ -390,15 +393,19 @@ def test_config_presets_and_the_switch_tool_are_one_source():
 
 def test_the_switch_gives_detection_heads_no_class_weights_and_segmentation_heads_theirs():
     """Each task's shipped setting: a detector's FocalLosses (loss_cls, guided anchoring's
-    1-channel loss_loc) become the plain sigmoid DFL; a decode head's CE gets the
-    adaptive weights with the head's num_classes, unless adaptive=False."""
+    1-channel loss_loc) become the detection preset, with the FocalLoss's own alpha
+    (mmdet's default 0.25 when it sets none); a decode head's CE gets the adaptive
+    weights with the head's num_classes, unless adaptive=False."""
+    from mmdet.models.losses import FocalLoss
+
     from dfl_mm.apis.switch import SIGMOID_DFL, dfl_overrides
+    assert SIGMOID_DFL['alpha'] == inspect.signature(FocalLoss).parameters['alpha'].default
     cfg = dict(model=dict(type='RetinaNet', bbox_head=dict(
         num_classes=80, loss_cls=dict(type='FocalLoss', loss_weight=1.0),
-        loss_loc=dict(type='FocalLoss', loss_weight=2.0))))
+        loss_loc=dict(type='FocalLoss', alpha=0.5, loss_weight=2.0))))
     head = dfl_overrides(cfg)[0]['model']['bbox_head']
     assert head['loss_cls'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=1.0)
-    assert head['loss_loc'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=2.0)
+    assert head['loss_loc'] == dict(SIGMOID_DFL, _delete_=True, alpha=0.5, loss_weight=2.0)
     seg = dict(model=dict(decode_head=dict(num_classes=19, loss_decode=dict(
         type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0))))
     loss = dfl_overrides(seg)[0]['model']['decode_head']['loss_decode']

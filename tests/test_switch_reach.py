@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
-from dfl_mm.apis.switch import SIGMOID_DFL, SSD_DFL, dfl_overrides
+from dfl_mm.apis.switch import EQUAL_SIGMOID_DFL, SIGMOID_DFL, SSD_DFL, dfl_overrides
 
 from testkit import ROOT, tool
 
@@ -25,18 +25,24 @@ def _switched(rel):
 def test_quality_losses_are_replaced_with_their_meaning_kept():
     model, replaced = _switched('gfl/gfl_r50_fpn_1x_coco.py')
     assert replaced == {'model.bbox_head.loss_cls': 'QualityFocalLoss'}  # not loss_dfl
-    assert model['bbox_head']['loss_cls'] == dict(SIGMOID_DFL, _delete_=True, loss_weight=1.0)
+    assert model['bbox_head']['loss_cls'] == dict(EQUAL_SIGMOID_DFL, _delete_=True,
+                                                  loss_weight=1.0)  # QFL has no alpha
     model, _ = _switched('vfnet/vfnet_r50_fpn_1x_coco.py')
-    assert model['bbox_head']['loss_cls']['iou_weighted'] is True
+    assert model['bbox_head']['loss_cls'] == dict(EQUAL_SIGMOID_DFL, _delete_=True,
+                                                  iou_weighted=True, loss_weight=1.0)
     model, replaced = _switched('tood/tood_r50_fpn_1x_coco.py')
     assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.initial_loss_cls'}
     assert all(model['bbox_head'][k]['activated'] is True for k in ('loss_cls', 'initial_loss_cls'))
+    # the first epochs' FocalLoss keeps its balance, the QualityFocalLoss has none
+    assert model['bbox_head']['initial_loss_cls']['alpha'] == SIGMOID_DFL['alpha']
+    assert 'alpha' not in model['bbox_head']['loss_cls']
 
 
 def test_dense_sigmoid_ce_is_replaced_but_not_second_stage_heads():
     model, replaced = _switched('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
     assert replaced == {'model.rpn_head.loss_cls': 'CrossEntropyLoss'}  # not the RoI head's
-    assert 'class_weight' not in model['rpn_head']['loss_cls']  # one objectness channel
+    assert model['rpn_head']['loss_cls'] == dict(EQUAL_SIGMOID_DFL, _delete_=True,
+                                                 loss_weight=1.0)  # CE: no alpha, no weights
     model, replaced = _switched('yolox/yolox_s_8xb8-300e_coco.py')
     head = model['bbox_head']
     assert set(replaced) == {'model.bbox_head.loss_cls', 'model.bbox_head.loss_obj'}
@@ -55,10 +61,10 @@ def test_ssd_gets_the_head_that_takes_a_loss():
     assert model['bbox_head'] == dict(type='DFLSSDHead', loss_cls=SSD_DFL)
 
 
-def test_the_rtmdet_config_spells_the_detection_preset():
+def test_the_rtmdet_config_spells_the_quality_preset():
     cfg = Config.fromfile(str(ROOT / 'configs' / 'rtmdet' / 'rtmdet_tiny_dfl_8xb32-300e_coco.py'))
     loss = cfg.model.bbox_head.loss_cls.to_dict()
-    assert {k: v for k, v in loss.items() if k != 'num_classes'} == SIGMOID_DFL
+    assert {k: v for k, v in loss.items() if k != 'num_classes'} == EQUAL_SIGMOID_DFL
     assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'PipelineSwitchHook',
                                                     'DFLStepHook']
 

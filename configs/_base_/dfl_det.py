@@ -1,5 +1,6 @@
 # Shared pieces of the detection configs that inherit an mmdet dense detector: the
-# loss preset of ./dfl_det_loss.py (`_base_.dfl_loss_cls`, `_base_.gamma_no_decay`)
+# loss presets of ./dfl_det_loss.py (`_base_.dfl_loss_cls`, `_base_.dfl_quality_loss_cls`,
+# `_base_.gamma_no_decay`)
 # and the hook that logs gamma (and adaptive weights, where a config turns them on) and
 # closes each iteration of the loss's state (the project's tools add it to configs
 # that lack it).

@@ -1,5 +1,5 @@
 # ATSS R50 FPN, 1x schedule on COCO, with DualFocalLoss as the classification
-# loss, gamma 2, no class weights (centerness and GIoU losses unchanged;
+# loss, gamma 2, alpha 0.25, no class weights (centerness and GIoU losses unchanged;
 # the loss settings are in configs/_base_/dfl_det.py).
 #
 #   python tools/train.py configs/atss/atss_r50_fpn_dfl_1x_coco.py

@@ -1,6 +1,7 @@
 # A small RetinaNet (ResNet-18 at 1/4 width, no pretrained weights) with
-# DualFocalLoss (gamma 2, the detection default) on the embedded demo data: 4 classes, two of
-# them rare, 128x128 images, generated under data/dfl_demo_det on first use.
+# DualFocalLoss (gamma 2, alpha 0.25: the detection default) on the embedded demo data:
+# 4 classes, two of them rare, 128x128 images, generated under data/dfl_demo_det on
+# first use.
 # Trains on CPU in a few minutes and reports COCO bbox mAP with per-class AP.
 #
 #   python tools/train.py configs/demo/retinanet_r18_dfl_demo.py

@@ -1,6 +1,6 @@
 # A small RTMDet (CSPNeXt at 1/8 width, RTMDet-tiny's depth, no pretrained weights) with
 # DualFocalLoss in QualityFocalLoss's place (soft targets: the assigner's IoU-aware
-# score at the assigned class; gamma 2) on the embedded demo
+# score at the assigned class; gamma 2, no alpha) on the embedded demo
 # data: the RetinaNet demo's data, pipeline and schedule (configs/demo/retinanet_r18_dfl_demo.py).
 # Trains on CPU in minutes; the efficacy study compares it with RTMDet's own QFL.
 #
@@ -32,7 +32,7 @@ model = dict(
         feat_channels=32,
         anchor_generator=dict(type='MlvlPointGenerator', offset=0, strides=[8, 16, 32]),
         bbox_coder=dict(type='DistancePointBBoxCoder'),
-        loss_cls=dict(**_base_.dfl_loss_cls, num_classes=_base_.num_classes),
+        loss_cls=dict(**_base_.dfl_quality_loss_cls, num_classes=_base_.num_classes),
         loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
         with_objectness=False,
         exp_on_reg=False,

@@ -1,5 +1,5 @@
 # FCOS R50-caffe FPN (GN head), 1x schedule on COCO, with DualFocalLoss as the
-# classification loss, gamma 2, no class weights (centerness and box
+# classification loss, gamma 2, alpha 0.25, no class weights (centerness and box
 # losses unchanged; the loss settings are in configs/_base_/dfl_det.py).
 #
 #   python tools/train.py configs/fcos/fcos_r50-caffe_fpn_gn-head_dfl_1x_coco.py

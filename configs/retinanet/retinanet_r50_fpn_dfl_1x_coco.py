@@ -1,5 +1,5 @@
-# RetinaNet R50-FPN, 1x schedule on COCO, with DualFocalLoss (gamma 2, no class
-# weights: the detection default) as the classification loss: mmdet's config with
+# RetinaNet R50-FPN, 1x schedule on COCO, with DualFocalLoss (gamma 2, alpha 0.25, no
+# class weights: the detection default) as the classification loss: mmdet's config with
 # the loss of configs/_base_/dfl_det.py.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/dfl_det.py']
 

@@ -1,6 +1,6 @@
 # RetinaNet R50-FPN 1x on LVIS v1 (1203 long-tailed classes) with DualFocalLoss:
-# sigmoid, gamma 2, no class weights (the detection default; adaptive weights are
-# one key away: class_weight='adaptive', as configs/retinanet/*dfl-weights*).
+# sigmoid, gamma 2, alpha 0.25, no class weights (the detection default; adaptive
+# weights are one key away: class_weight='adaptive', as configs/retinanet/*dfl-weights*).
 # Dataset settings are mmdet's LVIS v1 ones (repeat-factor sampling,
 # oversample_thr=1e-3), boxes only; LVIS's test settings (score_thr
 # 1e-4, up to 300 detections). Evaluation needs the `lvis` package (lvis-api).

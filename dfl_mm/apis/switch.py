@@ -3,17 +3,19 @@
 ``dfl_overrides(cfg)`` walks ``cfg.model`` and replaces
 
 * every ``FocalLoss`` (mmdet's dense heads, DETR-style heads): by a sigmoid
-  ``DualFocalLoss`` with gamma 2 and no class weights, the shipped detection
-  setting (docs/results.md); probabilities stay probabilities (``activated``, TOOD);
+  ``DualFocalLoss`` with gamma 2, the FocalLoss's own ``alpha`` (0.25 unless it
+  sets another) and no class weights, the shipped detection setting
+  (docs/results.md); probabilities stay probabilities (``activated``, TOOD);
 * every ``QualityFocalLoss`` (GFL, TOOD, RTMDet, LD) and ``VarifocalLoss``
-  (VFNet): by the same sigmoid ``DualFocalLoss``, which takes their soft
-  quality targets (``(labels, scores)`` / the IoU-aware map, with
-  ``iou_weighted`` as VarifocalLoss's); not GFL's ``DistributionFocalLoss``
-  (box regression, mmdet's other "DFL");
+  (VFNet): by a sigmoid ``DualFocalLoss`` with gamma 2 at equal importance (no
+  ``alpha``: neither has FocalLoss's balance), which takes their soft quality
+  targets (``(labels, scores)`` / the IoU-aware map, with ``iou_weighted`` as
+  VarifocalLoss's); not GFL's ``DistributionFocalLoss`` (box regression,
+  mmdet's other "DFL");
 * every sigmoid ``CrossEntropyLoss`` of a dense head (``model.rpn_head`` /
   ``model.bbox_head``: RPN's binary objectness, YOLOX's classes and
   objectness, YOLOv3's classes (``channels_last``: its (B, N, C) maps) and
-  confidence): by the same sigmoid ``DualFocalLoss``;
+  confidence): by the same equal-importance sigmoid ``DualFocalLoss``;
 * mmdet's ``SSDHead``, whose softmax cross-entropy is hard-coded: by
   ``DFLSSDHead`` (``dfl_mm.models.heads``) with a softmax ``DualFocalLoss`` over the
   ``C + 1`` channels (gamma 2, no class weights: the background is a channel
@@ -38,9 +40,10 @@ writes it as a config that inherits the original.
 import copy
 from typing import List, Tuple
 
-from ..models.presets import SIGMOID_DFL, SOFTMAX_DFL, SSD_DFL
+from ..models.presets import EQUAL_SIGMOID_DFL, SIGMOID_DFL, SOFTMAX_DFL, SSD_DFL
 
-__all__ = ['dfl_overrides', 'derived_config_text', 'replacement_name', 'SIGMOID_DFL', 'SOFTMAX_DFL']
+__all__ = ['dfl_overrides', 'derived_config_text', 'replacement_name', 'SIGMOID_DFL',
+           'EQUAL_SIGMOID_DFL', 'SOFTMAX_DFL']
 
 # loss keys of mmseg heads whose CrossEntropyLoss is a per-pixel softmax
 SEG_LOSS_KEYS = ('loss_decode', )
@@ -69,7 +72,7 @@ def _sigmoid_seg_replacement(loss: dict, head: dict, adaptive: bool) -> dict:
     averages over pixels x channels, DualFocalLoss over pixels (its classes summed),
     so ``loss_weight`` is divided by the channels."""
     channels = head.get('out_channels', head.get('num_classes')) or 1
-    new = dict(SIGMOID_DFL, avg_non_ignore=loss.get('avg_non_ignore', False))
+    new = dict(EQUAL_SIGMOID_DFL, avg_non_ignore=loss.get('avg_non_ignore', False))
     if adaptive and channels > 1:  # segmentation's default; one channel: no classes
         new.update(class_weight='adaptive', num_classes=channels)
     if 'loss_name' in loss:
@@ -91,7 +94,10 @@ def _replacement(loss: dict, key: str, head: dict, adaptive: bool, path=()):
     kind = _type_name(loss)
     if ((kind in DET_LOSSES and loss.get('use_sigmoid', True))
             or _dense_sigmoid_ce(loss, head, path)):
-        new = dict(SIGMOID_DFL)  # detection's default: no class weights
+        if kind == 'FocalLoss':  # detection's default: FocalLoss's balance, no class weights
+            new = dict(SIGMOID_DFL, alpha=loss.get('alpha', SIGMOID_DFL['alpha']))
+        else:
+            new = dict(EQUAL_SIGMOID_DFL)
         if loss.get('activated', False):
             new['activated'] = True
         if kind == 'VarifocalLoss' and loss.get('iou_weighted', True):

@@ -558,9 +558,14 @@ def summarise_leave_one_out(records, prior_file=None):
             if any((t, r) in summaries for t in tasks)]
     candidates = [r for r in DFL_DET_ROWS if all((t, r) in summaries for t in tasks)]
     lines = leave_one_out.leave_one_set_out(summaries, tasks, candidates)
+    # the held-out sets are not here to run new rows on: the same choice over the sets of
+    # this repository, among every row run on all of them
+    here = [t for t in tasks if t in LONG_TAILS]
+    here_candidates = [r for r in DFL_DET_ROWS if all((t, r) in summaries for t in here)]
+    here_lines = leave_one_out.leave_one_set_out(summaries, here, here_candidates)
     spread = ['| row | where it is behind FocalLoss\'s mean by more than its own sd |',
               '|---|---|']
-    for row in candidates:
+    for row in dict.fromkeys(candidates + here_candidates):
         behind = leave_one_out.within_spread(summaries, tasks, row)
         spread.append(f'| {row} | ' + ('never' if not behind else '; '.join(
             f'{t}: {d:+.1f} (sd {sd:.1f})' for t, d, sd in behind)) + ' |')
@@ -571,6 +576,9 @@ def summarise_leave_one_out(records, prior_file=None):
             + leave_one_out.table(summaries, tasks, rows)
             + f'\n\n**Leave one set out** (candidates: the DFL rows run on every set: '
             f"{', '.join(candidates)})\n\n" + leave_one_out.loso_table(lines)
+            + '\n\n**Leave one set out, the sets of this repository** (candidates: the DFL '
+            f"rows run on all of them: {', '.join(here_candidates)})\n\n"
+            + leave_one_out.loso_table(here_lines)
             + '\n\n**Never behind by more than its spread?**\n\n' + '\n'.join(spread))
 
 

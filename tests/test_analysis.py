@@ -94,6 +94,20 @@ def test_efficacy_benchmark_smoke(in_tmp, shared_data):
     assert len(kept) == 8 and all(r in kept for r in records + longer)
 
 
+def test_efficacy_records_are_never_half_written(tmp_path):
+    """A study's runs survive a write that fails midway (what a crash or a reader of a
+    running study would otherwise meet: half a JSON file)."""
+    benchmark_efficacy = tool('benchmarks/benchmark_efficacy')
+    path = str(tmp_path / 'records.json')
+    run = dict(task='det', loss='focal', seed=0, budget='1 epochs', metrics={})
+    benchmark_efficacy.write_records(path, [run], [])
+    before = (tmp_path / 'records.json').read_text()
+    with pytest.raises(TypeError, match='not JSON serializable'):
+        benchmark_efficacy.write_records(path, [dict(run, seed=1, metrics=object())], [run])
+    assert (tmp_path / 'records.json').read_text() == before
+    assert json.loads(before) == [run]
+
+
 def test_efficacy_benchmark_long_tail_tasks_and_lanes(in_tmp, shared_data):
     """The long-tail tasks report head and tail halves; the peers mmdet / mmseg lack
     run (EFL, CE with the adaptive weights); --summarise-only merges the lanes."""

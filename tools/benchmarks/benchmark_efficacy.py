@@ -357,10 +357,13 @@ def _key(record):
 
 
 def write_records(path, records, previous):
-    """Save this study's runs, keeping earlier runs that it did not redo."""
+    """Save this study's runs, keeping earlier runs that it did not redo. Written
+    whole, then renamed: a reader (the tables of a running study) or a crash never
+    sees half a file."""
     keys = {_key(r) for r in records}
-    with open(path, 'w') as f:
+    with open(path + '.tmp', 'w') as f:
         json.dump(records + [r for r in previous if _key(r) not in keys], f, indent=1)
+    os.replace(path + '.tmp', path)
 
 
 def _order(name):

@@ -4,7 +4,7 @@
     python tools/dfl_switch.py my_config.py -o configs/my_config_dfl.py
 
 The written config inherits CONFIG (``_base_``) and replaces every FocalLoss
-with a sigmoid DualFocalLoss (gamma 2, no class weights) and every softmax
+with a sigmoid DualFocalLoss (gamma 2, its alpha, no class weights) and every softmax
 CrossEntropyLoss of an mmseg decode/auxiliary head with a softmax DualFocalLoss
 (learnable gamma, adaptive class weights unless --no-adaptive): the shipped settings
 of each task, keeping each loss weight; it adds

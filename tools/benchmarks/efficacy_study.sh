@@ -35,6 +35,8 @@
 #      seeds 0-2 on det.
 #   I  seed 0 screens of the product's other features on top of alpha 0.25: a learnable
 #      gamma, the adaptive weights.
+#   J  alpha 0.25 + the adaptive weights (ahead of alpha 0.25 on four sets on seed 0,
+#      behind on the two from other renderers): seeds 1-2 on every long tail.
 # Lane a: det-glyphs, det-many, det-lt (A), then B on those and det-small, det-digits, C, D
 # and E on det-lt, det-digits, det-many (E: seed 0); lane b: det-strokes, det-small, det-digits, det (A),
 # seg-many, then B on det-strokes, det, C, D on det-glyphs, det-strokes, E (and E's seed 1
@@ -84,6 +86,7 @@ lane_a() {
     ROWS=("${BALANCE[@]}"); run lane_a 0 det-lt det-many det-digits
     ROWS=('DFL alpha 0.25'); run lane_a "1 2 3 4" det-lt det-many det-digits
     ROWS=("${ON_BALANCE[@]}"); run lane_a 0 det-lt det-many det-digits
+    ROWS=('DFL alpha 0.25 + weights'); run lane_a "1 2" det-lt det-many det-digits
 }
 
 lane_b() {
@@ -102,6 +105,7 @@ lane_b() {
     ROWS=('DFL alpha 0.25'); run lane_b "1 2 3 4" det-glyphs det-strokes det-small
     run lane_b "0 1 2" det
     ROWS=("${ON_BALANCE[@]}"); run lane_b 0 det-glyphs det-strokes det-small
+    ROWS=('DFL alpha 0.25 + weights'); run lane_b "1 2" det-glyphs det-strokes det-small
 }
 
 start=$(date +%s)

@@ -588,7 +588,7 @@ def summarise_leave_one_out(records, prior_file=None):
             + '\n\n**Never behind by more than its spread?**\n\n' + '\n'.join(spread))
 
 
-DEFAULT_ROWS = ('focal', 'DFL fixed', 'DFL alpha 0.25', 'DFL + weights')
+DEFAULT_ROWS = ('focal', 'DFL fixed', 'DFL alpha 0.25', 'DFL + weights', 'DFL alpha 0.25 + weights')
 
 
 def summarise_iou(records, tasks, rows=DEFAULT_ROWS):

@@ -304,3 +304,11 @@ def test_leave_one_set_out_picks_on_the_other_sets_and_judges_the_left_out_one()
     assert by_set['c']['row'] == 'bold' and not by_set['c']['verdict']['ok']
     table = loo.loso_table(lines)
     assert '| c | bold (2/2) |' in table and '✗' in table
+    # a seed-0 screen, ahead on every set by its only seed, is no candidate at 3 seeds
+    for task in ('a', 'b', 'c'):
+        summaries[(task, 'screen')] = dict(_summary(60, 60, 70, 50), seeds=1)
+    assert loo.eligible(summaries, ['a', 'b', 'c'], ['steady', 'screen']) == [
+        'steady', 'screen']
+    assert loo.eligible(summaries, ['a', 'b', 'c'], ['steady', 'screen', 'bold'], 3) == [
+        'steady', 'bold']
+    assert loo.eligible(summaries, ['a', 'b', 'z'], ['steady']) == []  # not run on z

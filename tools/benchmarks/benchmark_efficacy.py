@@ -560,14 +560,12 @@ def summarise_leave_one_out(records, prior_file=None):
     tasks += sorted({t for t, _ in external})
     rows = [r for r in ('focal', 'EFL') + DFL_DET_ROWS
             if any((t, r) in summaries for t in tasks)]
-    candidates = [r for r in DFL_DET_ROWS if all((t, r) in summaries for t in tasks)]
+    candidates = leave_one_out.eligible(summaries, tasks, DFL_DET_ROWS)
     lines = leave_one_out.leave_one_set_out(summaries, tasks, candidates)
     # the held-out sets are not here to run new rows on: the same choice over the sets of
-    # this repository, among the rows run on all of them with 3 seeds or more (a seed-0
-    # screen's worst seed is its only one: not comparable)
+    # this repository, among the rows run on all of them with MIN_SEEDS seeds or more
     here = [t for t in tasks if t in LONG_TAILS]
-    here_candidates = [r for r in DFL_DET_ROWS if all(
-        summaries.get((t, r), {}).get('seeds', 0) >= MIN_SEEDS for t in here)]
+    here_candidates = leave_one_out.eligible(summaries, here, DFL_DET_ROWS, MIN_SEEDS)
     here_lines = leave_one_out.leave_one_set_out(summaries, here, here_candidates)
     spread = ['| row | where it is behind FocalLoss\'s mean by more than its own sd |',
               '|---|---|']

@@ -43,6 +43,15 @@ def judge(summaries: Dict[Tuple[str, str], dict], task: str, row: str) -> Option
     return dict(margin, ok=passes(margin))
 
 
+def eligible(summaries, tasks: Sequence[str], rows: Sequence[str],
+             min_seeds: int = 1) -> List[str]:
+    """The ``rows`` run with ``min_seeds`` seeds or more on every one of ``tasks`` (a
+    screen's single seed is its worst: not comparable with five)."""
+    return [row for row in rows
+            if all(summaries.get((task, row), {}).get('seeds', 0) >= min_seeds
+                   for task in tasks)]
+
+
 def pick(summaries, tasks: Sequence[str], candidates: Sequence[str]) -> Tuple[str, int, float]:
     """The candidate passing the most of ``tasks`` (ties: the largest mean worst-seed
     margin): (row, sets passed, mean worst margin). A set where a candidate is not

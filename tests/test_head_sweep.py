@@ -59,8 +59,9 @@ def test_switch_turns_an_unshipped_detector_into_its_dfl_version(tmp_path, capsy
     assert capsys.readouterr().out.strip() == str(out)
     assert "_base_ = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'" in out.read_text()
     loss = cfg.model.bbox_head.loss_cls
-    assert loss == dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, loss_weight=1.0,
-                        reduction='none')  # the detection default: no class weights
+    assert loss == dict(type='DualFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                        loss_weight=1.0, reduction='none')  # the detection default:
+    # FSAF's FocalLoss's alpha, no class weights
     assert 'dfl_mm' in cfg.custom_imports.imports
     assert [h.type for h in cfg.custom_hooks] == ['DFLStepHook']
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.gamma_logit.decay_mult == 0.0

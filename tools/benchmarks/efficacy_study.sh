@@ -28,8 +28,8 @@
 #   E  DFL alpha 0.75 (positives weigh 3x the easy negatives' flood), seeds 0-1 on
 #      every long tail (behind DFL gamma 2 on det-glyphs and det-strokes on both: no seed 2);
 #   F  the one screen that passed all six sets on seed 0, learnable + weights: seeds 1-2.
-#   G  seed 0 screens of the balance between the classification and box losses (DFL
-#      leads FocalLoss at IoU 0.5 and trails it at 0.75): alpha 0.5 (the classification
+#   G  seed 0 screens of the balance between the classification and box losses (on the
+#      shapes tail DFL leads FocalLoss at IoU 0.5, trails it at 0.75): alpha 0.5 (the classification
 #      loss halved), alpha 0.25 (FocalLoss's), and gamma 1.5, on every long tail.
 #   H  the screen ahead on every set, DFL alpha 0.25: seeds 1-4 on every long tail,
 #      seeds 0-2 on det.
